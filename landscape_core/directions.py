@@ -1,0 +1,160 @@
+"""Directions in parameter space: random (filter/layer/no normalization) and axis vectors.
+
+Every direction is a flat ``(P,)`` tensor of ``problem.space``. Each function registers
+how a direction was made (``provenance``), so a surface drawn along it can say so.
+Hessian, PCA and checkpoint-plane directions live beside their algorithms
+(``hessian.py``, ``trajectory.py``) and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from enum import Enum
+
+import torch
+
+from .space import ParamKind
+
+_PROVENANCE: OrderedDict[str, dict] = OrderedDict()
+_PROVENANCE_MAX = 1024
+
+
+class Norm(str, Enum):
+    """How a random direction is scaled to the model (Li et al. 2018)."""
+
+    FILTER = "filter"  # each output slice (conv filter, linear row) to the norm of theta0's slice
+    LAYER = "layer"  # each tensor to the norm of theta0's tensor
+    NONE = "none"  # raw N(0, 1) entries
+
+
+def digest(vector: torch.Tensor) -> str:
+    """sha256 of a direction's float32 bytes (identity for provenance and cache keys)."""
+    return hashlib.sha256(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def register(vectors: torch.Tensor, settings: dict) -> torch.Tensor:
+    """Remember how each row of ``vectors`` was made; returns ``vectors`` unchanged."""
+    rows = vectors if vectors.dim() == 2 else vectors[None]
+    for i, row in enumerate(rows):
+        _PROVENANCE[digest(row)] = {**settings, "index": i}
+        _PROVENANCE.move_to_end(digest(row))
+    while len(_PROVENANCE) > _PROVENANCE_MAX:
+        _PROVENANCE.popitem(last=False)
+    return vectors
+
+
+def provenance(vector: torch.Tensor) -> dict:
+    """How ``vector`` was made, if a function of this library made it; else ``{"kind": "user"}``."""
+    return dict(_PROVENANCE.get(digest(vector), {"kind": "user"}))
+
+
+def random(
+    problem,
+    count: int = 2,
+    norm: Norm | str = "filter",
+    ignore: Iterable[str] = ("bias", "norm"),
+    orthogonal: bool = False,
+    seed: int = 0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gaussian directions, ``(count, P)``, scaled to the model.
+
+    ``norm="filter"``: every tensor of dim > 1 is split into output slices (rows of a
+    linear weight, filters of a conv); each slice of the direction is rescaled to the norm
+    of the same slice of ``theta0``. Tensors of dim <= 1 that are not ignored are treated
+    as one slice (layer-wise), never element-wise. ``"layer"``: each tensor rescaled to the
+    norm of theta0's tensor. ``"none"``: raw N(0, 1).
+
+    ``ignore``: kinds set exactly to zero: ``"bias"`` and/or ``"norm"`` (normalization-layer
+    weights and biases). With ``ignore=()`` they get the normalization above like any tensor.
+    ``mask``: boolean ``(P,)``; entries outside it are zero (analysis restricted to a subset).
+    ``orthogonal``: Gram-Schmidt in float64, each vector then rescaled to its norm before
+    orthogonalization, so scales stay comparable.
+
+    The draw is made on the CPU from ``torch.Generator().manual_seed(seed)`` over the whole
+    space, so the same seed gives the same directions on any device, batch size or mask.
+
+    >>> d = random(problem, count=2, seed=0)   # doctest: +SKIP
+    >>> d.shape                                  # doctest: +SKIP
+    torch.Size([2, P])
+    """
+    norm = Norm(norm)
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer; got {count!r}.")
+    ignore_kinds = {ParamKind(k) for k in ignore}
+    space = problem.space
+    theta0 = problem.theta0.detach().to("cpu", torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    raw = torch.randn(count, space.size, generator=gen, dtype=torch.float32)
+    directions = torch.zeros_like(raw)
+    for p in space.params:
+        if p.kind in ignore_kinds:
+            continue
+        d = raw[:, p.slice]
+        if norm is Norm.NONE:
+            directions[:, p.slice] = d
+            continue
+        w = theta0[p.slice]
+        if norm is Norm.FILTER and len(p.shape) > 1:
+            d = d.reshape(count, p.shape[0], -1)
+            w = w.reshape(1, p.shape[0], -1)
+        else:
+            d = d.reshape(count, 1, -1)
+            w = w.reshape(1, 1, -1)
+        scale = w.norm(dim=-1, keepdim=True) / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        directions[:, p.slice] = (d * scale).reshape(count, -1)
+    if mask is not None:
+        space.check(mask, "mask")
+        directions = directions * mask.to(directions.dtype)
+    if orthogonal:
+        directions = _gram_schmidt(directions)
+    directions = directions.to(problem.device, problem.dtype)
+    settings = {
+        "kind": "random",
+        "norm": norm.value,
+        "ignore": sorted(k.value for k in ignore_kinds),
+        "orthogonal": bool(orthogonal),
+        "seed": int(seed),
+        "count": count,
+        "masked": mask is not None,
+    }
+    return register(directions, settings)
+
+
+def _gram_schmidt(vectors: torch.Tensor) -> torch.Tensor:
+    """Orthogonalize rows in float64, keeping each row's original norm."""
+    v = vectors.double()
+    norms = v.norm(dim=1)
+    out = []
+    for i in range(v.shape[0]):
+        u = v[i].clone()
+        for q in out:
+            u -= (u @ q) * q
+        n = u.norm()
+        if n < 1e-12 * max(norms[i].item(), 1e-300):
+            raise ValueError(f"direction {i} is linearly dependent on the previous ones; cannot orthogonalize.")
+        out.append(u / n)
+    return (torch.stack(out) * norms[:, None]).to(vectors.dtype)
+
+
+def axis(problem, name: str, index: int | tuple[int, ...] = 0) -> torch.Tensor:
+    """Unit vector ``(P,)`` of one parameter entry, e.g. ``axis(problem, "0.weight", (0, 0))``.
+
+    Lets a small model be drawn over its raw parameters (slope and intercept of a line).
+    """
+    info = problem.space[name]
+    flat = torch.zeros(info.numel, dtype=torch.long)
+    try:
+        position = flat.reshape(info.shape)[index] if info.shape else flat
+        if position.numel() != 1:
+            raise IndexError
+        offset = int(torch.arange(info.numel).reshape(info.shape or (1,))[index if info.shape else 0])
+    except (IndexError, TypeError):
+        raise ValueError(f"index {index!r} does not name one entry of {name!r} with shape {info.shape}.") from None
+    direction = torch.zeros(problem.space.size, dtype=problem.dtype, device=problem.device)
+    direction[info.offset + offset] = 1.0
+    return register(
+        direction, {"kind": "axis", "name": name, "entry": list(index) if isinstance(index, tuple) else index}
+    )

@@ -1,0 +1,314 @@
+"""The one evaluator every landscape value passes through.
+
+Points are given in affine form, ``theta_i = center + coeffs[i] @ basis`` (a plane is
+``theta0 + alpha d1 + beta d2``, a path ``theta_a + alpha (theta_b - theta_a)``), so that
+speed work lives in one place:
+
+* points are evaluated in chunks, several per forward pass (``torch.func.vmap`` over
+  points; a per-point loop where the model refuses vmap or runs in train mode);
+* for an ``nn.Sequential`` that starts with a ``Linear``/``Conv`` layer, that layer's output is
+  affine in the point, so it is computed once for the centre and once per basis vector and
+  combined per point ("affine prefix"); the dominant matmul of a small MLP then disappears;
+* chunk size follows a memory budget; progress ``(done, total)`` is reported and a cancel
+  event is checked between chunks.
+
+Values are exact sample-weighted means over the batches of each split, accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from enum import Enum
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of activations per chunk
+MAX_CHUNK = 256
+
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised between chunks when the cancel event of a running evaluation is set."""
+
+
+class Strategy(str, Enum):
+    """How a chunk of points runs through the model (chosen automatically)."""
+
+    AFFINE = "affine"  # first layer combined from precomputed outputs, rest vmapped
+    VMAP = "vmap"  # whole model vmapped over points
+    LOOP = "loop"  # one functional_call per point
+
+
+def evaluate_points(
+    problem,
+    center: torch.Tensor,
+    basis: torch.Tensor | None,
+    coeffs: torch.Tensor | np.ndarray | None,
+    splits: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    buffers: dict | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    chunk_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Evaluate ``problem`` at ``center + coeffs @ basis``.
+
+    ``center``: ``(P,)``; ``basis``: ``(m, P)`` or ``None`` (the single point ``center``);
+    ``coeffs``: ``(k, m)``. Returns ``{"<split>_<quantity>": float64 array (k,)}``.
+    Raises ``Cancelled`` if ``cancel`` is set before a chunk starts.
+    """
+    space = problem.space
+    space.check(center, "center")
+    center = center.to(problem.device, problem.dtype)
+    if basis is None:
+        basis = torch.zeros((0, space.size), dtype=problem.dtype, device=problem.device)
+        coeffs = torch.zeros((1, 0), dtype=torch.float64)
+    else:
+        space.check(basis, "basis", batched=True)
+        basis = basis.to(problem.device, problem.dtype)
+        coeffs = torch.as_tensor(coeffs, dtype=torch.float64)
+        if coeffs.dim() != 2 or coeffs.shape[1] != basis.shape[0]:
+            raise ValueError(f"coeffs must have shape (k, {basis.shape[0]}); got {tuple(coeffs.shape)}.")
+    split_names = list(problem.splits) if splits is None else list(splits)
+    for s in split_names:
+        if s not in problem.splits:
+            raise ValueError(f"split {s!r} is not available; this problem has {list(problem.splits)}.")
+    buffers = problem.buffers if buffers is None else buffers
+    runner = _Runner(problem, center, basis, buffers)
+    k = coeffs.shape[0]
+    chunk = chunk_size or runner.chunk_size(memory_budget)
+    quantities = ("loss", *problem.metrics)
+    out = {f"{s}_{q}": np.full(k, np.nan) for s in split_names for q in quantities}
+    if progress is not None:
+        progress(0, k)
+    for start in range(0, k, chunk):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {start} of {k} points")
+        stop = min(start + chunk, k)
+        c = coeffs[start:stop].to(problem.device)
+        with torch.no_grad():
+            for s in split_names:
+                acc = {q: torch.zeros(stop - start, dtype=torch.float64, device=problem.device) for q in quantities}
+                for b, (X, y, w) in enumerate(problem.splits[s].batches()):
+                    outputs = runner.outputs(c, X, (s, b))
+                    acc["loss"] += w * _per_point(problem.loss, outputs, y).double()
+                    for name, fn in problem.metrics.items():
+                        acc[name] += w * _per_point(fn, outputs, y).double()
+                for q in quantities:
+                    out[f"{s}_{q}"][start:stop] = acc[q].cpu().numpy()
+        if progress is not None:
+            progress(stop, k)
+    return out
+
+
+def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``fn(outputs[i], y)`` for every point i, vmapped when ``fn`` allows it."""
+    try:
+        return torch.func.vmap(fn, in_dims=(0, None))(outputs, y).reshape(-1)
+    except Exception:
+        return torch.stack([torch.as_tensor(fn(o, y)).reshape(()) for o in outputs])
+
+
+class _Runner:
+    """Runs chunks of points through the model with the fastest strategy that works.
+
+    On CPU a per-point loop is faster than ``vmap`` (measured on the digits MLP: 1.6k vs
+    0.7k points/s), so CPU loops and CUDA vmaps. Both reuse the affine prefix when the
+    model is an ``nn.Sequential`` starting with a ``Linear``/``Conv`` layer.
+    """
+
+    def __init__(self, problem, center, basis, buffers):
+        self.problem = problem
+        self.space = problem.space
+        self.center = center
+        self.basis = basis
+        self.buffers = buffers
+        self.frozen = problem.space.frozen
+        self._prefix_cache: dict = {}
+        self.split_at = self._affine_split()
+        self.strategy = self._choose()
+
+    # -- strategy -----------------------------------------------------------------
+    def _choose(self) -> Strategy:
+        forced = getattr(self.problem, "strategy", None)
+        if forced is not None:
+            return Strategy(forced)
+        if self.problem.mode.value == "train":
+            return Strategy.LOOP
+        if self.problem.device.type != "cpu":
+            return Strategy.VMAP
+        return Strategy.AFFINE if self.split_at is not None else Strategy.LOOP
+
+    def _affine_split(self):
+        """``(index, layer)`` of the first parametrised layer of a Sequential if it is affine."""
+        model = self.problem.model
+        if not isinstance(model, nn.Sequential) or self.problem.mode.value == "train":
+            return None
+        for i, module in enumerate(model):
+            if not list(module.parameters(recurse=True)):
+                if list(module.buffers()):
+                    return None
+                continue
+            if type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d) and i + 1 < len(model):
+                names = [f"{i}.{n}" for n, _ in module.named_parameters()]
+                if all(n in self.space._by_name for n in names):
+                    return i, module
+            return None
+        return None
+
+    def chunk_size(self, budget: int) -> int:
+        """Points per chunk so that activations of one batch stay within ``budget`` bytes."""
+        per_sample = _activation_numel(self.problem)
+        largest_batch = max(s.batch_size for s in self.problem.splits.values())
+        elem = torch.finfo(self.problem.dtype).bits // 8
+        per_point = (3 * per_sample * largest_batch + 2 * self.space.size) * elem
+        return int(max(1, min(MAX_CHUNK, budget // max(per_point, 1))))
+
+    # -- forward ----------------------------------------------------------------------
+    def thetas(self, c: torch.Tensor) -> torch.Tensor:
+        if self.basis.shape[0] == 0:
+            return self.center.expand(c.shape[0], -1)
+        return self.center + c.to(self.basis.dtype) @ self.basis
+
+    def outputs(self, c: torch.Tensor, X: torch.Tensor, batch_key) -> torch.Tensor:
+        """Model outputs ``(kc, n_b, ...)`` for the chunk's points on one batch."""
+        thetas = self.thetas(c)
+        if self.strategy is Strategy.AFFINE:
+            try:
+                return self._affine(c, thetas, X, batch_key)
+            except Exception:
+                self.strategy = Strategy.LOOP if self.problem.device.type == "cpu" else Strategy.VMAP
+        if self.strategy is Strategy.VMAP:
+            try:
+                return self._vmap(self.problem.model, thetas, X)
+            except Exception:
+                self.strategy = Strategy.LOOP
+        return torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])
+
+    def _state(self, params: dict) -> dict:
+        return {**self.buffers, **self.frozen, **params}
+
+    def _vmap(self, module: nn.Module, thetas: torch.Tensor, X: torch.Tensor, batched_input: bool = False):
+        params = self.space.unflatten(thetas)
+        if module is not self.problem.model:
+            own = {n for n, _ in module.named_parameters()}
+            params = {n: v for n, v in params.items() if n in own}
+
+        def one(p, x):
+            return torch.func.functional_call(module, self._state(p), (x,))
+
+        return torch.func.vmap(one, in_dims=(0, 0 if batched_input else None))(params, X)
+
+    def _prefix(self, X: torch.Tensor, batch_key):
+        """First-layer outputs at the centre and along each basis vector, once per batch."""
+        if batch_key not in self._prefix_cache:
+            index, layer = self.split_at
+            x = X
+            for module in list(self.problem.model)[:index]:
+                x = module(x)
+
+            def layer_out(theta: torch.Tensor) -> torch.Tensor:
+                p = self.space.unflatten(theta)
+                return _apply_layer(layer, p[f"{index}.weight"], p.get(f"{index}.bias"), x)
+
+            z_basis = torch.stack([layer_out(d) for d in self.basis]) if self.basis.shape[0] else None
+            self._prefix_cache[batch_key] = (layer_out(self.center), z_basis)
+        return self._prefix_cache[batch_key]
+
+    def _affine(self, c, thetas, X, batch_key) -> torch.Tensor:
+        index, _ = self.split_at
+        z_center, z_basis = self._prefix(X, batch_key)
+        rest = self.problem.model[index + 1 :]
+        if self.strategy is Strategy.VMAP or self.problem.device.type != "cpu":
+            z = z_center if z_basis is None else z_center + torch.tensordot(c.to(z_basis.dtype), z_basis, dims=1)
+            return self._vmap(rest, thetas, z.expand(c.shape[0], *z_center.shape), batched_input=True)
+        params = self.space.unflatten(thetas)
+        plan = self._plan(rest)
+        outputs = []
+        for i, row in enumerate(c.tolist()):
+            z, fresh = z_center, False
+            for j, coef in enumerate(row):
+                if coef != 0.0:
+                    z = z.add_(z_basis[j], alpha=coef) if fresh else torch.add(z, z_basis[j], alpha=coef)
+                    fresh = True
+            outputs.append(_run_plan(plan, {n: v[i] for n, v in params.items()}, self._state, z, fresh))
+        return torch.stack(outputs)
+
+    def _plan(self, seq: nn.Sequential):
+        if not hasattr(self, "_plan_cache"):
+            self._plan_cache = _make_plan(seq, self.space)
+        return self._plan_cache
+
+
+def _apply_layer(layer: nn.Module, weight, bias, x):
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, bias)
+    return layer._conv_forward(x, weight, bias)
+
+
+def _make_plan(seq: nn.Sequential, space) -> list[tuple]:
+    """Steps to run ``seq`` with per-point parameters without swapping module state.
+
+    ``("layer", module, weight_name, bias_name)`` calls the functional form of a
+    Linear/Conv; ``("relu",)`` an in-place ReLU on a fresh tensor; ``("plain", module)``
+    a parameter-free module; ``("call", module, prefix)`` goes through ``functional_call``.
+    """
+    plan = []
+    for name, module in seq._modules.items():
+        own = [n for n, _ in module.named_parameters()]
+        if not own:
+            plan.append(("relu",) if type(module) is nn.ReLU else ("plain", module))
+        elif type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d) and f"{name}.weight" in space._by_name:
+            bias = f"{name}.bias" if f"{name}.bias" in space._by_name else None
+            plan.append(("layer", module, f"{name}.weight", bias))
+        else:
+            plan.append(("call", module, name + "."))
+    return plan
+
+
+def _run_plan(plan, params: dict, state, x: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """Run a plan from ``_make_plan``; ``fresh`` says ``x`` may be overwritten in place."""
+    for step in plan:
+        kind = step[0]
+        if kind == "relu":
+            x = torch.relu_(x) if fresh else torch.relu(x)
+        elif kind == "plain":
+            x = step[1](x)
+        elif kind == "layer":
+            _, module, weight, bias = step
+            x = _apply_layer(module, params[weight], params[bias] if bias else None, x)
+        else:
+            _, module, prefix = step
+            sub = {k[len(prefix) :]: v for k, v in state(params).items() if k.startswith(prefix)}
+            x = torch.func.functional_call(module, sub, (x,))
+        fresh = True
+    return x
+
+
+def _activation_numel(problem) -> int:
+    """Sum of output sizes of all leaf modules for one sample (a proxy for activation memory)."""
+    cached = getattr(problem, "_activation_numel", None)
+    if cached is not None:
+        return cached
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output[0].numel() if output.dim() else 1
+
+    handles = [m.register_forward_hook(hook) for m in problem.model.modules() if not list(m.children())]
+    try:
+        X = problem.splits["train"].X[:1]
+        with torch.no_grad():
+            problem.forward(problem.theta0, X)
+    finally:
+        for h in handles:
+            h.remove()
+    problem._activation_numel = max(total, 1)
+    return problem._activation_numel

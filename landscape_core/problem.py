@@ -1,0 +1,320 @@
+"""``Problem``: a model, a loss and data, evaluated at any point of its parameter space."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import Enum
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .space import ParamSpace
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Mode(str, Enum):
+    """How the model runs while it is evaluated.
+
+    ``EVAL``: ``model.eval()``; dropout off, BatchNorm uses its running statistics.
+    ``TRAIN``: ``model.train()``; BatchNorm uses the statistics of each batch (so values
+    depend on the batch size) and dropout is active. Only on explicit request.
+    """
+
+    EVAL = "eval"
+    TRAIN = "train"
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Fraction of samples whose arg-max logit equals the integer label; output ``(n, C)``."""
+    return (output.argmax(dim=-1) == target).to(output.dtype).mean()
+
+
+BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
+
+
+class Split:
+    """One data split held as tensors on the problem's device: ``X`` ``(n, ...)``, ``y`` ``(n, ...)``."""
+
+    def __init__(self, name: str, X: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.name = name
+        self.X = X
+        self.y = y
+        self.n = int(X.shape[0])
+        self.batch_size = batch_size
+        self._fingerprint: str | None = None
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        """Yield ``(X_b, y_b, weight)`` with ``weight = n_b / n``; weights sum to 1."""
+        for start in range(0, self.n, self.batch_size):
+            stop = min(start + self.batch_size, self.n)
+            yield self.X[start:stop], self.y[start:stop], (stop - start) / self.n
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the split's bytes (inputs and labels)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for t in (self.X, self.y):
+                h.update(str((tuple(t.shape), str(t.dtype))).encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+
+def _to_tensors(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialize an ``(X, y)`` tuple, a ``Dataset`` or a ``DataLoader`` as two tensors."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
+        X, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in data)
+    elif isinstance(data, (DataLoader, Dataset)):
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=512, shuffle=False)
+        xs, ys = [], []
+        for item in loader:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise ValueError(f"{what}: each batch must be an (inputs, labels) pair; got {type(item).__name__}.")
+            xs.append(torch.as_tensor(item[0]))
+            ys.append(torch.as_tensor(item[1]))
+        if not xs:
+            raise ValueError(f"{what} is empty (0 samples); a loss needs at least one sample.")
+        X, y = torch.cat(xs), torch.cat(ys)
+    else:
+        raise ValueError(
+            f"{what} must be an (X, y) tuple of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}."
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{what} is empty (0 samples); a loss needs at least one sample.")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"{what}: inputs have {X.shape[0]} samples but labels have {y.shape[0]}.")
+    return X.detach(), y.detach()
+
+
+class Problem:
+    """A model, a loss and data: the thing whose landscape is drawn.
+
+    Parameters
+    ----------
+    model: the ``nn.Module``; it is deep-copied, the object passed in is never changed.
+    loss: ``loss(output, target) -> scalar``, the mean over the batch (e.g. ``F.cross_entropy``).
+    train, val: ``(X, y)`` tensors, a ``Dataset`` or a ``DataLoader``; materialized once as tensors.
+    metrics: extra quantities, ``{name: fn(output, target) -> batch mean}`` or names of built-ins
+        (``"accuracy"``). ``None``: accuracy is added when the task is classification
+        (2-D logits vs 1-D integer labels).
+    batch_size: samples per forward pass; ``None`` picks the whole split up to 4096.
+        Values never depend on it (exact sample-weighted mean) in eval mode.
+    device: ``"cpu"``, ``"cuda"``... defaults to the model's device.
+    mode: ``"eval"`` (default) or ``"train"``, see ``Mode``.
+
+    Attributes: ``theta0`` (flat ``(P,)`` trained parameters), ``space`` (``ParamSpace``),
+    ``buffers`` (running statistics), ``splits`` (``{"train": Split, "val": Split}``),
+    ``base`` (the quantities at ``theta0``, floats).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        train,
+        val=None,
+        metrics: Mapping[str, Callable] | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        mode: Mode | str = Mode.EVAL,
+    ):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        if not callable(loss):
+            raise ValueError(f"loss must be callable as loss(output, target); got {type(loss).__name__}.")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+        self.mode = Mode(mode)
+        first = next(iter(model.parameters()), None)
+        self.device = torch.device(device) if device is not None else (first.device if first is not None else "cpu")
+        self.model = copy.deepcopy(model).to(self.device)
+        self.model.train(self.mode is Mode.TRAIN)
+        for p in self.model.parameters():
+            p.grad = None
+        self.loss = loss
+        self.space = ParamSpace(self.model)
+        self.dtype = next(self.model.parameters()).dtype
+        params = dict(self.model.named_parameters())
+        self.theta0 = self.space.flatten(params).detach().clone()
+        self.buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
+
+        self.splits: dict[str, Split] = {}
+        for name, data in (("train", train), ("val", val)):
+            if data is None:
+                continue
+            X, y = _to_tensors(data, name)
+            if X.is_floating_point():
+                X = X.to(self.dtype)
+            bs = batch_size or min(X.shape[0], 4096)
+            self.splits[name] = Split(name, X.to(self.device), y.to(self.device), bs)
+        if "train" not in self.splits:
+            raise ValueError("train data is required.")
+        self.batch_size = batch_size
+        self.metrics = self._resolve_metrics(metrics)
+        self.base = self._check_base()
+
+    # -- set-up checks ---------------------------------------------------------
+    def _probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        split = self.splits["train"]
+        X, y = split.X[: min(split.n, 16)], split.y[: min(split.n, 16)]
+        with torch.no_grad():
+            try:
+                out = self.forward(self.theta0, X)
+            except Exception as exc:  # the user's model failed on the user's data
+                raise ValueError(f"the model failed on a train batch of shape {tuple(X.shape)}: {exc}") from exc
+        return out, y
+
+    def _resolve_metrics(self, metrics) -> dict[str, Callable]:
+        out, y = self._probe()
+        if out.shape[0] != y.shape[0]:
+            raise ValueError(f"model output has {out.shape[0]} rows for {y.shape[0]} labels; they must match.")
+        try:
+            value = self.loss(out, y)
+        except Exception as exc:
+            raise ValueError(
+                f"loss(output, target) failed for output shape {tuple(out.shape)} and label shape "
+                f"{tuple(y.shape)} ({y.dtype}): {exc}"
+            ) from exc
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ValueError(f"loss must return a scalar tensor (the batch mean); got {type(value).__name__}.")
+        classification = out.dim() == 2 and out.shape[1] >= 2 and y.dim() == 1 and not y.is_floating_point()
+        if classification:
+            for split in self.splits.values():
+                low, high = int(split.y.min()), int(split.y.max())
+                if low < 0 or high >= out.shape[1]:
+                    raise ValueError(
+                        f"{split.name} labels range over [{low}, {high}] but the model outputs {out.shape[1]} "
+                        f"classes; labels must lie in [0, {out.shape[1] - 1}]."
+                    )
+        if metrics is None:
+            return {"accuracy": accuracy} if classification else {}
+        if isinstance(metrics, Mapping):
+            resolved = dict(metrics)
+        else:
+            resolved = {}
+            for name in metrics:
+                if name not in BUILTIN_METRICS:
+                    raise ValueError(f"unknown metric {name!r}; built-ins are {sorted(BUILTIN_METRICS)}.")
+                resolved[name] = BUILTIN_METRICS[name]
+        for name, fn in resolved.items():
+            if not callable(fn):
+                raise ValueError(f"metric {name!r} must be callable as fn(output, target).")
+        return resolved
+
+    def _check_base(self) -> dict[str, float]:
+        from .evaluate import evaluate_points
+
+        values = evaluate_points(self, self.theta0, None, None)
+        base = {k: float(v[0]) for k, v in values.items()}
+        bad = {k: v for k, v in base.items() if k.endswith("loss") and not np.isfinite(v)}
+        if bad:
+            raise ValueError(f"the loss at the trained parameters is not finite ({bad}); check the model and data.")
+        return base
+
+    # -- evaluation --------------------------------------------------------------
+    @property
+    def quantities(self) -> list[str]:
+        """Names of the values ``evaluate`` returns, e.g. ``["train_loss", "train_accuracy", ...]``."""
+        return [f"{s}_{q}" for s in self.splits for q in ("loss", *self.metrics)]
+
+    def forward(self, theta: torch.Tensor, X: torch.Tensor, buffers: Mapping | None = None) -> torch.Tensor:
+        """Model output at the flat parameters ``theta`` ``(P,)`` for inputs ``X``; differentiable."""
+        params = self.space.unflatten(theta)
+        if self.space.frozen:
+            params = {**self.space.frozen, **params}
+        state = {**(self.buffers if buffers is None else buffers), **params}
+        return torch.func.functional_call(self.model, state, (X,))
+
+    def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, buffers=None) -> torch.Tensor:
+        """Mean loss of one batch at ``theta``; differentiable w.r.t. ``theta`` (for HVPs and ascent)."""
+        return self.loss(self.forward(theta, X, buffers), y)
+
+    def full_loss(self, theta: torch.Tensor, split: str = "train") -> torch.Tensor:
+        """Exact full-split mean loss at ``theta`` as a differentiable scalar (sums weighted batches)."""
+        total = None
+        for X, y, w in self.splits[split].batches():
+            term = w * self.batch_loss(theta, X, y)
+            total = term if total is None else total + term
+        return total
+
+    def evaluate(self, thetas: torch.Tensor, splits=None, progress=None, cancel=None) -> dict[str, np.ndarray]:
+        """Loss (and metrics) on the full split(s) for a stack of points.
+
+        ``thetas``: ``(k, P)`` (or ``(P,)``). Returns ``{quantity: float64 array (k,)}``, e.g.
+        ``train_loss``, ``train_accuracy``, ``val_loss``; each an exact sample-weighted mean.
+        """
+        from .evaluate import evaluate_points
+
+        if thetas.dim() == 1:
+            thetas = thetas[None]
+        self.space.check(thetas, "thetas", batched=True)
+        k = thetas.shape[0]
+        eye = torch.eye(k, dtype=torch.float64)
+        zero = torch.zeros(self.space.size, dtype=self.dtype, device=self.device)
+        return evaluate_points(self, zero, thetas, eye, splits=splits, progress=progress, cancel=cancel)
+
+    # -- identity ---------------------------------------------------------------
+    def data_fingerprint(self) -> str:
+        """sha256 over every split's bytes."""
+        return hashlib.sha256("".join(f"{k}:{s.fingerprint}" for k, s in self.splits.items()).encode()).hexdigest()
+
+    def model_hash(self, theta: torch.Tensor | None = None) -> str:
+        """sha256 over the architecture, the parameters ``theta`` (default ``theta0``) and buffers."""
+        theta = self.theta0 if theta is None else theta
+        h = hashlib.sha256()
+        h.update(repr(self.model).encode())
+        h.update(json.dumps(self.space.signature()).encode())
+        h.update(self.mode.value.encode())
+        h.update(theta.detach().cpu().contiguous().numpy().tobytes())
+        for name in sorted(self.buffers):
+            h.update(name.encode())
+            h.update(self.buffers[name].detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        """JSON-ready summary for result settings: sizes, model hash, data fingerprint."""
+        return {
+            "model": type(self.model).__name__,
+            "parameters": self.space.size,
+            "model_sha256": self.model_hash(),
+            "data_sha256": self.data_fingerprint(),
+            "samples": {k: s.n for k, s in self.splits.items()},
+            "mode": self.mode.value,
+            "metrics": sorted(self.metrics),
+        }
+
+    # -- variants -------------------------------------------------------------
+    def subset(self, max_samples: int, seed: int = 0) -> Problem:
+        """The same problem on a random subset of at most ``max_samples`` per split (noisier values)."""
+        clone = copy.copy(self)
+        gen = torch.Generator().manual_seed(seed)
+        clone.splits = {}
+        for name, s in self.splits.items():
+            if s.n <= max_samples:
+                clone.splits[name] = s
+                continue
+            idx = torch.randperm(s.n, generator=gen)[:max_samples].to(s.X.device)
+            clone.splits[name] = Split(name, s.X[idx], s.y[idx], min(s.batch_size, max_samples))
+        clone.base = clone._check_base()
+        return clone
+
+    def at(self, theta: torch.Tensor, buffers: Mapping | None = None) -> Problem:
+        """The same model and data with base point ``theta`` (and optionally other buffers)."""
+        self.space.check(theta, "theta")
+        clone = copy.copy(self)
+        clone.theta0 = theta.detach().to(self.device, self.dtype).clone()
+        if buffers is not None:
+            clone.buffers = {k: v.detach().to(self.device) for k, v in buffers.items()}
+        clone.base = clone._check_base()
+        return clone
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={s.n}" for k, s in self.splits.items())
+        return f"Problem({type(self.model).__name__}, P={self.space.size}, {sizes}, device={self.device})"

@@ -1,7 +1,62 @@
-"""Streamlit entry point (placeholder until the dashboard lands): a demo surface."""
+"""Loss-landscape dashboard: ``streamlit run app.py`` (add ``-- --spec file.py:build`` for your model).
+
+Builds the navigation over the fixed page files in ``pages/``. A page is listed only if
+its file exists and the ``landscape_core`` modules it draws from import, so a page whose
+engine has not landed is hidden rather than shown broken. The sidebar (``pages/_ui.py``)
+picks the workspace, data splits, evaluation subset and device for every page.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Loss landscape", layout="wide")
-st.title("Loss landscape")
-st.write("The dashboard is being built; `landscape_core` is usable from Python.")
+ROOT = Path(__file__).resolve().parent
+
+# (file, title, icon, engine modules that must import)
+PAGES = [
+    ("surface.py", "Surface", ":material/landscape:", ["landscape_core.surface"]),
+    ("interpolation.py", "Interpolation", ":material/timeline:", ["landscape_core.interpolation"]),
+    ("sharpness.py", "Sharpness & Hessian", ":material/speed:", ["landscape_core.hessian", "landscape_core.sharpness"]),
+    ("trajectory.py", "Trajectory", ":material/route:", ["landscape_core.trajectory"]),
+    ("compare.py", "Compare", ":material/compare:", ["landscape_core.surface"]),
+    ("text.py", "Text embeddings", ":material/text_fields:", ["landscape_core.embeddings"]),
+    ("your_model.py", "Your model", ":material/upload_file:", ["landscape_core.spec"]),
+    ("guide.py", "Guide", ":material/menu_book:", []),
+]
+
+
+def available_pages() -> tuple[list, list[str]]:
+    """``st.Page`` objects for the pages that can run, and notes on the ones hidden."""
+    pages, hidden = [], []
+    for filename, title, icon, modules in PAGES:
+        path = ROOT / "pages" / filename
+        if not path.exists():
+            continue
+        missing = []
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # an engine that fails to import hides its page
+                logging.getLogger(__name__).info("hiding %s: %s", title, exc)
+                missing.append(name)
+        if missing:
+            hidden.append(f"{title} (needs {', '.join(missing)})")
+            continue
+        pages.append(st.Page(f"pages/{filename}", title=title, icon=icon, default=filename == "surface.py"))
+    return pages, hidden
+
+
+st.set_page_config(page_title="Loss landscapes", page_icon=":material/landscape:", layout="wide")
+
+from pages import _ui as ui  # noqa: E402  (after set_page_config)
+
+pages, hidden = available_pages()
+navigation = st.navigation(pages)
+ui.sidebar()
+if hidden:
+    st.sidebar.caption("Not available in this install: " + "; ".join(hidden))
+navigation.run()

@@ -1,0 +1,219 @@
+"""Surface page: 1D lines and 2D planes of the loss around the trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from landscape_core import directions, jobs, snippet, surface
+from landscape_core.results import Surface
+from pages import _ui as ui
+
+COARSE_STEPS = 11
+
+st.title("Surface: the loss around the trained model")
+st.caption(
+    "Values of the loss (and accuracy) at theta0 + alpha d1 + beta d2, along directions in parameter space. "
+    "alpha and beta are measured in units of the normalized directions (1.0 = one filter-norm of the weights)."
+)
+
+ws = ui.workspace()
+problem = ui.problem_for_page(ws)
+splits = ui.chosen_splits(problem)
+
+
+def _has_hessian() -> bool:
+    try:
+        from landscape_core import hessian  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+DIRECTION_KINDS = {"random": "Random (Gaussian, normalized)"}
+if _has_hessian():
+    DIRECTION_KINDS["hessian"] = "Hessian eigenvectors (sharpest directions)"
+
+with st.form("surface-settings"):
+    c1, c2, c3 = st.columns(3)
+    shape = c1.radio("View", ["2D plane", "1D lines"], horizontal=True, key="surface_shape")
+    kind = c1.selectbox("Directions", list(DIRECTION_KINDS), format_func=DIRECTION_KINDS.get, key="surface_kind")
+    norm = c2.selectbox(
+        "Normalization (random)",
+        ["filter", "layer", "none"],
+        key="surface_norm",
+        help="filter: each filter/row of the direction gets the norm of the same filter of the weights (Li et al. 2018).",
+    )
+    ignore = c2.multiselect(
+        "Ignore (set to zero)",
+        ["bias", "norm"],
+        default=["bias", "norm"],
+        key="surface_ignore",
+        help="Biases and normalization-layer parameters are left untouched by default.",
+    )
+    seed = c2.number_input("Seed", 0, 10_000, 0, key="surface_seed")
+    span = c3.slider("Span: alpha (and beta) from -span to +span", 0.1, 3.0, 1.0, 0.1, key="surface_span")
+    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51, 75, 101], value=21, key="surface_steps")
+    n_lines = c3.slider("Random 1D lines to overlay", 1, 10, 5, key="surface_lines")
+    c4, c5 = st.columns(2)
+    quantity = c4.selectbox("Quantity", ["loss", *problem.metrics], key="surface_quantity")
+    log = c5.checkbox("Log colour / y scale", key="surface_log")
+    st.form_submit_button("Run", type="primary")
+
+
+def _directions(count: int):
+    """The directions for this page's settings: ``(count, P)`` tensor, registered."""
+    if kind == "hessian":
+        from landscape_core import hessian
+
+        which = "largest" if count <= 2 else "largest"
+        spectrum = hessian.top_eigenvalues(problem, k=count, which=which, seed=int(seed))
+        basis = spectrum.vectors.to(problem.device, problem.dtype)
+        return directions.register(basis, {"kind": "hessian", "k": count, "which": which, "seed": int(seed)})
+    return directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
+
+
+base_settings = {
+    "workspace": ui.source(),
+    "problem": problem.model_hash(),
+    "kind": kind,
+    "norm": norm,
+    "ignore": sorted(ignore),
+    "seed": int(seed),
+    "span": span,
+    "splits": splits,
+}
+
+if kind == "hessian":
+    st.info(
+        "Hessian directions are unit-norm eigenvectors of the top eigenvalues, so alpha is in parameter units; "
+        "a random slice, by contrast, sees only the average curvature (trace / P)."
+    )
+
+if shape == "2D plane":
+
+    def plane_job(steps_):
+        def run(progress, cancel):
+            d = _directions(2)
+            return surface.plane(
+                problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, progress=progress, cancel=cancel
+            )
+
+        return run
+
+    coarse = ui.run_job(
+        jobs.job_key("surface-plane", {**base_settings, "steps": COARSE_STEPS}),
+        plane_job(COARSE_STEPS),
+        f"coarse {COARSE_STEPS}x{COARSE_STEPS} plane",
+    )
+    result = None
+    if coarse is not None:
+        result = coarse
+        if steps != COARSE_STEPS:
+            fine = ui.run_job(
+                jobs.job_key("surface-plane", {**base_settings, "steps": steps}),
+                plane_job(steps),
+                f"{steps}x{steps} plane",
+            )
+            if fine is not None:
+                result = fine
+            else:
+                st.caption(
+                    f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass while the {steps}x{steps} grid refines."
+                )
+    if result is not None:
+        quantities = [f"{s}_{quantity}" for s in splits]
+        domain = ui.value_domain([result], quantities[0], log) if len(quantities) == 1 else None
+        heat_tab, three_tab = st.tabs(["Heatmap with contours", "3D surface"])
+        charts = []
+        with heat_tab:
+            cols = st.columns(len(quantities))
+            for col, q in zip(cols, quantities):
+                chart = ui.heatmap(result, q, log=log, shared_domain=domain)
+                charts.append(chart)
+                col.altair_chart(chart, width="stretch")
+        with three_tab:
+            cols = st.columns(len(quantities))
+            for col, q in zip(cols, quantities):
+                col.plotly_chart(ui.surface_3d(result, q, log=log), key=f"surface3d:{q}")
+        q0 = quantities[0]
+        values = result.values[q0]
+        finite = values[np.isfinite(values)]
+        bad = int((~np.isfinite(values)).sum())
+        readout = (
+            f"**{ui.quantity_label(q0)}** at the base point: {result.center_value(q0):.4g}; "
+            f"over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
+        )
+        if bad:
+            readout += f" **{bad} points diverged** (NaN/inf) and are drawn grey."
+        st.markdown(readout)
+        try:
+            code = snippet.surface_code(result, ui.source())
+        except NotImplementedError as exc:
+            code = f"# not available: {exc}"
+        ui.downloads(result, chart=charts[0], name=f"plane_{q0}", snippet=code)
+else:
+    lines_steps = max(steps, 21)
+
+    def lines_job(progress, cancel):
+        d = _directions(n_lines)
+        out = []
+        for i in range(n_lines):
+            part = surface.line(
+                problem,
+                d[i],
+                span=(-span, span),
+                steps=lines_steps,
+                splits=splits,
+                progress=lambda done, total, i=i: progress(i * lines_steps + done, n_lines * lines_steps),
+                cancel=cancel,
+            )
+            out.append(part)
+        values = {f"{q}@line{i + 1}": line.values[q] for i, line in enumerate(out) for q in line.values}
+        return Surface(
+            alphas=out[0].alphas, values=values, settings={"kind": "lines", "lines": [s.settings for s in out]}
+        )
+
+    result = ui.run_job(
+        jobs.job_key("surface-lines", {**base_settings, "steps": lines_steps, "count": n_lines}),
+        lines_job,
+        f"{n_lines} random 1D lines",
+    )
+    if result is not None:
+        rows = []
+        for key, v in result.values.items():
+            q, _, line = key.partition("@")
+            split, _, name = q.partition("_")
+            if name == quantity and split in splits:
+                rows += [{"alpha": a, "value": x, "split": split, "line": line} for a, x in zip(result.alphas, v)]
+        data = pd.DataFrame(rows)
+        spread = data.groupby(["split", "alpha"])["value"].agg(["min", "max", "mean"]).reset_index()
+        merged = data.merge(spread, on=["split", "alpha"])
+        chart = ui.line_chart(
+            merged,
+            "alpha",
+            "value",
+            color="split",
+            detail="line",
+            band=("min", "max"),
+            title=f"{quantity} along {n_lines} random directions (shaded: spread between lines)",
+            x_title="alpha (along a normalized direction)",
+            y_title=quantity,
+            log_y=log,
+        )
+        st.altair_chart(chart, width="stretch")
+        for split in splits:
+            ends = data[(data.split == split) & (data.alpha.abs() == data.alpha.abs().max())]
+            center = data[(data.split == split) & (data.alpha == 0)]["value"]
+            if len(center) and len(ends):
+                st.markdown(
+                    f"**{split}**: {quantity} {center.mean():.4g} at the base point; at alpha = +/-{span:g} it is "
+                    f"{ends.value.min():.4g} to {ends.value.max():.4g} across the {n_lines} lines. A wide spread means "
+                    "one slice alone would misrepresent the landscape."
+                )
+        try:
+            code = snippet.surface_code(result, ui.source())
+        except NotImplementedError as exc:
+            code = f"# not available: {exc}"
+        ui.downloads(result, chart=chart, name=f"lines_{quantity}", snippet=code)

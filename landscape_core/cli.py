@@ -1,0 +1,534 @@
+"""``landscape``: compute landscapes headless, into the dashboard's disk cache.
+
+    landscape surface --demo digits-mlp --out plane.npz          # the Surface page's default plane
+    landscape surface --spec examples/custom_loss_spec.py --dims 1 --lines 3 --json
+    landscape interpolate --demo digits-mlp --from A:epoch_1 --to A:epoch_10 --out path.npz
+    landscape hessian --demo logistic-blobs --what eigenvalues --k 3 --out spectrum.npz
+    landscape sharpness --demo digits-mlp --kind epsilon --out sharp.npz
+    landscape trajectory --demo digits-mlp --method pca --out traj.npz
+    landscape demo            # train every built-in demo and precompute its first screen
+
+Results go through the same engines and the same cache (``$LANDSCAPE_CACHE_DIR``) as the
+dashboard, with the dashboard's default settings, so a precomputed result opens instantly
+there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format),
+a summary to stdout (``--json``: one JSON object). Exit status 0 on success; 1 with a
+one-line reason on stderr for bad input (``--traceback`` shows the full traceback); 2 for
+a usage error; 3 for an internal error; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, LookupError)
+PAGE_COARSE_STEPS = 11  # the Surface page shows an 11 x 11 pass first (pages/surface.py)
+
+
+class CommandError(Exception):
+    """A user error the CLI reports as one line (exit status 1)."""
+
+
+# -- progress -------------------------------------------------------------------------------------
+class ProgressBar:
+    """``progress(done, total)`` callback drawing a plain-text bar on ``stream``.
+
+    On a terminal the bar is redrawn in place (at most 10 times a second); otherwise one line
+    is written per quarter, so logs stay short.
+    """
+
+    def __init__(self, label: str, stream=None, enabled: bool = True, width: int = 30):
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.width = width
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        self.last_quarter = -1
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((int(done), int(total)))
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        fraction = min(1.0, done / total)
+        elapsed = now - self.start
+        eta = elapsed * (total - done) / done if done else None
+        text = (
+            f"{self.label} [{'#' * int(self.width * fraction):<{self.width}}] {done}/{total} "
+            f"{100 * fraction:3.0f}% {elapsed:5.1f}s" + (f" eta {eta:.0f}s" if eta is not None and done < total else "")
+        )
+        if self.tty:
+            if done >= total or now - self.last_draw >= 0.1:
+                self.stream.write("\r" + text + ("\n" if done >= total else ""))
+                self.stream.flush()
+                self.last_draw = now
+        else:
+            quarter = int(4 * fraction)
+            if quarter != self.last_quarter:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                self.last_quarter = quarter
+
+    @property
+    def cached(self) -> bool:
+        """True when the engine reported the whole total at once (served from the cache)."""
+        return bool(self.calls) and self.calls[0][0] >= self.calls[0][1] > 0
+
+
+# -- workspace --------------------------------------------------------------------------------------
+def _engine(name: str, command: str):
+    """Import ``landscape_core.<name>`` or fail with one line saying the command is not available."""
+    try:
+        return importlib.import_module(f"landscape_core.{name}")
+    except ImportError as exc:
+        raise CommandError(
+            f"'{command}' needs landscape_core.{name}, which is not available in this install ({exc})."
+        ) from None
+
+
+def load_workspace(args):
+    """The workspace named by ``--spec`` or ``--demo``."""
+    if bool(args.spec) == bool(args.demo):
+        raise CommandError("give exactly one of --spec PATH.py:build or --demo NAME.")
+    if args.spec:
+        from .spec import SpecError, load_spec
+
+        try:
+            return load_spec(args.spec)
+        except SpecError as exc:
+            if args.traceback and exc.traceback:
+                sys.stderr.write(exc.traceback)
+            raise CommandError(str(exc) + ("" if args.traceback else " (--traceback shows where)")) from None
+    demos = _engine("demos", f"--demo {args.demo}")
+    names = demos.list_demos()
+    if args.demo not in names:
+        raise CommandError(f"unknown demo {args.demo!r}; available: {', '.join(names)}.")
+    return demos.load(args.demo)
+
+
+def problem_of(args, workspace):
+    problem = workspace.problem if args.model == "A" else workspace.compare
+    if problem is None:
+        raise CommandError(f"workspace {workspace.name!r} has no model B (--model B).")
+    if args.subset:
+        problem = problem.subset(args.subset, seed=0)  # the dashboard's subset draw
+    return problem
+
+
+def _splits(args, problem) -> list[str]:
+    if not args.splits:
+        return list(problem.splits)
+    unknown = [s for s in args.splits if s not in problem.splits]
+    if unknown:
+        raise CommandError(f"unknown split(s) {unknown}; this problem has {list(problem.splits)}.")
+    return list(args.splits)
+
+
+def _call(fn, **kwargs):
+    """Call an engine function with the keyword arguments it accepts (engines differ in options)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_surface(args, workspace, bar):
+    from . import directions, guards, surface
+    from .results import Surface
+
+    problem = problem_of(args, workspace)
+    splits = _splits(args, problem)
+    span = (-args.span, args.span)
+    if args.dims == 2:
+        guards.check_grid(problem, args.steps, args.steps, budget=args.memory_budget)
+        d = directions.random(problem, count=2, norm=args.norm, ignore=tuple(args.ignore), seed=args.seed)
+        result = surface.plane(
+            problem, d[0], d[1], span=span, steps=args.steps, splits=splits, progress=bar, use_cache=not args.no_cache
+        )
+        return result, _surface_summary(result, splits)
+    steps = args.steps
+    guards.check_points(problem, steps * args.lines, f"{args.lines} lines of {steps} steps", args.memory_budget)
+    d = directions.random(problem, count=args.lines, norm=args.norm, ignore=tuple(args.ignore), seed=args.seed)
+    parts = []
+    for i in range(args.lines):
+
+        def report(done, total, i=i):
+            bar(i * steps + done, args.lines * steps)
+
+        parts.append(
+            surface.line(
+                problem, d[i], span=span, steps=steps, splits=splits, progress=report, use_cache=not args.no_cache
+            )
+        )
+    values = {f"{q}@line{i + 1}": p.values[q] for i, p in enumerate(parts) for q in p.values}
+    result = Surface(
+        alphas=parts[0].alphas, values=values, settings={"kind": "lines", "lines": [p.settings for p in parts]}
+    )
+    return result, _surface_summary(parts[0], splits) | {"lines": args.lines}
+
+
+def _surface_summary(result, splits) -> dict:
+    out = {"shape": list(np.shape(next(iter(result.values.values())))), "nonfinite": result.nonfinite}
+    for s in splits:
+        q = f"{s}_loss"
+        if q in result.values:
+            v = result.values[q]
+            finite = v[np.isfinite(v)]
+            out[q] = {
+                "center": result.center_value(q),
+                "min": float(finite.min()) if finite.size else None,
+                "max": float(finite.max()) if finite.size else None,
+            }
+    return out
+
+
+def _checkpoint(workspace, spec: str | None, default_index: int):
+    """``(theta, buffers, name)`` for ``A:name``/``B:name``/``name``/``A``/``B`` (model's base point)."""
+    if spec is None:
+        if len(workspace.checkpoints) >= 2:
+            c = workspace.checkpoints[default_index]
+            return c.theta, c.buffers, c.name
+        if workspace.compare is not None and default_index == -1:
+            return workspace.compare.theta0, workspace.compare.buffers, workspace.labels[1]
+        if default_index == 0:
+            return workspace.problem.theta0, workspace.problem.buffers, workspace.labels[0]
+        raise CommandError("this workspace has fewer than two checkpoints and no model B; name --from and --to.")
+    side, _, name = spec.rpartition(":")
+    if not side and spec in ("A", "B"):
+        problem = workspace.problem if spec == "A" else workspace.compare
+        if problem is None:
+            raise CommandError("this workspace has no model B.")
+        return problem.theta0, problem.buffers, spec
+    pool = workspace.compare_checkpoints if side == "B" else workspace.checkpoints
+    for c in pool:
+        if c.name == name:
+            return c.theta, c.buffers, c.name
+    raise CommandError(f"no checkpoint {spec!r}; available: {', '.join(c.name for c in pool) or '(none)'}.")
+
+
+def cmd_interpolate(args, workspace, bar):
+    interpolation = _engine("interpolation", "interpolate")
+    from . import guards
+
+    problem = problem_of(args, workspace)
+    if problem is not workspace.problem and args.model == "B":
+        raise CommandError("interpolate runs in model A's space; use --model A.")
+    theta_a, buffers_a, name_a = _checkpoint(workspace, args.from_, 0)
+    theta_b, buffers_b, name_b = _checkpoint(workspace, args.to, -1)
+    if theta_a.shape != theta_b.shape:
+        raise CommandError(f"{name_a} and {name_b} have different architectures; interpolation needs one space.")
+    guards.check_points(problem, args.steps, f"a path of {args.steps} steps", args.memory_budget)
+    result = _call(
+        interpolation.linear,
+        problem=problem,
+        theta_a=theta_a,
+        theta_b=theta_b,
+        steps=args.steps,
+        span=tuple(args.path_span),
+        bn=args.bn,
+        progress=bar,
+        buffers_a=buffers_a,
+        buffers_b=buffers_b,
+        splits=_splits(args, problem),
+        use_cache=not args.no_cache,
+    )
+    summary = {"from": name_a, "to": name_b}
+    barrier = getattr(result, "barrier", None)
+    if isinstance(barrier, dict):
+        summary["barrier"] = barrier
+    return result, summary
+
+
+def cmd_hessian(args, workspace, bar):
+    hessian = _engine("hessian", "hessian")
+    problem = problem_of(args, workspace)
+    if args.what == "eigenvalues":
+        result = _call(hessian.top_eigenvalues, problem=problem, k=args.k, which=args.which, seed=args.seed)
+        summary = {"eigenvalues": [float(v) for v in np.asarray(result.values)]}
+        if hasattr(result, "residuals"):
+            summary["residuals"] = [float(r) for r in np.asarray(result.residuals)]
+        return result, summary
+    fn = getattr(hessian, args.what, None)
+    if fn is None:
+        fn = getattr(_engine(args.what, f"hessian --what {args.what}"), args.what)
+    result = _call(fn, problem=problem, seed=args.seed, budget=args.budget, iters=args.iters)
+    summary = {}
+    for name in ("estimate", "stderr", "lambda_max", "lambda_min", "hvp_count"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            summary[name] = float(value) if isinstance(value, (int, float, np.number)) else value
+    return result, summary
+
+
+def cmd_sharpness(args, workspace, bar):
+    sharpness = _engine("sharpness", "sharpness")
+    problem = problem_of(args, workspace)
+    fn = getattr(sharpness, args.kind, None)
+    if fn is None:
+        raise CommandError(f"landscape_core.sharpness has no {args.kind!r} measure in this install.")
+    kwargs = {"problem": problem, "seed": args.seed, "progress": bar}
+    if args.epsilon is not None:
+        kwargs.update(epsilon=args.epsilon, radius=args.epsilon, rho=args.epsilon)
+    result = _call(fn, **kwargs)
+    summary = {}
+    for name in ("value", "sharpness", "stderr", "epsilon", "rho"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            if isinstance(value, (int, float, np.number)):
+                summary[name] = float(value)
+    return result, summary
+
+
+def cmd_trajectory(args, workspace, bar):
+    trajectory = _engine("trajectory", "trajectory")
+    pool = workspace.compare_checkpoints if args.model == "B" else workspace.checkpoints
+    if len(pool) < 3:
+        raise CommandError(f"a trajectory needs at least 3 checkpoints; model {args.model} has {len(pool)}.")
+    fn = getattr(trajectory, args.method)
+    result = _call(fn, thetas=pool, seed=args.seed)
+    summary = {"checkpoints": len(pool)}
+    for name in ("explained_variance_ratio", "trustworthiness"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            summary[name] = np.asarray(value).tolist() if value is not None else None
+    return result, summary
+
+
+def cmd_demo(args):
+    """Train (or load) each demo and precompute the Surface page's first screen for it."""
+    demos = _engine("demos", "demo")
+    from . import directions, surface
+
+    names = args.names or demos.list_demos()
+    unknown = [n for n in names if n not in demos.list_demos()]
+    if unknown:
+        raise CommandError(f"unknown demo(s) {unknown}; available: {', '.join(demos.list_demos())}.")
+    report = []
+    for name in names:
+        start = time.monotonic()
+        workspace = demos.load(name)
+        loaded = time.monotonic() - start
+        problem = workspace.problem
+        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
+        for steps in sorted({PAGE_COARSE_STEPS, args.steps}):
+            bar = ProgressBar(f"{name} {steps}x{steps}", enabled=not args.quiet)
+            surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=steps, progress=bar)
+        report.append(
+            {"demo": name, "load_s": round(loaded, 2), "total_s": round(time.monotonic() - start, 2)}
+            | {"parameters": problem.space.size, "checkpoints": len(workspace.checkpoints)}
+        )
+    return report
+
+
+COMMANDS = {
+    "surface": cmd_surface,
+    "interpolate": cmd_interpolate,
+    "hessian": cmd_hessian,
+    "sharpness": cmd_sharpness,
+    "trajectory": cmd_trajectory,
+}
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="landscape",
+        description="Loss landscapes of PyTorch models, computed into the dashboard's cache.",
+        epilog="Specs: a file or module with build() returning a Workspace or Problem (see README).",
+    )
+    parser.add_argument("--cache-dir", help="cache folder (default: $LANDSCAPE_CACHE_DIR or ~/.cache/...)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    source = common.add_argument_group("what to analyse")
+    source.add_argument("--spec", help="spec file or module: path/to/spec.py:build or package.module:build")
+    source.add_argument("--demo", help="a built-in demo (landscape demo --list)")
+    source.add_argument("--model", choices=["A", "B"], default="A", help="model A (default) or the workspace's B")
+    source.add_argument("--subset", type=_positive_int, help="evaluate on a random subset of N samples per split")
+    source.add_argument("--splits", nargs="+", help="data splits (default: all)")
+    out = common.add_argument_group("output")
+    out.add_argument("--out", help="write the result here (.npz)")
+    out.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument("--no-cache", action="store_true", help="recompute and do not store")
+    out.add_argument("--traceback", action="store_true", help="show full tracebacks of errors")
+    out.add_argument(
+        "--memory-budget", type=lambda t: int(_positive_float(t) * 2**20), help="memory budget in MiB (default 2048)"
+    )
+
+    p = sub.add_parser("surface", parents=[common], help="1D lines or a 2D plane along random directions")
+    p.add_argument("--dims", type=int, choices=[1, 2], default=2, help="2: a plane (default); 1: random lines")
+    p.add_argument("--steps", type=_positive_int, default=21, help="points per axis (default 21, as the dashboard)")
+    p.add_argument("--span", type=_positive_float, default=1.0, help="alpha (and beta) from -span to +span")
+    p.add_argument("--norm", choices=["filter", "layer", "none"], default="filter")
+    p.add_argument("--ignore", nargs="*", choices=["bias", "norm"], default=["bias", "norm"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lines", type=_positive_int, default=5, help="number of random lines for --dims 1")
+
+    p = sub.add_parser("interpolate", parents=[common], help="loss along the segment between two checkpoints")
+    p.add_argument("--from", dest="from_", help="checkpoint name, A:name, B:name, or A/B (default: first)")
+    p.add_argument("--to", help="checkpoint name, A:name, B:name, or A/B (default: last)")
+    p.add_argument("--steps", type=_positive_int, default=25)
+    p.add_argument("--path-span", type=float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"))
+    p.add_argument("--bn", choices=["recompute", "interpolate", "keep"], default="recompute")
+
+    p = sub.add_parser("hessian", parents=[common], help="Hessian eigenvalues, trace or eigenvalue density")
+    p.add_argument("--what", choices=["eigenvalues", "trace", "density"], default="eigenvalues")
+    p.add_argument("--k", type=_positive_int, default=5)
+    p.add_argument("--which", choices=["largest", "smallest", "both"], default="largest")
+    p.add_argument("--budget", type=_positive_int, default=150, help="Hessian-vector products for the trace")
+    p.add_argument("--iters", type=_positive_int, default=100, help="Lanczos steps for the density")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("sharpness", parents=[common], help="epsilon, adaptive or average sharpness")
+    p.add_argument("--kind", choices=["epsilon", "adaptive", "average"], default="epsilon")
+    p.add_argument("--epsilon", type=_positive_float, help="radius (default: the engine's)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("trajectory", parents=[common], help="PCA or UMAP of the checkpoints")
+    p.add_argument("--method", choices=["pca", "umap"], default="pca")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="train the built-in demos and precompute their first screen")
+    p.add_argument("names", nargs="*", help="demos to prepare (default: all)")
+    p.add_argument("--list", action="store_true", help="list the demos and exit")
+    p.add_argument("--steps", type=_positive_int, default=21, help="plane steps to precompute (default 21)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--traceback", action="store_true")
+    return parser
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def run(args) -> dict:
+    """Execute parsed ``args``; returns the JSON-ready summary (raises on errors)."""
+    if args.command == "demo":
+        if args.list:
+            return {"command": "demo", "demos": _engine("demos", "demo --list").list_demos()}
+        start = time.monotonic()
+        return {"command": "demo", "prepared": cmd_demo(args), "seconds": round(time.monotonic() - start, 2)}
+    if args.out and Path(args.out).suffix.lower() != ".npz":
+        raise CommandError(f"--out must name a .npz file; got {args.out!r}.")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise CommandError(f"--out folder {str(Path(args.out).parent)!r} does not exist.")
+    start = time.monotonic()
+    workspace = load_workspace(args)
+    loaded = time.monotonic() - start
+    bar = ProgressBar(args.command, enabled=not args.quiet)
+    start = time.monotonic()
+    result, summary = COMMANDS[args.command](args, workspace, bar)
+    elapsed = time.monotonic() - start
+    if args.out:
+        result.save(args.out)
+    return {
+        "command": args.command,
+        "workspace": workspace.name,
+        "result": type(result).__name__,
+        "out": str(Path(args.out).resolve()) if args.out else None,
+        "cached": bar.cached,
+        "load_seconds": round(loaded, 3),
+        "seconds": round(elapsed, 3),
+        "summary": summary,
+    }
+
+
+def _print_human(report: dict) -> None:
+    if report["command"] == "demo":
+        if "demos" in report:
+            print("\n".join(report["demos"]))
+            return
+        for row in report["prepared"]:
+            print(
+                f"{row['demo']}: ready ({row['parameters']:,} parameters, {row['checkpoints']} checkpoints, "
+                f"{row['total_s']} s)"
+            )
+        return
+    cached = " (from the cache)" if report["cached"] else ""
+    print(
+        f"{report['command']} of {report['workspace']}: {report['result']} in {report['seconds']} s{cached} "
+        f"(workspace loaded in {report['load_seconds']} s)"
+    )
+    for key, value in report["summary"].items():
+        print(f"  {key}: {json.dumps(_jsonable(value))}")
+    if report["out"]:
+        print(f"  written to {report['out']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``landscape`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 with argparse's one-line message
+    if args.cache_dir:
+        import os
+
+        os.environ["LANDSCAPE_CACHE_DIR"] = args.cache_dir
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("landscape: interrupted\n")
+        return 130
+    except (CommandError, *USER_ERRORS) as exc:
+        if args.traceback and not isinstance(exc, CommandError):
+            import traceback
+
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):
+            message = str(exc.args[0]) if exc.args else "missing key"
+        sys.stderr.write(f"landscape: error: {message}\n")
+        return 1
+    except Exception as exc:  # a bug: still one line unless asked for the traceback
+        if args.traceback:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(
+            f"landscape: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            " (rerun with --traceback)\n"
+        )
+        return 3
+    if args.json:
+        print(json.dumps(_jsonable(report), indent=None))
+    else:
+        _print_human(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -158,3 +158,23 @@ def axis(problem, name: str, index: int | tuple[int, ...] = 0) -> torch.Tensor:
     return register(
         direction, {"kind": "axis", "name": name, "entry": list(index) if isinstance(index, tuple) else index}
     )
+
+
+def through(theta_a: torch.Tensor, theta_b: torch.Tensor, theta_c: torch.Tensor) -> torch.Tensor:
+    """Orthonormal ``(2, P)`` axes of the plane through three checkpoints, origin ``theta_a``.
+
+    See ``checkpoint_plane.through``; ``checkpoint_plane.plane_through`` draws the surface with the models on it.
+    """
+    from .checkpoint_plane import through as _through
+
+    return _through(theta_a, theta_b, theta_c)
+
+
+def pca(thetas, reference="final", n_components: int = 2) -> torch.Tensor:
+    """PCA directions ``(n_components, P)`` of a trajectory (orthonormal; centre them at the reference point).
+
+    See ``trajectory.pca``, which also returns coordinates, explained variance and trustworthiness.
+    """
+    from .trajectory import pca as _pca
+
+    return _pca(thetas, reference=reference, n_components=n_components).directions

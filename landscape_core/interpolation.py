@@ -1,0 +1,257 @@
+"""Linear interpolation between two checkpoints and the loss barrier on the way (mode connectivity).
+
+The path is ``theta(alpha) = (1 - alpha) theta_a + alpha theta_b``. The barrier of a loss L is
+
+    barrier = max over alpha in [0, 1] of  L(alpha) - ((1 - alpha) L(0) + alpha L(1)),
+
+the largest rise above the straight line between the endpoint losses (Frankle et al. 2020,
+"Linear mode connectivity and the lottery ticket hypothesis"); 0 means linearly connected.
+A span beyond [0, 1] extends the picture; the barrier is always taken over [0, 1] only.
+
+BatchNorm along the path (``bn``): ``"recompute"`` gives every alpha its own running statistics
+(``landscape_core.batchnorm``); ``"interpolate"`` interpolates A's and B's buffers; ``"keep"``
+uses A's buffers everywhere. Models without BatchNorm ignore ``bn``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from collections.abc import Mapping
+from enum import Enum
+
+import numpy as np
+import torch
+
+from . import batchnorm
+from . import cache as cache_mod
+from .directions import digest
+from .evaluate import Cancelled, Progress, evaluate_points
+from .results import ResultIO
+from .surface import check_span, check_steps
+
+ALGORITHM_VERSION = 1
+
+
+class BNMode(str, Enum):
+    """How BatchNorm running statistics are set along a path."""
+
+    RECOMPUTE = "recompute"  # recomputed at every alpha over the full train split
+    INTERPOLATE = "interpolate"  # (1 - alpha) buffers_a + alpha buffers_b
+    KEEP = "keep"  # buffers_a everywhere
+
+
+@dataclasses.dataclass(frozen=True)
+class Path(ResultIO):
+    """Loss (and metrics) along the segment between two checkpoints.
+
+    ``alphas``: float64 ``(steps,)``, 0 at A and 1 at B (always on the grid when the span covers them).
+    ``values``: ``{quantity: float64 (steps,)}``, e.g. ``train_loss``, ``val_accuracy``; NaN where diverged.
+    ``barrier``: ``{loss quantity: {"height": float, "alpha": float, "loss_a": float, "loss_b": float}}``
+    over alpha in [0, 1]; ``height`` is ``None`` if the loss is not finite somewhere there.
+    ``endpoint_values``: ``{quantity: float64 (2,)}``, the values at A and B with each checkpoint's own buffers
+    (as stored); with ``bn="recompute"`` the path's alpha = 0, 1 values use recomputed statistics
+    instead, so the two differ exactly when the stored statistics are stale.
+    ``settings``: how it was made (checkpoint hashes, bn mode, span, steps, data, model).
+    """
+
+    alphas: np.ndarray
+    values: dict
+    barrier: dict
+    endpoint_values: dict
+    settings: dict
+
+    @property
+    def quantities(self) -> list[str]:
+        return list(self.values)
+
+    def linear_reference(self, quantity: str = "train_loss") -> np.ndarray:
+        """The straight line ``(1 - alpha) L(0) + alpha L(1)`` at every alpha, ``(steps,)``."""
+        i0, i1 = _index(self.alphas, 0.0), _index(self.alphas, 1.0)
+        if i0 is None or i1 is None:
+            raise ValueError("the path's span does not contain both alpha = 0 and alpha = 1.")
+        v = self.values[quantity]
+        return (1.0 - self.alphas) * v[i0] + self.alphas * v[i1]
+
+    def to_csv(self) -> str:
+        """Tidy CSV: ``alpha,quantity,value`` for every point and quantity."""
+        lines = ["alpha,quantity,value"]
+        for q, v in self.values.items():
+            lines.extend(f"{a!r},{q},{x!r}" for a, x in zip(self.alphas, v))
+        return "\n".join(lines) + "\n"
+
+
+def _index(alphas: np.ndarray, value: float) -> int | None:
+    hits = np.flatnonzero(alphas == value)
+    return int(hits[0]) if len(hits) else None
+
+
+def path_alphas(span: tuple[float, float], steps: int) -> np.ndarray:
+    """``steps`` evenly spaced alphas over ``span``, plus 0 and 1 when the span covers them (sorted)."""
+    check_steps(steps)
+    lo, hi = check_span(span)
+    alphas = np.linspace(lo, hi, steps)
+    for anchor in (0.0, 1.0):
+        near = np.abs(alphas - anchor) < 1e-9 * (hi - lo)
+        alphas[near] = anchor
+        if lo <= anchor <= hi and not near.any():
+            alphas = np.append(alphas, anchor)
+    return np.unique(alphas)
+
+
+def barrier(alphas: np.ndarray, losses: np.ndarray) -> dict:
+    """``{"height", "alpha", "loss_a", "loss_b"}`` of the barrier of ``losses`` over alpha in [0, 1].
+
+    ``alphas`` must contain 0 and 1. ``height`` is ``None`` when a loss in [0, 1] is not finite.
+    """
+    i0, i1 = _index(alphas, 0.0), _index(alphas, 1.0)
+    if i0 is None or i1 is None:
+        raise ValueError("alphas must contain 0 and 1 to define a barrier.")
+    inside = (alphas >= 0.0) & (alphas <= 1.0)
+    a, loss = alphas[inside], losses[inside]
+    loss_a, loss_b = float(losses[i0]), float(losses[i1])
+    if not np.isfinite(loss).all():
+        return {"height": None, "alpha": None, "loss_a": loss_a, "loss_b": loss_b}
+    excess = loss - ((1.0 - a) * loss_a + a * loss_b)
+    k = int(np.argmax(excess))
+    return {"height": float(excess[k]), "alpha": float(a[k]), "loss_a": loss_a, "loss_b": loss_b}
+
+
+def _buffers_digest(buffers: Mapping | None) -> str | None:
+    if buffers is None:
+        return None
+    h = hashlib.sha256()
+    for name in sorted(buffers):
+        h.update(name.encode())
+        h.update(buffers[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_theta(problem, theta, what: str) -> torch.Tensor:
+    problem.space.check(theta, what)
+    if not torch.isfinite(theta).all():
+        count = int((~torch.isfinite(theta)).sum())
+        raise ValueError(f"{what} has {count} NaN or inf weights; a diverged checkpoint cannot be interpolated.")
+    return theta.detach().to(problem.device, problem.dtype)
+
+
+def point(theta_a: torch.Tensor, theta_b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(1 - alpha) theta_a + alpha theta_b`` built as ``evaluate_segment`` builds it (exact at 0 and 1)."""
+    if alpha <= 0.5:
+        return theta_a + torch.tensor(alpha, dtype=theta_a.dtype) * (theta_b - theta_a)
+    return theta_b + torch.tensor(1.0 - alpha, dtype=theta_a.dtype) * (theta_a - theta_b)
+
+
+def evaluate_segment(problem, theta_a, theta_b, alphas, splits=None, buffers=None, cancel=None) -> dict:
+    """Values at ``(1 - alpha) theta_a + alpha theta_b`` for ``alphas`` ``(k,)`` with one buffer set.
+
+    Points with alpha <= 1/2 are built from A (``theta_a + alpha (theta_b - theta_a)``), the others from
+    B (``theta_b + (1 - alpha) (theta_a - theta_b)``), so alpha = 0 and 1 are exactly A and B.
+    """
+    alphas = np.asarray(alphas, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    near_a = alphas <= 0.5
+    for mask, center, other, coeff in (
+        (near_a, theta_a, theta_b, alphas),
+        (~near_a, theta_b, theta_a, 1.0 - alphas),
+    ):
+        if not mask.any():
+            continue
+        part = evaluate_points(
+            problem, center, (other - center)[None], coeff[mask][:, None], splits, None, cancel, buffers
+        )
+        for q, v in part.items():
+            out.setdefault(q, np.full(len(alphas), np.nan))[mask] = v
+    return out
+
+
+def linear(
+    problem,
+    theta_a: torch.Tensor,
+    theta_b: torch.Tensor,
+    steps: int = 25,
+    span: tuple[float, float] = (0.0, 1.0),
+    bn: BNMode | str = "recompute",
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    buffers_a: Mapping[str, torch.Tensor] | None = None,
+    buffers_b: Mapping[str, torch.Tensor] | None = None,
+    splits=None,
+    use_cache: bool = True,
+) -> Path:
+    """Loss (and metrics) on the segment from ``theta_a`` (alpha = 0) to ``theta_b`` (alpha = 1).
+
+    ``theta_a``, ``theta_b``: flat ``(P,)`` points of ``problem.space`` (e.g. ``Checkpoint.theta``).
+    ``steps``: evenly spaced alphas over ``span`` (0 and 1 are added if the span covers them and the
+    grid misses them). ``bn``: ``"recompute"`` | ``"interpolate"`` | ``"keep"`` (see module docstring).
+    ``buffers_a``/``buffers_b``: the checkpoints' own running statistics (default: the problem's).
+    ``progress(done, total)`` counts alphas; ``cancel`` (a ``threading.Event``) raises ``Cancelled``.
+
+    >>> path = linear(problem, ckpt_a.theta, ckpt_b.theta, steps=25)        # doctest: +SKIP
+    >>> path.barrier["train_loss"]["height"]                                  # doctest: +SKIP
+    """
+    bn = BNMode(bn)
+    theta_a = _check_theta(problem, theta_a, "theta_a")
+    theta_b = _check_theta(problem, theta_b, "theta_b")
+    if torch.equal(theta_a, theta_b):
+        raise ValueError("theta_a and theta_b are identical: the path has zero length; pick two different checkpoints.")
+    alphas = path_alphas(span, steps)
+    splits = list(problem.splits) if splits is None else list(splits)
+    buffers_a = dict(problem.buffers if buffers_a is None else buffers_a)
+    buffers_b = dict(problem.buffers if buffers_b is None else buffers_b)
+    has_bn = batchnorm.has_batchnorm(problem)
+    settings = {
+        "kind": "linear_path",
+        "theta_a_sha256": digest(theta_a),
+        "theta_b_sha256": digest(theta_b),
+        "distance": float((theta_b.double() - theta_a.double()).norm()),
+        "buffers_a_sha256": _buffers_digest(buffers_a),
+        "buffers_b_sha256": _buffers_digest(buffers_b),
+        "bn": bn.value if has_bn else "none (no BatchNorm)",
+        "span": list(check_span(span)),
+        "steps": int(steps),
+        "points": len(alphas),
+        "splits": splits,
+        "problem": problem.describe(),
+    }
+    key = cache_mod.make_key("path", ALGORITHM_VERSION, settings)
+    total = len(alphas)
+    if use_cache and (hit := cache_mod.get(key)) is not None:
+        if progress is not None:
+            progress(total, total)
+        return Path.from_bytes(hit)
+
+    if progress is not None:
+        progress(0, total)
+    if not has_bn or bn is BNMode.KEEP or problem.mode.value == "train":
+        values = evaluate_segment(problem, theta_a, theta_b, alphas, splits, buffers_a, cancel)
+        if progress is not None:
+            progress(total, total)
+    else:
+        recomputer = batchnorm.Recomputer(problem) if bn is BNMode.RECOMPUTE else None
+        values = {}
+        for i, alpha in enumerate(alphas):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled after {i} of {total} points")
+            a = float(alpha)
+            if recomputer is not None:
+                buffers = recomputer(point(theta_a, theta_b, a))
+            else:
+                buffers = batchnorm.interpolate_buffers(buffers_a, buffers_b, a)
+            part = evaluate_segment(problem, theta_a, theta_b, alphas[i : i + 1], splits, buffers, cancel)
+            for q, v in part.items():
+                values.setdefault(q, np.full(total, np.nan))[i] = v[0]
+            if progress is not None:
+                progress(i + 1, total)
+    endpoint_values = {q: np.full(2, np.nan) for q in values}
+    for i, (theta, buffers) in enumerate(((theta_a, buffers_a), (theta_b, buffers_b))):
+        for q, v in evaluate_points(problem, theta, None, None, splits, None, cancel, buffers).items():
+            endpoint_values[q][i] = v[0]
+    barriers = {}
+    if 0.0 in alphas and 1.0 in alphas:
+        barriers = {q: barrier(alphas, v) for q, v in values.items() if q.endswith("_loss")}
+    result = Path(alphas=alphas, values=values, barrier=barriers, endpoint_values=endpoint_values, settings=settings)
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result

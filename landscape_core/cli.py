@@ -108,7 +108,8 @@ def load_workspace(args):
         except SpecError as exc:
             if args.traceback and exc.traceback:
                 sys.stderr.write(exc.traceback)
-            raise CommandError(str(exc) + ("" if args.traceback else " (--traceback shows where)")) from None
+            hint = " (--traceback shows where)" if exc.traceback and not args.traceback else ""
+            raise CommandError(str(exc) + hint) from None
     demos = _engine("demos", f"--demo {args.demo}")
     names = demos.list_demos()
     if args.demo not in names:

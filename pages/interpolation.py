@@ -1,0 +1,441 @@
+"""Interpolation page: the loss on the straight line between two models, and its barrier.
+
+UI only: the path and its barrier come from ``landscape_core.interpolation.linear``. The user
+picks two endpoints (checkpoints of A, or the final A and B models when they share an
+architecture), the span and steps, and how BatchNorm statistics are set along the path.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from landscape_core import interpolation, jobs
+from landscape_core.batchnorm import has_batchnorm
+from landscape_core.directions import digest
+from landscape_core.snippet import problem_code
+from pages import _ui as ui
+from pages._charts import BASE_COLOR, SPLIT_COLORS
+
+SPANS = {
+    "0 to 1 (A to B)": (0.0, 1.0),
+    "-0.25 to 1.25 (a little beyond each end)": (-0.25, 1.25),
+    "-0.5 to 1.5 (well beyond each end)": (-0.5, 1.5),
+}
+BN_MODES = ("recompute", "interpolate", "keep")
+BN_LABELS = {
+    "recompute": "recompute (fresh statistics at every alpha)",
+    "interpolate": "interpolate A's and B's statistics",
+    "keep": "keep A's statistics",
+}
+BN_COLORS = {"recompute": "#2b8a3e", "interpolate": "#7048e8", "keep": "#c92a2a"}
+BARRIER_COLOR = "#212529"
+BN_NOTE = (
+    "BatchNorm layers normalize with the running mean and variance stored with each model. Halfway "
+    "between A and B the activations have other statistics than either endpoint, so *keeping* A's "
+    "statistics (or *interpolating* A's and B's) mis-normalizes every layer and inflates the barrier: "
+    "the bump is an artefact of stale statistics, not of the landscape. *Recompute* resets the "
+    "statistics at every alpha with one pass over the train split (no augmentation, no randomness), "
+    "which is what a model at that point would really use (Frankle et al. 2020; Jordan et al. 2023)."
+)
+
+
+# -- endpoints --------------------------------------------------------------------------------
+def endpoint_choices(ws) -> dict[str, dict]:
+    """Every point that can be an end of the path: ``{label: {theta, buffers, code}}``."""
+    a_name, b_name = ws.labels
+    choices = {
+        f"{a_name} (final model A)": {
+            "theta": ws.problem.theta0,
+            "buffers": ws.problem.buffers,
+            "code": "ws.problem.theta0, ws.problem.buffers",
+        }
+    }
+    for ckpt in ws.checkpoints:
+        choices[f"checkpoint: {ckpt.name}"] = {
+            "theta": ckpt.theta,
+            "buffers": ckpt.buffers,
+            "code": f"ws.checkpoint({ckpt.name!r}).theta, ws.checkpoint({ckpt.name!r}).buffers",
+        }
+    if ws.compare is not None and same_space(ws.problem, ws.compare):
+        choices[f"{b_name} (final model B)"] = {
+            "theta": ws.compare.theta0,
+            "buffers": ws.compare.buffers,
+            "code": "ws.compare.theta0, ws.compare.buffers",
+        }
+        for ckpt in ws.compare_checkpoints:
+            choices[f"checkpoint: {ckpt.name}"] = {
+                "theta": ckpt.theta,
+                "buffers": ckpt.buffers,
+                "code": f"ws.checkpoint({ckpt.name!r}).theta, ws.checkpoint({ckpt.name!r}).buffers",
+            }
+    return choices
+
+
+def same_space(p, q) -> bool:
+    """True when two problems have the same architecture (one path can join them)."""
+    return p.space.signature() == q.space.signature() and sorted(p.buffers) == sorted(q.buffers)
+
+
+def default_pair(labels: list[str], ws) -> tuple[int, int]:
+    """A vs B when B shares A's architecture, else the first checkpoint vs the final model."""
+    finals = [i for i, name in enumerate(labels) if "(final model" in name]
+    if len(finals) >= 2:
+        return finals[0], finals[1]
+    if len(labels) >= 2:
+        return 1, 0
+    return 0, 0
+
+
+# -- charts -----------------------------------------------------------------------------------
+def path_frame(path, metric: str, splits: list[str]) -> pd.DataFrame:
+    rows = []
+    for split in splits:
+        q = f"{split}_{metric}"
+        if q in path.values:
+            rows += [{"alpha": a, "value": v, "split": split} for a, v in zip(path.alphas, path.values[q])]
+    return pd.DataFrame(rows)
+
+
+def split_color(splits: list[str]) -> alt.Color:
+    domain = list(splits)
+    return alt.Color(
+        "split:N",
+        title="data split",
+        scale=alt.Scale(domain=domain, range=[SPLIT_COLORS.get(s, "#495057") for s in domain]),
+    )
+
+
+def endpoint_rules() -> alt.Chart:
+    marks = pd.DataFrame({"alpha": [0.0, 1.0], "end": ["A (alpha = 0)", "B (alpha = 1)"]})
+    rules = alt.Chart(marks).mark_rule(color=BASE_COLOR, strokeDash=[4, 3]).encode(x="alpha:Q", tooltip=["end:N"])
+    text = (
+        alt.Chart(marks.assign(label=["A", "B"]))
+        .mark_text(color=BASE_COLOR, dy=-6, fontWeight="bold", baseline="bottom")
+        .encode(x="alpha:Q", y=alt.value(0), text="label:N")
+    )
+    return rules + text
+
+
+def loss_chart(path, splits: list[str], log: bool, title: str) -> alt.LayerChart:
+    """Loss along alpha per split, each split's straight chord (dashed) and its barrier (a black bar)."""
+    frame = path_frame(path, "loss", splits)
+    color = split_color(splits)
+    y_scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    x = alt.X("alpha:Q", title="alpha (0 = A, 1 = B; theta = (1 - alpha) theta_A + alpha theta_B)")
+    y = alt.Y("value:Q", title="loss (mean over the split)", scale=y_scale)
+    layers = [
+        alt.Chart(frame)
+        .mark_line(point=len(path.alphas) <= 60)
+        .encode(
+            x=x,
+            y=y,
+            color=color,
+            tooltip=[alt.Tooltip("alpha:Q", format=".3f"), alt.Tooltip("value:Q", title="loss", format=".4g"), "split"],
+        )
+    ]
+    chords, bars = [], []
+    for split in splits:
+        info = path.barrier.get(f"{split}_loss")
+        if not info:
+            continue
+        chords += [
+            {"alpha": 0.0, "value": info["loss_a"], "split": split},
+            {"alpha": 1.0, "value": info["loss_b"], "split": split},
+        ]
+        if info["height"] is not None:
+            a = info["alpha"]
+            chord = (1 - a) * info["loss_a"] + a * info["loss_b"]
+            bars.append(
+                {
+                    "alpha": a,
+                    "value": chord,
+                    "top": chord + info["height"],
+                    "split": split,
+                    "label": f"{split} barrier {info['height']:.3g}",
+                }
+            )
+    if chords:
+        layers.append(
+            alt.Chart(pd.DataFrame(chords))
+            .mark_line(strokeDash=[6, 4], strokeWidth=1.5)
+            .encode(x="alpha:Q", y=alt.Y("value:Q", scale=y_scale), color=color, detail="split:N")
+        )
+    if bars:
+        bar_frame = pd.DataFrame(bars)
+        layers.append(
+            alt.Chart(bar_frame)
+            .mark_rule(color=BARRIER_COLOR, strokeWidth=2.5)
+            .encode(
+                x="alpha:Q",
+                y=alt.Y("value:Q", scale=y_scale),
+                y2="top:Q",
+                tooltip=[alt.Tooltip("label:N", title="barrier"), alt.Tooltip("alpha:Q", format=".3f")],
+            )
+        )
+        layers.append(
+            alt.Chart(bar_frame)
+            .mark_text(align="left", dx=6, dy=-4, color=BARRIER_COLOR, fontWeight="bold")
+            .encode(x="alpha:Q", y=alt.Y("top:Q", scale=y_scale), text="label:N")
+        )
+    layers.append(endpoint_rules())
+    return alt.layer(*layers).properties(title=title, width="container", height=340)
+
+
+def accuracy_chart(path, splits: list[str]) -> alt.LayerChart | None:
+    frame = path_frame(path, "accuracy", splits)
+    if frame.empty:
+        return None
+    line = (
+        alt.Chart(frame)
+        .mark_line(point=len(path.alphas) <= 60)
+        .encode(
+            x=alt.X("alpha:Q", title="alpha (0 = A, 1 = B)"),
+            y=alt.Y("value:Q", title="accuracy (% of samples correct)", axis=alt.Axis(format="%")),
+            color=split_color(splits),
+            tooltip=[alt.Tooltip("alpha:Q", format=".3f"), alt.Tooltip("value:Q", format=".1%"), "split"],
+        )
+    )
+    return alt.layer(line, endpoint_rules()).properties(title="Accuracy along the path", width="container", height=300)
+
+
+def bn_chart(paths: dict, split: str) -> alt.LayerChart:
+    q = f"{split}_loss"
+    rows = [
+        {"alpha": a, "value": v, "BatchNorm statistics": mode}
+        for mode, path in paths.items()
+        for a, v in zip(path.alphas, path.values[q])
+    ]
+    modes = list(paths)
+    line = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("alpha:Q", title="alpha (0 = A, 1 = B)"),
+            y=alt.Y("value:Q", title=f"{split} loss (mean over the split)", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "BatchNorm statistics:N",
+                scale=alt.Scale(domain=modes, range=[BN_COLORS[m] for m in modes]),
+            ),
+            tooltip=[
+                alt.Tooltip("alpha:Q", format=".3f"),
+                alt.Tooltip("value:Q", format=".4g"),
+                "BatchNorm statistics",
+            ],
+        )
+    )
+    return alt.layer(line, endpoint_rules()).properties(
+        title=f"{split} loss along the path under each BatchNorm option", width="container", height=320
+    )
+
+
+# -- words ------------------------------------------------------------------------------------
+def verdict(height: float, loss_a: float, loss_b: float) -> str:
+    scale = max(0.5 * (abs(loss_a) + abs(loss_b)), 1e-12)
+    ratio = height / scale
+    if height <= 0.05 * scale or height < 1e-3:
+        return "essentially no barrier: the two models are **linearly mode connected** on this data"
+    if ratio < 0.5:
+        return "a **small barrier**: the straight line stays fairly low, with a mild bump"
+    return (
+        "a **clear barrier**: the straight line climbs out of the low-loss region, so the two models sit in "
+        "different basins as seen along this line (permuted hidden units are a common cause)"
+    )
+
+
+def readout(path, splits: list[str], name_a: str, name_b: str) -> list[str]:
+    lines = []
+    for split in splits:
+        info = path.barrier.get(f"{split}_loss")
+        if not info:
+            continue
+        if info["height"] is None:
+            lines.append(
+                f"**{split}**: the loss is not finite somewhere on the path (diverged), so no barrier is given."
+            )
+            continue
+        peak = info["height"] + (1 - info["alpha"]) * info["loss_a"] + info["alpha"] * info["loss_b"]
+        text = (
+            f"**{split}**: loss {info['loss_a']:.4g} at A and {info['loss_b']:.4g} at B; along the straight line it "
+            f"rises to {peak:.4g} at alpha = {info['alpha']:.2f}, **{info['height']:.4g} above the chord** "
+            f"between the endpoint losses: {verdict(info['height'], info['loss_a'], info['loss_b'])}."
+        )
+        acc = path.values.get(f"{split}_accuracy")
+        if acc is not None and np.isfinite(acc).any():
+            inside = (path.alphas >= 0) & (path.alphas <= 1)
+            k = int(np.nanargmin(np.where(inside, acc, np.nan)))
+            text += f" Accuracy is lowest at alpha = {path.alphas[k]:.2f}: {acc[k]:.1%}."
+        lines.append(text)
+    if not lines:
+        lines.append("The span does not contain both endpoints (alpha = 0 and 1), so no barrier is defined.")
+    return lines
+
+
+def barrier_table(path, splits: list[str]) -> pd.DataFrame:
+    rows = []
+    for split in splits:
+        info = path.barrier.get(f"{split}_loss")
+        if not info:
+            continue
+        rows.append(
+            {
+                "split": split,
+                "loss at A": info["loss_a"],
+                "loss at B": info["loss_b"],
+                "barrier height": info["height"],
+                "at alpha": info["alpha"],
+                "A's stored statistics": path.endpoint_values.get(f"{split}_loss", [np.nan, np.nan])[0],
+                "B's stored statistics": path.endpoint_values.get(f"{split}_loss", [np.nan, np.nan])[1],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def snippet(source: dict, end_a: dict, end_b: dict, steps: int, span, bn: str, splits) -> str:
+    lines = ["from landscape_core import interpolation", *problem_code(source)]
+    lines += [
+        f"theta_a, buffers_a = {end_a['code']}",
+        f"theta_b, buffers_b = {end_b['code']}",
+        f"path = interpolation.linear(problem, theta_a, theta_b, steps={steps}, span={tuple(span)}, bn={bn!r},",
+        f"                            buffers_a=buffers_a, buffers_b=buffers_b, splits={list(splits)})",
+        "print(path.barrier)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- page -------------------------------------------------------------------------------------
+st.title("Interpolation: the loss on the straight line between two models")
+st.caption(
+    "theta(alpha) = (1 - alpha) theta_A + alpha theta_B. The **barrier** is the largest rise of the loss above "
+    "the straight chord between the endpoint losses, over alpha in [0, 1]; about 0 means the two models are "
+    "linearly mode connected."
+)
+
+ws = ui.workspace()
+problem = ui.problem_for_page(ws, "A")
+splits = ui.chosen_splits(problem)
+choices = endpoint_choices(ws)
+names = list(choices)
+bn_model = has_batchnorm(problem)
+
+if len(names) < 2:
+    st.info(
+        "This workspace has a single model and no checkpoints, so there is no second point to interpolate to. "
+        "Pick a demo with checkpoints (e.g. digits-mlp) or load checkpoints on the Your model page."
+    )
+    st.stop()
+
+first, second = default_pair(names, ws)
+with st.form("interp_form"):
+    left, right = st.columns(2)
+    name_a = left.selectbox("Start (alpha = 0)", names, index=first, key="interp_a")
+    name_b = right.selectbox("End (alpha = 1)", names, index=second, key="interp_b")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    steps = c1.slider("Points along the path", 5, 101, 25, step=2, key="interp_steps")
+    span_label = c2.selectbox("alpha range", list(SPANS), key="interp_span")
+    if bn_model:
+        bn = c3.radio(
+            "BatchNorm statistics along the path",
+            BN_MODES,
+            format_func=lambda m: BN_LABELS[m],
+            key="interp_bn",
+            help=BN_NOTE,
+        )
+        compare_bn = c3.checkbox("Also draw the other two BatchNorm options", value=True, key="interp_bn_all")
+    else:
+        bn, compare_bn = "recompute", False
+        c3.caption("This model has no BatchNorm layers, so there are no running statistics to set along the path.")
+    log_y = st.checkbox("Logarithmic loss axis", value=False, key="interp_log")
+    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+if name_a == name_b:
+    st.error("Start and end are the same model: the path would have zero length. Pick two different models.")
+    st.stop()
+
+end_a, end_b = choices[name_a], choices[name_b]
+span = SPANS[span_label]
+modes = [bn] + ([m for m in BN_MODES if m != bn] if compare_bn else [])
+settings = {
+    "source": ui.source("A"),
+    "a": digest(end_a["theta"]),
+    "b": digest(end_b["theta"]),
+    "names": [name_a, name_b],
+    "steps": steps,
+    "span": span,
+    "modes": modes,
+    "splits": splits,
+}
+
+
+def compute(progress, cancel) -> dict:
+    paths = {}
+    for i, mode in enumerate(modes):
+        paths[mode] = interpolation.linear(
+            problem,
+            end_a["theta"],
+            end_b["theta"],
+            steps=steps,
+            span=span,
+            bn=mode,
+            buffers_a=end_a["buffers"],
+            buffers_b=end_b["buffers"],
+            splits=splits,
+            cancel=cancel,
+            progress=lambda done, total, i=i: progress(i * total + done, len(modes) * total),
+        )
+    return paths
+
+
+paths = ui.run_job(jobs.job_key("interpolation", settings), compute, "Interpolation")
+if paths is None:
+    st.stop()
+path = paths[bn]
+
+st.subheader(f"{name_a}  to  {name_b}")
+chart = loss_chart(path, splits, log_y, "Loss along the path; dashed: straight chord between the ends; bar: barrier")
+st.altair_chart(chart, width="stretch")
+for line in readout(path, splits, name_a, name_b):
+    st.markdown(line)
+acc = accuracy_chart(path, splits)
+if acc is not None:
+    st.altair_chart(acc, width="stretch")
+
+table = barrier_table(path, splits)
+if not table.empty:
+    st.markdown(
+        "**Barrier per split** (loss units; the last two columns: each end evaluated with its own stored statistics)"
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+
+if bn_model:
+    st.subheader("BatchNorm along the path")
+    st.markdown(BN_NOTE)
+    if len(paths) > 1:
+        split = "train" if "train" in splits else splits[0]
+        st.altair_chart(bn_chart(paths, split), width="stretch")
+        rows = []
+        for mode, p in paths.items():
+            info = p.barrier.get(f"{split}_loss") or {}
+            rows.append({"BatchNorm statistics": BN_LABELS[mode], f"{split} barrier": info.get("height")})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        heights = {m: (p.barrier.get(f"{split}_loss") or {}).get("height") for m, p in paths.items()}
+        if all(h is not None for h in heights.values()) and "recompute" in heights and "keep" in heights:
+            st.markdown(
+                f"With recomputed statistics the {split} barrier is **{heights['recompute']:.4g}**; keeping A's "
+                f"statistics gives **{heights['keep']:.4g}**"
+                + (f" and interpolating them **{heights['interpolate']:.4g}**" if "interpolate" in heights else "")
+                + ". The difference is the error stale BatchNorm statistics add to the picture."
+            )
+    else:
+        st.caption("Tick 'Also draw the other two BatchNorm options' to see how much the choice changes the path.")
+
+with st.expander("How this was computed"):
+    st.json(path.settings, expanded=False)
+ui.downloads(
+    path,
+    chart=chart,
+    name=f"interpolation_{bn}",
+    snippet=snippet(ui.source("A"), end_a, end_b, steps, span, bn, splits),
+)

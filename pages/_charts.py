@@ -31,9 +31,11 @@ def _positive(values: np.ndarray) -> bool:
     return finite.size > 0 and bool(np.all(finite > 0))
 
 
-def value_domain(surfaces, quantity: str, log: bool = False) -> tuple[float, float]:
-    """``(lo, hi)`` over the finite values of ``quantity`` in every surface: one shared colour scale."""
-    values = np.concatenate([np.ravel(s.values[quantity]) for s in surfaces])
+def value_domain(surfaces, quantity, log: bool = False) -> tuple[float, float]:
+    """``(lo, hi)`` over the finite values of ``quantity`` (a name or a list of names) in every
+    surface: one shared colour scale for several maps."""
+    names = [quantity] if isinstance(quantity, str) else list(quantity)
+    values = np.concatenate([np.ravel(s.values[q]) for s in surfaces for q in names])
     finite = values[np.isfinite(values)]
     if log:
         finite = finite[finite > 0]
@@ -59,11 +61,23 @@ def _axis_titles(surface) -> tuple[str, str]:
     return name(0, "alpha"), name(1, "beta")
 
 
-def heatmap(surface, quantity: str, log: bool = False, shared_domain=None, title: str | None = None, levels: int = 10):
+def heatmap(
+    surface,
+    quantity: str,
+    log: bool = False,
+    shared_domain=None,
+    title: str | None = None,
+    levels: int = 10,
+    points: dict | None = None,
+    path: bool = False,
+):
     """Heatmap of ``surface.values[quantity]`` (a plane) with contour lines and the base point.
 
     ``log``: logarithmic colour scale (symlog if some values are <= 0). ``shared_domain``:
     ``(lo, hi)`` of the colour scale, to compare several maps on one scale.
+    ``points``: ``{name: (alpha, beta)}`` models to mark (checkpoints); ``path``: join them
+    in order (a training trajectory). The base point theta0 is marked when the plane is
+    centred on it.
     """
     if not surface.is_plane:
         raise ValueError("heatmap needs a 2D surface (a plane); this result is a 1D line.")
@@ -125,7 +139,34 @@ def heatmap(surface, quantity: str, log: bool = False, shared_domain=None, title
                 tooltip=[alt.Tooltip("level:Q", title=f"contour of {label}", format=".4g")],
             )
         )
-    if ae[0] <= 0 <= ae[-1] and be[0] <= 0 <= be[-1]:
+    if points:
+        marks = pd.DataFrame(
+            [
+                {"a0": float(xy[0]), "b0": float(xy[1]), "model": name, "order": i}
+                for i, (name, xy) in enumerate(points.items())
+            ]
+        )
+        if path:
+            layers.append(
+                alt.Chart(marks).mark_line(color="white", strokeWidth=2).encode(x="a0:Q", y="b0:Q", order="order:Q")
+            )
+        layers.append(
+            alt.Chart(marks)
+            .mark_point(shape="circle", size=70, color=BASE_COLOR, filled=True, stroke="white")
+            .encode(
+                x="a0:Q",
+                y="b0:Q",
+                tooltip=["model:N", alt.Tooltip("a0:Q", title="alpha"), alt.Tooltip("b0:Q", title="beta")],
+            )
+        )
+        if len(marks) <= 4:
+            layers.append(
+                alt.Chart(marks)
+                .mark_text(dx=8, dy=-8, align="left", color="white", fontWeight="bold")
+                .encode(x="a0:Q", y="b0:Q", text="model:N")
+            )
+    centred = surface.settings.get("center", "theta0") == "theta0"
+    if centred and ae[0] <= 0 <= ae[-1] and be[0] <= 0 <= be[-1]:
         marker = pd.DataFrame({"a0": [0.0], "b0": [0.0], "point": ["base point (theta0)"]})
         layers.append(
             alt.Chart(marker)

@@ -37,13 +37,14 @@ Output:
 
 Charts (from ``pages/_charts.py``):
 
-- ``heatmap(surface, quantity, log=False, shared_domain=None, title=None, levels=10)``
-  -> Altair chart: cells, numpy contour lines, diverged cells in grey, base point marked.
+- ``heatmap(surface, quantity, log=False, shared_domain=None, title=None, levels=10,
+  points=None, path=False)`` -> Altair chart: cells, numpy contour lines, diverged cells in
+  grey, base point marked; ``points={name: (alpha, beta)}`` marks models (``path`` joins them).
 - ``surface_3d(surface, quantity, log=False, title=None)`` -> plotly figure.
 - ``line_chart(data, x, y, color=None, title="", x_title=None, y_title=None, log_y=False,
   band=None, base_x=0.0, detail=None)`` -> Altair chart from a long-form DataFrame (``detail``:
   column separating several lines of one colour; ``band``: (low, high) columns shaded).
-- ``value_domain(surfaces, quantity, log=False) -> (lo, hi)``: one colour scale for several.
+- ``value_domain(surfaces, quantity_or_list, log=False) -> (lo, hi)``: one colour scale for several maps.
 """
 
 from __future__ import annotations

@@ -23,17 +23,24 @@ problem = ui.problem_for_page(ws)
 splits = ui.chosen_splits(problem)
 
 
-def _has_hessian() -> bool:
+def _imports(*names: str) -> bool:
     try:
-        from landscape_core import hessian  # noqa: F401
+        for name in names:
+            __import__(name)
     except Exception:
         return False
     return True
 
 
+checkpoints = list(ws.checkpoints)
 DIRECTION_KINDS = {"random": "Random (Gaussian, normalized)"}
-if _has_hessian():
+if _imports("landscape_core.hessian"):
     DIRECTION_KINDS["hessian"] = "Hessian eigenvectors (sharpest directions)"
+if len(checkpoints) >= 3 and _imports("landscape_core.trajectory", "landscape_core.trajectory_plane"):
+    DIRECTION_KINDS["pca"] = "PCA of the training trajectory (2D)"
+if len(checkpoints) >= 3 and _imports("landscape_core.checkpoint_plane"):
+    DIRECTION_KINDS["through"] = "Plane through three checkpoints (2D)"
+names = [c.name for c in checkpoints]
 
 with st.form("surface-settings"):
     c1, c2, c3 = st.columns(3)
@@ -56,6 +63,13 @@ with st.form("surface-settings"):
     span = c3.slider("Span: alpha (and beta) from -span to +span", 0.1, 3.0, 1.0, 0.1, key="surface_span")
     steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51, 75, 101], value=21, key="surface_steps")
     n_lines = c3.slider("Random 1D lines to overlay", 1, 10, 5, key="surface_lines")
+    if "through" in DIRECTION_KINDS:
+        picks = st.columns(3)
+        defaults = (0, len(names) // 2, len(names) - 1)
+        through = [
+            col.selectbox(f"Checkpoint {letter} (three-checkpoint plane)", names, index=i, key=f"surface_ckpt_{letter}")
+            for col, letter, i in zip(picks, "ABC", defaults)
+        ]
     c4, c5 = st.columns(2)
     quantity = c4.selectbox("Quantity", ["loss", *problem.metrics], key="surface_quantity")
     log = c5.checkbox("Log colour / y scale", key="surface_log")
@@ -67,7 +81,7 @@ def _directions(count: int):
     if kind == "hessian":
         from landscape_core import hessian
 
-        which = "largest" if count <= 2 else "largest"
+        which = "largest"
         spectrum = hessian.top_eigenvalues(problem, k=count, which=which, seed=int(seed))
         basis = spectrum.vectors.to(problem.device, problem.dtype)
         return directions.register(basis, {"kind": "hessian", "k": count, "which": which, "seed": int(seed)})
@@ -91,10 +105,39 @@ if kind == "hessian":
         "a random slice, by contrast, sees only the average curvature (trace / P)."
     )
 
+if kind in ("pca", "through"):
+    if shape != "2D plane":
+        st.info("PCA and three-checkpoint directions are planes; showing the 2D view.")
+    shape = "2D plane"
+    base_settings["checkpoints"] = through if kind == "through" else names
+    base_settings.pop("span")
+
+points = None
 if shape == "2D plane":
 
     def plane_job(steps_):
         def run(progress, cancel):
+            if kind == "pca":
+                from landscape_core import trajectory, trajectory_plane
+
+                traj = trajectory.pca(checkpoints)
+                return trajectory_plane.pca_plane(
+                    problem, traj, steps=steps_, splits=splits, progress=progress, cancel=cancel
+                )
+            if kind == "through":
+                from landscape_core import checkpoint_plane
+
+                thetas = [ws.checkpoint(n).theta for n in through]
+                result, _ = checkpoint_plane.plane_through(
+                    problem,
+                    *thetas,
+                    steps=steps_,
+                    names=tuple(through),
+                    splits=splits,
+                    progress=progress,
+                    cancel=cancel,
+                )
+                return result
             d = _directions(2)
             return surface.plane(
                 problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, progress=progress, cancel=cancel
@@ -122,15 +165,27 @@ if shape == "2D plane":
                 st.caption(
                     f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass while the {steps}x{steps} grid refines."
                 )
+    if result is not None and kind == "pca":
+        info = result.settings.get("trajectory", {})
+        points = dict(zip(info.get("names", []), info.get("coords", [])))
+        ratio = info.get("explained_variance_ratio", [])
+        st.caption(
+            "Plane of the first two principal directions of the checkpoints (Li et al. 2018), centred on the final "
+            f"model; explained variance {', '.join(f'{100 * r:.1f}%' for r in ratio)}. The white path joins the "
+            "checkpoints in training order."
+        )
+    elif result is not None and kind == "through":
+        points = {n: tuple(xy) for n, xy in result.settings.get("points", {}).items()}
+        st.caption("Orthonormal plane through the three checkpoints (Garipov et al. 2018): equal scale on both axes.")
     if result is not None:
         quantities = [f"{s}_{quantity}" for s in splits]
-        domain = ui.value_domain([result], quantities[0], log) if len(quantities) == 1 else None
+        domain = ui.value_domain([result], quantities, log)  # train and val on one colour scale
         heat_tab, three_tab = st.tabs(["Heatmap with contours", "3D surface"])
         charts = []
         with heat_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):
-                chart = ui.heatmap(result, q, log=log, shared_domain=domain)
+                chart = ui.heatmap(result, q, log=log, shared_domain=domain, points=points, path=kind == "pca")
                 charts.append(chart)
                 col.altair_chart(chart, width="stretch")
         with three_tab:
@@ -141,10 +196,8 @@ if shape == "2D plane":
         values = result.values[q0]
         finite = values[np.isfinite(values)]
         bad = int((~np.isfinite(values)).sum())
-        readout = (
-            f"**{ui.quantity_label(q0)}** at the base point: {result.center_value(q0):.4g}; "
-            f"over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
-        )
+        at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind in ("random", "hessian") else ""
+        readout = f"**{ui.quantity_label(q0)}** {at_base}over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
         if bad:
             readout += f" **{bad} points diverged** (NaN/inf) and are drawn grey."
         st.markdown(readout)

@@ -319,7 +319,11 @@ def worst_case(
             Xb, yb = X[start:stop], y[start:stop].to(problem.device)
             E, m = access.embed(Xb), access.mask(Xb)
             zero = torch.zeros((), dtype=E.dtype, device=E.device)
-            eps = (E * m).flatten(1).norm(dim=1) * radius if relative else torch.full((E.shape[0],), radius)
+            eps = (
+                (E * m).flatten(1).norm(dim=1) * radius
+                if relative
+                else torch.full((E.shape[0],), float(radius), dtype=torch.float64)
+            )
             eps = eps.to(E.device, E.dtype)[:, None, None]
             delta = 1e-3 * token_directions(E, m, 1, seed, range(start, stop))[0]
             delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None] * eps

@@ -95,3 +95,16 @@ def surface_code(result, source: dict) -> str:
         "print({q: v.shape for q, v in result.values.items()})" if kind != "lines" else "print(len(result), 'lines')"
     )
     return "\n".join([_IMPORTS, *problem_code(source), *body, footer]) + "\n"
+
+
+def compare_code(result_a, result_b, source_a: dict, source_b: dict) -> str:
+    """Python source that recomputes both sides of a comparison (``result_a``, ``result_b``)."""
+    parts = []
+    for label, result, source in (("a", result_a, source_a), ("b", result_b, source_b)):
+        code = surface_code(result, source).rstrip("\n").splitlines()
+        body = [line for line in code if not line.startswith("print(")]
+        parts.append(f"# model {label.upper()}")
+        parts += body
+        parts.append(f"result_{label} = result")
+    parts.append("print({q: (result_b.values[q] - result_a.values[q]).max() for q in result_a.values})")
+    return "\n".join(parts) + "\n"

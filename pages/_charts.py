@@ -70,6 +70,7 @@ def heatmap(
     levels: int = 10,
     points: dict | None = None,
     path: bool = False,
+    scheme: str = SCHEME,
 ):
     """Heatmap of ``surface.values[quantity]`` (a plane) with contour lines and the base point.
 
@@ -77,7 +78,7 @@ def heatmap(
     ``(lo, hi)`` of the colour scale, to compare several maps on one scale.
     ``points``: ``{name: (alpha, beta)}`` models to mark (checkpoints); ``path``: join them
     in order (a training trajectory). The base point theta0 is marked when the plane is
-    centred on it.
+    centred on it. ``scheme``: Vega colour scheme (``"redblue"`` for a signed difference).
     """
     if not surface.is_plane:
         raise ValueError("heatmap needs a 2D surface (a plane); this result is a 1D line.")
@@ -100,9 +101,9 @@ def heatmap(
     label = quantity_label(quantity)
     x_title, y_title = _axis_titles(surface)
     scale_type = ("log" if _positive(values) else "symlog") if log else "linear"
-    scale = alt.Scale(scheme=SCHEME, type=scale_type)
+    scale = alt.Scale(scheme=scheme, type=scale_type)
     if shared_domain is not None:
-        scale = alt.Scale(scheme=SCHEME, type=scale_type, domain=list(shared_domain))
+        scale = alt.Scale(scheme=scheme, type=scale_type, domain=list(shared_domain))
     x = alt.X("a0:Q", title=x_title, scale=alt.Scale(domain=[ae[0], ae[-1]], nice=False))
     y = alt.Y("b0:Q", title=y_title, scale=alt.Scale(domain=[be[0], be[-1]], nice=False))
     tooltip = [

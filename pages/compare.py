@@ -1,0 +1,217 @@
+"""Compare page: two models on identical directions, span, data and one colour scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from landscape_core import directions, jobs, snippet, surface, verdict
+from landscape_core.results import Surface
+from pages import _ui as ui
+
+st.title("Compare: two models on the same slices")
+st.caption(
+    "Both models are cut along directions drawn from the same seed, each normalized to its own weights "
+    "(Li et al. 2018), over the same span and data, and drawn on one shared colour scale."
+)
+
+ws = ui.workspace()
+if ws.compare is None:
+    st.info(
+        f"Workspace **{ws.name}** has a single model. Pick **digits-mlp** (small vs large batch) or "
+        "**digits-seeds** (two seeds) in the sidebar to compare two models."
+    )
+    st.stop()
+
+label_a, label_b = ws.labels
+problem_a = ui.problem_for_page(ws, "A")
+problem_b = ui.problem_for_page(ws, "B")
+splits = [s for s in ui.chosen_splits(problem_a) if s in problem_b.splits] or ["train"]
+same_space = problem_a.space.size == problem_b.space.size
+
+try:
+    from landscape_core import hessian
+except Exception:  # the curvature engine is optional for this page
+    hessian = None
+
+with st.form("compare-settings"):
+    c1, c2, c3 = st.columns(3)
+    split = c1.selectbox("Split shown in the maps", splits, key="compare_split")
+    quantity = c1.selectbox("Quantity", ["loss", *problem_a.metrics], key="compare_quantity")
+    norm = c2.selectbox("Normalization", ["filter", "layer"], key="compare_norm")
+    seed = c2.number_input("Seed (same for both)", 0, 10_000, 0, key="compare_seed")
+    span = c3.slider("Span: -span to +span", 0.1, 3.0, 1.0, 0.1, key="compare_span")
+    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51], value=21, key="compare_steps")
+    c4, c5, c6 = st.columns(3)
+    n_lines = c4.slider("Random 1D lines for the slice-rise metric", 2, 10, 4, key="compare_lines")
+    want_hessian = c5.checkbox(
+        "lambda_max (top Hessian eigenvalue)",
+        value=hessian is not None,
+        disabled=hessian is None,
+        key="compare_hessian",
+        help="Lanczos on exact Hessian-vector products; its residual is shown in the table.",
+    )
+    log = c6.checkbox("Log colour scale", key="compare_log")
+    st.form_submit_button("Run", type="primary")
+
+q = f"{split}_{quantity}"
+common = {"norm": norm, "ignore": ["bias", "norm"], "seed": int(seed), "span": span, "splits": splits}
+
+
+def plane_job(problem):
+    def run(progress, cancel):
+        d = directions.random(problem, count=2, norm=norm, ignore=("bias", "norm"), seed=int(seed))
+        return surface.plane(
+            problem, d[0], d[1], span=(-span, span), steps=steps, splits=splits, progress=progress, cancel=cancel
+        )
+
+    return run
+
+
+def lines_job(problem):
+    def run(progress, cancel):
+        d = directions.random(problem, count=n_lines, norm=norm, ignore=("bias", "norm"), seed=int(seed) + 1)
+        out = []
+        for i in range(n_lines):
+            out.append(
+                surface.line(
+                    problem,
+                    d[i],
+                    span=(-span, span),
+                    steps=21,
+                    splits=splits,
+                    progress=lambda done, total, i=i: progress(i * 21 + done, n_lines * 21),
+                    cancel=cancel,
+                )
+            )
+        values = {f"{k}@line{i + 1}": line.values[k] for i, line in enumerate(out) for k in line.values}
+        return Surface(
+            alphas=out[0].alphas, values=values, settings={"kind": "lines", "lines": [s.settings for s in out]}
+        )
+
+    return run
+
+
+def hessian_job(problem):
+    def run(progress, cancel):
+        progress(0, 1)
+        spectrum = hessian.top_eigenvalues(problem, k=1, which="largest", seed=int(seed))
+        progress(1, 1)
+        return spectrum
+
+    return run
+
+
+def key(kind: str, which: str, problem, **extra) -> str:
+    return jobs.job_key(kind, {**common, **extra, "model": problem.model_hash(), "source": ui.source(which)})
+
+
+# -- the two planes ------------------------------------------------------------------------
+plane_a = ui.run_job(key("compare-plane", "A", problem_a, steps=steps), plane_job(problem_a), f"{label_a}: plane")
+plane_b = None
+if plane_a is not None:
+    plane_b = ui.run_job(key("compare-plane", "B", problem_b, steps=steps), plane_job(problem_b), f"{label_b}: plane")
+
+if plane_a is not None and plane_b is not None:
+    domain = ui.value_domain([plane_a, plane_b], q, log)
+    cols = st.columns(2)
+    chart_a = ui.heatmap(plane_a, q, log=log, shared_domain=domain, title=f"{label_a} (A): {ui.quantity_label(q)}")
+    chart_b = ui.heatmap(plane_b, q, log=log, shared_domain=domain, title=f"{label_b} (B): {ui.quantity_label(q)}")
+    cols[0].altair_chart(chart_a, width="stretch")
+    cols[1].altair_chart(chart_b, width="stretch")
+    diff = plane_b.values[q] - plane_a.values[q]
+    bound = float(np.nanmax(np.abs(diff[np.isfinite(diff)]))) if np.isfinite(diff).any() else 1.0
+    diff_surface = Surface(
+        alphas=plane_a.alphas,
+        betas=plane_a.betas,
+        values={f"difference_{q}": diff},
+        settings={"kind": "difference", "A": plane_a.settings, "B": plane_b.settings},
+    )
+    diff_chart = ui.heatmap(
+        diff_surface,
+        f"difference_{q}",
+        shared_domain=(-bound, bound),
+        scheme="redblue",
+        title=f"Difference B - A of {ui.quantity_label(q)} (red: B higher)",
+    )
+    st.altair_chart(diff_chart, width="stretch")
+    st.caption(
+        "Each map is one 2D projection through a very high-dimensional space; the same seed makes the two cuts "
+        "comparable, not identical in meaning. The metrics below do not depend on one draw."
+    )
+    both = Surface(
+        alphas=plane_a.alphas,
+        betas=plane_a.betas,
+        values={
+            **{f"A_{k}": v for k, v in plane_a.values.items()},
+            **{f"B_{k}": v for k, v in plane_b.values.items()},
+        },
+        settings={"kind": "compare", "labels": [label_a, label_b], "A": plane_a.settings, "B": plane_b.settings},
+    )
+    try:
+        code = snippet.compare_code(plane_a, plane_b, ui.source("A"), ui.source("B"))
+    except NotImplementedError as exc:
+        code = f"# not available: {exc}"
+    ui.downloads(both, chart=diff_chart, name="compare_planes", snippet=code)
+
+# -- metrics: base values, slice rise, lambda_max --------------------------------------------
+st.subheader("Metrics")
+lines_a = ui.run_job(key("compare-lines", "A", problem_a, count=n_lines), lines_job(problem_a), f"{label_a}: 1D lines")
+lines_b = ui.run_job(key("compare-lines", "B", problem_b, count=n_lines), lines_job(problem_b), f"{label_b}: 1D lines")
+spectra = {}
+if want_hessian and hessian is not None:
+    for which, problem, label in (("A", problem_a, label_a), ("B", problem_b, label_b)):
+        spectra[which] = ui.run_job(
+            key("compare-hessian", which, problem), hessian_job(problem), f"{label}: lambda_max"
+        )
+
+
+def metrics(problem, lines, spectrum) -> dict:
+    out = {k: v for k, v in problem.base.items() if k.split("_", 1)[0] in splits}
+    if lines is not None:
+        for s in splits:
+            curves = np.stack([v for k, v in lines.values.items() if k.startswith(f"{s}_loss@")])
+            out[f"{s}_slice_rise" if s != "train" else "slice_rise"] = verdict.slice_rise(lines.alphas, curves)
+    if spectrum is not None:
+        out["lambda_max"] = spectrum.lambda_max
+    return out
+
+
+metrics_a = metrics(problem_a, lines_a, spectra.get("A"))
+metrics_b = metrics(problem_b, lines_b, spectra.get("B"))
+rows = verdict.metric_table(metrics_a, metrics_b)
+table = pd.DataFrame(
+    {
+        "metric": [r["title"] for r in rows],
+        f"A: {label_a}": [r["A"] for r in rows],
+        f"B: {label_b}": [r["B"] for r in rows],
+        "ratio B / A": [r["ratio"] for r in rows],
+    }
+)
+st.dataframe(table, hide_index=True, column_config={"ratio B / A": st.column_config.NumberColumn(format="%.2fx")})
+notes = []
+if lines_a is not None:
+    notes.append(
+        f"Slice rise: mean increase of the train loss from the base point to alpha = +/-{span:g}, averaged over "
+        f"{n_lines} random filter-normalized lines (seed {int(seed) + 1})."
+    )
+for which, label in (("A", label_a), ("B", label_b)):
+    spectrum = spectra.get(which)
+    if spectrum is not None:
+        state = "converged" if spectrum.all_converged else "NOT converged"
+        notes.append(f"lambda_max of {label}: residual {spectrum.residuals[0]:.2g} ({state}).")
+if not same_space:
+    notes.append("The two models have different architectures: compare the size-free metrics (ratios), not raw maps.")
+for note in notes:
+    st.caption(note)
+st.success(verdict.verdict(metrics_a, metrics_b, (label_a, label_b)))
+st.download_button(
+    "Metrics CSV",
+    table.to_csv(index=False),
+    "compare_metrics.csv",
+    "text/csv",
+    key="dl:compare:metrics",
+    on_click="ignore",
+    icon=":material/table:",
+)

@@ -1,0 +1,97 @@
+"""Guide page: what each view shows, its pitfalls, and the demo to try it on."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.title("Guide: reading loss landscapes without fooling yourself")
+st.markdown(
+    "Every picture here is computed exactly (full-split means, unless you choose a subset in the sidebar) and "
+    "carries its settings: download them with any result. Below, what each view shows, what it cannot show, and "
+    "a demo where the effect is visible."
+)
+
+SECTIONS = [
+    (
+        "Surface: 1D lines and 2D planes",
+        "The loss at theta0 + alpha d1 (+ beta d2) for directions d in parameter space. Random directions are "
+        "Gaussian, rescaled filter by filter to the norm of the weights (Li et al. 2018), so alpha = 1 is a step "
+        "as large as the weights themselves. Hessian directions are the sharpest eigenvectors; PCA directions "
+        "follow the training path; the three-checkpoint plane shows three models at their true distances.",
+        [
+            "A 2D slice is one projection of a space with thousands of dimensions: another seed gives another "
+            "picture. Overlay several 1D lines and look at their spread before trusting one map.",
+            "Random slices see about the average curvature (trace / P): they hide sharp directions and make "
+            "saddles look like minima. Compare with the Hessian directions.",
+            "Unnormalized directions distort: layers with small weights look flat, layers with large weights look "
+            "sharp. Keep filter normalization unless you know why not.",
+            "Diverged points are drawn grey, never clipped. A log colour scale shows structure near the minimum.",
+        ],
+        "digits-mlp: compare the random plane with the Hessian plane at the same span.",
+    ),
+    (
+        "Interpolation",
+        "The loss along the straight line between two checkpoints. A bump in the middle (the barrier) means the "
+        "two models sit in different basins; no bump means they are linearly mode connected.",
+        [
+            "With BatchNorm, interpolated weights need recomputed running statistics, or the barrier is mostly "
+            "an artefact of stale statistics.",
+            "Two seeds of one network are usually separated by a barrier that a permutation of hidden units can "
+            "remove: a barrier says nothing about the functions being different.",
+        ],
+        "digits-seeds (two seeds) and digits-bn-cnn (with and without recomputed BatchNorm statistics).",
+    ),
+    (
+        "Sharpness & Hessian",
+        "Epsilon-sharpness (the worst loss increase in a small ball), adaptive (scale-invariant) and average "
+        "sharpness, and the Hessian spectrum: top eigenvalues with residuals, the trace with its error, and "
+        "the eigenvalue density.",
+        [
+            "Plain sharpness changes when a ReLU network is rescaled layer by layer without changing its function; "
+            "adaptive sharpness does not. Prefer it when comparing different models.",
+            "An eigenvalue is only as good as its residual ||Hv - lambda v||: the tables show it.",
+            "Negative eigenvalues mean a saddle or an unconverged model, not a minimum.",
+        ],
+        "logistic-blobs: the exact Hessian is known, so the numbers can be checked by hand.",
+    ),
+    (
+        "Trajectory",
+        "The checkpoints of a run projected on their first two principal directions (and with UMAP), coloured by "
+        "epoch, with the loss surface of the PCA plane under the path.",
+        [
+            "Explained variance tells how much of the path the plane holds; the projection gap tells how far the "
+            "loss in the plane is from the loss at the real checkpoint.",
+            "UMAP distances are not Euclidean distances: read its trustworthiness before reading shapes.",
+        ],
+        "digits-mlp: the small-batch run's per-epoch checkpoints.",
+    ),
+    (
+        "Compare",
+        "Two models on directions from the same seed, each normalized to its own weights, same span, same data and "
+        "one colour scale, plus the difference map, a metrics table with ratios and a one-sentence verdict.",
+        [
+            "Two maps drawn with the same seed are comparable, but they are still two projections: the verdict "
+            "leans on lambda_max and the mean rise over several random lines, which do not depend on one draw.",
+            "Models of different architectures: compare the ratios of size-free metrics, not the raw maps.",
+        ],
+        "digits-mlp: the large-batch run sits in a sharper minimum than the small-batch run (Keskar et al. 2017).",
+    ),
+    (
+        "Text embeddings and your own model",
+        "Which inputs sit in sharp regions of the embedding space; and how to point the dashboard at your model "
+        "with a spec file: `streamlit run app.py -- --spec my_spec.py:build`.",
+        [
+            "A subset of the data (sidebar) is faster but adds sampling noise: differences smaller than that "
+            "noise mean nothing.",
+            "Uploaded checkpoints are data and are never executed; code runs only from a spec you named.",
+        ],
+        "text-sentiment, and the examples/ folder for specs.",
+    ),
+]
+
+for title, what, pitfalls, demo in SECTIONS:
+    with st.container(border=True):
+        st.subheader(title)
+        st.markdown(what)
+        st.markdown("**Pitfalls**\n" + "\n".join(f"- {p}" for p in pitfalls))
+        st.markdown(f"**Try it on:** {demo}")

@@ -178,3 +178,34 @@ def pca(thetas, reference="final", n_components: int = 2) -> torch.Tensor:
     from .trajectory import pca as _pca
 
     return _pca(thetas, reference=reference, n_components=n_components).directions
+
+
+def hessian(problem, which=("largest", "smallest"), **kwargs) -> torch.Tensor:
+    """Unit Hessian eigenvectors ``(len(which), P)``, one per entry of ``which`` (``"largest"``/``"smallest"``).
+
+    Slices along the extreme eigenvectors show the true curvature (and saddles), where random
+    slices see about ``trace / P`` (Boettcher & Wheeler 2022). ``kwargs`` go to
+    ``hessian.top_eigenvalues`` (``tol``, ``max_iter``, ``mask``, ``seed``, ``dtype``...).
+    Each row is registered with its eigenvalue and residual.
+    """
+    from . import hessian as _hessian
+
+    which = (which,) if isinstance(which, str) else tuple(which)
+    bad = [w for w in which if w not in ("largest", "smallest")]
+    if not which or bad:
+        raise ValueError(f"which must hold 'largest' and/or 'smallest'; got {which!r}.")
+    mode = "both" if len(set(which)) == 2 else which[0]
+    spectrum = _hessian.top_eigenvalues(problem, k=1, which=mode, **kwargs)
+    rows = []
+    for w in which:
+        i = list(spectrum.ends).index(w)
+        vector = spectrum.vectors[i].to(problem.device, problem.dtype)
+        settings = {
+            "kind": "hessian",
+            "which": w,
+            "eigenvalue": float(spectrum.values[i]),
+            "residual": float(spectrum.residuals[i]),
+            "converged": bool(spectrum.converged[i]),
+        }
+        rows.append(register(vector, settings))
+    return torch.stack(rows)

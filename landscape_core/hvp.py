@@ -1,0 +1,303 @@
+"""Hessian-vector products of a problem's full-split loss.
+
+``HessianOperator(problem)`` is the symmetric linear map ``v -> H v`` with
+``H = d^2 L / d theta^2`` at ``problem.theta0``, where ``L`` is the exact sample-weighted
+mean of the loss over every batch of a split (``sum_b (n_b / n) L_b``), so the product is
+``sum_b (n_b / n) H_b v``: independent of the batch size in eval mode.
+
+Two ways to compute ``H_b v``:
+
+* ``"forward"``: forward-over-reverse, ``jvp(grad(L_b), theta, v)`` with ``torch.func``
+  (one forward-mode pass through the backward graph);
+* ``"double-backward"``: ``grad(grad(L_b) . v)`` with autograd, for modules that forward
+  mode cannot handle. ``"auto"`` times one product of each and keeps the faster (forward mode
+  usually wins on GPUs, double backward on CPUs for small models); if forward mode fails it
+  falls back to double backward, logging why.
+
+``dtype=torch.float64`` runs a float64 copy of the model and data (the problem is not
+changed). ``mask`` (bool ``(P,)``) restricts the operator to the Hessian block of the
+selected parameters: vectors then live in the ``(mask.sum(),)`` subspace.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+import warnings
+from enum import Enum
+
+import torch
+from torch import nn
+
+from . import cache as cache_mod
+from .problem import Mode
+
+log = logging.getLogger(__name__)
+
+
+class HVPMethod(str, Enum):
+    """How a Hessian-vector product is computed (see module docstring)."""
+
+    AUTO = "auto"
+    FORWARD = "forward"
+    DOUBLE_BACKWARD = "double-backward"
+
+
+class NonFiniteHVP(FloatingPointError):
+    """A Hessian-vector product contained NaN or inf (the loss or model diverges at this point)."""
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """``None`` (the problem's dtype), ``"float64"``/``"float32"`` or a torch float dtype."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        table = {"float64": torch.float64, "double": torch.float64, "float32": torch.float32, "float": torch.float32}
+        if dtype not in table:
+            raise ValueError(f"dtype must be None, 'float32' or 'float64'; got {dtype!r}.")
+        return table[dtype]
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be None, torch.float32 or torch.float64; got {dtype!r}.")
+    return dtype
+
+
+def check_curvature_mode(problem) -> None:
+    """Refuse a train-mode model with active dropout; warn for train-mode BatchNorm.
+
+    Dropout draws a new mask on every call, so ``H v`` would be a random matrix's product
+    and Lanczos would return noise. Train-mode BatchNorm is deterministic per batch but
+    its curvature depends on the batch size.
+    """
+    if problem.mode is not Mode.TRAIN:
+        return
+    dropout = [name for name, m in problem.model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    active = [name for name in dropout if dict(problem.model.named_modules())[name].p > 0]
+    if active:
+        raise ValueError(
+            f"the problem runs its model in train mode with active dropout ({', '.join(active) or 'root'}); "
+            "Hessian-vector products would be random. Build the Problem with mode='eval'."
+        )
+    warnings.warn(
+        "curvature of a train-mode model: BatchNorm uses batch statistics, so the Hessian depends on the batch size.",
+        stacklevel=3,
+    )
+
+
+class LossFunction:
+    """The full-split loss of a problem as a function of flat parameters, in a chosen dtype.
+
+    ``loss(theta)`` (differentiable scalar), ``gradient(theta)`` ``(P,)`` and
+    ``hvp(theta, v)`` ``(P,)``; ``theta`` and ``v`` are full-space vectors. With another dtype
+    than the problem's, a converted deep copy of the model, buffers and data is used.
+    """
+
+    def __init__(self, problem, split: str = "train", dtype=None, method: HVPMethod | str = "auto"):
+        if split not in problem.splits:
+            raise ValueError(f"split {split!r} is not available; this problem has {list(problem.splits)}.")
+        self.problem = problem
+        self.dtype = resolve_dtype(dtype) or problem.dtype
+        self.method = HVPMethod(method)
+        self.timings: dict[HVPMethod, float] = {}
+        self.device = problem.device
+        if self.dtype == problem.dtype:
+            self.model = problem.model
+            self.buffers = problem.buffers
+            self.frozen = problem.space.frozen
+            self.batches = list(problem.splits[split].batches())
+        else:
+            self.model = copy.deepcopy(problem.model).to(self.dtype)
+            self.buffers = {k: _cast(v, self.dtype) for k, v in problem.buffers.items()}
+            self.frozen = {k: _cast(v, self.dtype) for k, v in problem.space.frozen.items()}
+            self.batches = [
+                (_cast(X, self.dtype), _cast(y, self.dtype), w) for X, y, w in problem.splits[split].batches()
+            ]
+        self.space = problem.space
+        self.loss_fn = problem.loss
+
+    def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        state = {**self.buffers, **self.frozen, **self.space.unflatten(theta)}
+        return self.loss_fn(torch.func.functional_call(self.model, state, (X,)), y)
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        """Exact full-split mean loss at ``theta`` (differentiable scalar)."""
+        theta = theta.to(self.device, self.dtype)
+        return sum(w * self.batch_loss(theta, X, y) for X, y, w in self.batches)
+
+    def gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """Gradient ``(P,)`` of the full-split loss (zeros where the loss does not depend on theta)."""
+        theta = theta.to(self.device, self.dtype)
+        total = torch.zeros_like(theta)
+        for X, y, w in self.batches:
+            total += w * torch.func.grad(self.batch_loss)(theta, X, y)
+        return total
+
+    def hvp(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``H(theta) v`` ``(P,)`` summed over weighted batches."""
+        theta = theta.to(self.device, self.dtype)
+        v = v.to(self.device, self.dtype)
+        if self.method is HVPMethod.AUTO:
+            return self._hvp_auto(theta, v)
+        if self.method is HVPMethod.FORWARD:
+            return self._hvp_forward(theta, v)
+        return self._hvp_double_backward(theta, v)
+
+    def _hvp_auto(self, theta, v):
+        """Time forward-over-reverse on the first product and double backward on the second; keep the faster.
+
+        Forward mode wins on GPUs; on a CPU double backward is often faster for small models.
+        """
+        start = time.perf_counter()
+        if HVPMethod.FORWARD not in self.timings:
+            try:
+                out = self._hvp_forward(theta, v)
+            except (RuntimeError, NotImplementedError) as exc:
+                log.warning("forward-over-reverse HVP failed (%s); using double backward.", exc)
+                self.method = HVPMethod.DOUBLE_BACKWARD
+                return self._hvp_double_backward(theta, v)
+            self.timings[HVPMethod.FORWARD] = time.perf_counter() - start
+            return out
+        out = self._hvp_double_backward(theta, v)
+        self.timings[HVPMethod.DOUBLE_BACKWARD] = time.perf_counter() - start
+        self.method = min(self.timings, key=self.timings.get)
+        return out
+
+    def _hvp_forward(self, theta, v):
+        total = torch.zeros_like(theta)
+        for X, y, w in self.batches:
+            _, tangent = torch.func.jvp(lambda t, X=X, y=y: torch.func.grad(self.batch_loss)(t, X, y), (theta,), (v,))
+            total += w * tangent
+        return total
+
+    def _hvp_double_backward(self, theta, v):
+        total = torch.zeros_like(theta)
+        for X, y, w in self.batches:
+            t = theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value = self.batch_loss(t, X, y)
+                if not value.requires_grad:
+                    continue  # the loss does not depend on theta: zero Hessian (checked by the operator)
+                (g,) = torch.autograd.grad(value, t, create_graph=True)
+                if not g.requires_grad:
+                    continue  # piecewise linear in theta: zero Hessian block
+                (hv,) = torch.autograd.grad(g, t, grad_outputs=v, allow_unused=True)
+            if hv is not None:
+                total += w * hv.detach()
+        return total
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+class HessianOperator:
+    """The symmetric map ``v -> H v`` of the full-split loss at ``problem.theta0``.
+
+    ``size``: dimension ``n`` of the operator (``P``, or ``mask.sum()``).
+    ``matvec(v)``: ``v`` ``(n,)`` -> ``H v`` ``(n,)`` float64 on the CPU (counted in ``hvp_count``).
+    ``embed(v)``/``restrict(v)``: between the ``(n,)`` subspace and the full ``(P,)`` space.
+    Raises ``NonFiniteHVP`` on a NaN/inf product, and ``ValueError`` on the first product
+    if the gradient and ``H v`` are exactly zero (a loss that is not twice differentiable,
+    e.g. an ``argmax`` inside).
+    """
+
+    def __init__(self, problem, mask=None, dtype=None, method="auto", split: str = "train", check: bool = True):
+        check_curvature_mode(problem)
+        self.problem = problem
+        self.function = LossFunction(problem, split=split, dtype=dtype, method=method)
+        self.theta = problem.theta0.to(problem.device, self.function.dtype)
+        P = problem.space.size
+        if mask is None:
+            self.index = None
+            self.size = P
+        else:
+            problem.space.check(mask, "mask")
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor (from problem.space.mask(...)); got {mask.dtype}.")
+            self.index = torch.nonzero(mask.cpu()).flatten()
+            self.size = int(self.index.numel())
+            if self.size == 0:
+                raise ValueError("mask selects no parameters; the Hessian block would be empty.")
+        self.hvp_count = 0
+        self._checked = not check
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.function.dtype
+
+    @property
+    def method(self) -> str:
+        return self.function.method.value
+
+    def embed(self, v: torch.Tensor) -> torch.Tensor:
+        """Subspace ``(n,)`` -> full space ``(P,)`` (zeros outside the mask)."""
+        if self.index is None:
+            return v
+        full = torch.zeros(*v.shape[:-1], self.problem.space.size, dtype=v.dtype, device=v.device)
+        full[..., self.index.to(v.device)] = v
+        return full
+
+    def restrict(self, v: torch.Tensor) -> torch.Tensor:
+        """Full space ``(P,)`` -> subspace ``(n,)``."""
+        return v if self.index is None else v[..., self.index.to(v.device)]
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` for ``v`` ``(n,)``; returns float64 ``(n,)`` on the CPU."""
+        full = self.embed(v.to(self.problem.device, self.dtype))
+        hv = self.restrict(self.function.hvp(self.theta, full))
+        self.hvp_count += 1
+        if not torch.isfinite(hv).all():
+            raise NonFiniteHVP(
+                "a Hessian-vector product contains NaN or inf: the loss is not finite or not twice differentiable "
+                "near theta0 (check the model's outputs and the loss)."
+            )
+        if not self._checked:
+            self._check_differentiable(v, hv)
+        return hv.detach().to("cpu", torch.float64)
+
+    def _check_differentiable(self, v: torch.Tensor, hv: torch.Tensor) -> None:
+        self._checked = True
+        if bool((hv != 0).any()) or not bool((v != 0).any()):
+            return
+        grad = self.function.gradient(self.theta)
+        if not bool((grad != 0).any()):
+            raise ValueError(
+                "the gradient and the Hessian-vector product of the loss are exactly zero: the loss is locally "
+                "constant in the parameters, as when it is not twice differentiable (argmax, round or a comparison "
+                "inside the loss or model). Curvature is undefined here; use a differentiable loss."
+            )
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matvec(v)
+
+
+ALGORITHM_VERSION = 1  # bump when a curvature algorithm changes its numbers
+
+
+def curvature_settings(problem, mask, dtype, hvp_method, split: str = "train") -> dict:
+    """Settings shared by every curvature result: the problem, the mask, precision and HVP method."""
+    mask_info = None
+    if mask is not None:
+        problem.space.check(mask, "mask")
+        m = mask.detach().cpu().to(torch.bool)
+        mask_info = {"selected": int(m.sum()), "sha256": hashlib.sha256(m.numpy().tobytes()).hexdigest()}
+    dtype = resolve_dtype(dtype) or problem.dtype
+    return {
+        "problem": problem.describe(),
+        "split": split,
+        "mask": mask_info,
+        "dtype": str(dtype).replace("torch.", ""),
+        "hvp_method": HVPMethod(hvp_method).value,
+    }
+
+
+def cached(kind: str, cls, settings: dict, use_cache: bool, compute):
+    """Return the cached ``cls`` result for ``settings`` or compute, store and return it."""
+    key = cache_mod.make_key(kind, ALGORITHM_VERSION, settings)
+    if use_cache and (hit := cache_mod.get(key)) is not None:
+        return cls.from_bytes(hit)
+    result = compute()
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result

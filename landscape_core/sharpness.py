@@ -109,7 +109,7 @@ class _Objective:
         self.evaluations += 1
         if not (torch.isfinite(value) and torch.isfinite(grad).all()):
             raise FloatingPointError("the loss or its gradient is not finite inside the perturbation set.")
-        return float(value), grad[self.index].detach().to("cpu", torch.float64)
+        return float(value.detach()), grad[self.index].detach().to("cpu", torch.float64)
 
 
 def epsilon(

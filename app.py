@@ -29,12 +29,11 @@ PAGES = [
 ]
 
 
-def available_pages() -> tuple[list, list[str]]:
-    """``st.Page`` objects for the pages that can run, and notes on the ones hidden."""
-    pages, hidden = [], []
+def usable_pages() -> tuple[list[tuple[str, str, str]], list[str]]:
+    """``(file, title, icon)`` of the pages that can run, and notes on the ones hidden."""
+    usable, hidden = [], []
     for filename, title, icon, modules in PAGES:
-        path = ROOT / "pages" / filename
-        if not path.exists():
+        if not (ROOT / "pages" / filename).exists():
             continue
         missing = []
         for name in modules:
@@ -45,17 +44,19 @@ def available_pages() -> tuple[list, list[str]]:
                 missing.append(name)
         if missing:
             hidden.append(f"{title} (needs {', '.join(missing)})")
-            continue
-        pages.append(st.Page(f"pages/{filename}", title=title, icon=icon, default=filename == "surface.py"))
-    return pages, hidden
+        else:
+            usable.append((filename, title, icon))
+    return usable, hidden
 
 
 st.set_page_config(page_title="Loss landscapes", page_icon=":material/landscape:", layout="wide")
 
 from pages import _ui as ui  # noqa: E402  (after set_page_config)
 
-pages, hidden = available_pages()
-navigation = st.navigation(pages)
+usable, hidden = usable_pages()
+navigation = st.navigation(
+    [st.Page(f"pages/{f}", title=title, icon=icon, default=f == "surface.py") for f, title, icon in usable]
+)
 ui.sidebar()
 if hidden:
     st.sidebar.caption("Not available in this install: " + "; ".join(hidden))

@@ -1,0 +1,156 @@
+"""AppTest runs of the dashboard frame and its pages (Surface, Compare, Guide) on the demos.
+
+Jobs are waited on synchronously here (``LANDSCAPE_JOB_WAIT``), so one ``run()`` returns
+with the result drawn, as a browser would show it after the progress bar.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 300
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def synchronous_jobs(monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "240")
+
+
+def _app(page: str | None = None, subset: int | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if subset:
+        at.sidebar.selectbox(key="ui_subset").set_value(subset)
+    if page:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _submit(at: AppTest) -> None:
+    next(b for b in at.button if b.proto.is_form_submitter).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_surface_defaults_draw_heatmaps_3d_and_downloads():
+    at = _app()
+    assert at.title[0].value.startswith("Surface")
+    assert len(at.get("vega_lite_chart")) >= 2  # train and val heatmaps
+    assert len(at.get("plotly_chart")) >= 2  # 3D views
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"CSV", "NPZ", "Settings", "PNG", "SVG"} <= labels
+    readout = next(m.value for m in at.markdown if m.value.startswith("**train loss**"))
+    assert "at the base point" in readout
+    assert any("demos.load('digits-mlp')" in c.value for c in at.code)
+    assert not at.error
+
+
+def test_surface_widget_changes_the_result():
+    at = _app(subset=256)
+    first = next(m.value for m in at.markdown if m.value.startswith("**train loss**"))
+    at.number_input(key="surface_seed").set_value(3)
+    _submit(at)
+    second = next(m.value for m in at.markdown if m.value.startswith("**train loss**"))
+    assert first != second  # another draw of directions gives another plane
+    at.radio(key="surface_shape").set_value("1D lines")
+    _submit(at)
+    assert len(at.get("vega_lite_chart")) == 1
+    spread = [m.value for m in at.markdown if m.value.startswith("**train**")]
+    assert spread and "across the 5 lines" in spread[0]
+
+
+def test_compare_defaults_show_shared_maps_table_and_verdict():
+    at = _app("pages/compare.py", subset=256)
+    assert len(at.get("vega_lite_chart")) == 3  # A, B, difference
+    table = at.dataframe[0].value
+    assert "ratio B / A" in table.columns and "lambda_max (top Hessian eigenvalue)" in set(table["metric"])
+    sentence = at.success[0].value
+    assert sentence.startswith("Large batch's minimum is") and "(large batch vs small batch)" in sentence
+    before = table.set_index("metric")["ratio B / A"]
+    at.slider(key="compare_span").set_value(0.5)
+    _submit(at)
+    after = at.dataframe[0].value.set_index("metric")["ratio B / A"]
+    assert (
+        after["1D slice rise (mean loss increase at +/- span)"]
+        != before["1D slice rise (mean loss increase at +/- span)"]
+    )
+
+
+def test_compare_needs_two_models():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.selectbox(key="ui_workspace").set_value("logistic-blobs")
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception
+    assert "single model" in at.info[0].value
+
+
+def test_guide_lists_views_and_pitfalls():
+    at = _app("pages/guide.py")
+    titles = [s.value for s in at.subheader]
+    assert titles[:2] == ["Surface: 1D lines and 2D planes", "Interpolation"] and "Compare" in titles
+    assert sum("Pitfalls" in m.value for m in at.markdown) == len(titles)
+
+
+def test_job_errors_are_readable_and_cancel_is_reported():
+    def script():
+        import threading
+
+        from landscape_core import Cancelled
+        from pages import _ui as ui
+
+        def bad(progress, cancel):
+            raise ValueError("span must satisfy low < high; got (1.0, -1.0).")
+
+        def cancelled(progress, cancel):
+            progress(3, 10)
+            raise Cancelled("stopped")
+
+        ui.run_job("test:bad-job", bad, "bad plane")
+        ui.run_job("test:cancelled-job", cancelled, "long plane")
+        gate = threading.Event()
+        ui.run_job("test:slow-job", lambda p, c: gate.wait(30) and None, "slow plane")
+
+    at = AppTest.from_function(script, default_timeout=60)
+    os.environ["LANDSCAPE_JOB_WAIT"] = "2"
+    at.run()
+    assert not at.exception
+    assert at.error[0].value == "bad plane failed: span must satisfy low < high; got (1.0, -1.0)."
+    assert at.expander[0].label == "Technical details (traceback)"
+    assert at.warning[0].value.startswith("long plane: cancelled after 3 of 10 points")
+    assert {b.label for b in at.button} >= {"Retry", "Run again", "Cancel"}
+    assert "slow plane" in at.get("progress")[0].proto.text
+    from landscape_core import jobs
+
+    jobs.registry().get("test:slow-job").cancel()
+
+
+def test_app_hides_pages_whose_engine_is_missing(monkeypatch):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(Path(APP).parent))
+    spec = importlib.util.spec_from_file_location("app_under_test", APP)
+    source = Path(APP).read_text().split("st.set_page_config")[0]
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, APP, "exec"), module.__dict__)
+    real = module.importlib.import_module
+
+    def fake_import(name):
+        if name == "landscape_core.surface":
+            raise ImportError("not built yet")
+        return real(name)
+
+    monkeypatch.setattr(module.importlib, "import_module", fake_import)
+    usable, hidden = module.usable_pages()
+    titles = [title for _, title, _ in usable]
+    assert "Surface" not in titles and "Compare" not in titles and "Guide" in titles
+    assert "Surface (needs landscape_core.surface)" in hidden

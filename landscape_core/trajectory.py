@@ -1,0 +1,386 @@
+"""Two-dimensional views of a training trajectory: PCA, UMAP and an autoencoder.
+
+Input: the checkpoints of one run as an ``(n, P)`` tensor, a list of flat ``(P,)`` tensors or a
+list of ``Checkpoint``s. Every view returns a ``Trajectory`` with 2-D coordinates per checkpoint
+and ``trustworthiness`` (scikit-learn's definition, Venna & Kaski 2001: 1 when every point's
+nearest neighbours in the picture are also its neighbours in parameter space), so the views can
+be judged side by side; PCA and the autoencoder also report their reconstruction error.
+
+Memory: nothing of size ``n x n x P`` or ``P x P`` is formed. PCA works on the ``n x n`` Gram
+matrix of the differences, accumulated in float64 over column chunks of the checkpoints
+(Li et al. 2018, section 7: PCA of ``theta_i - theta_final``); distances for trustworthiness
+and UMAP come from the same Gram matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .directions import register
+from .results import ResultIO
+from .workspace import Checkpoint
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 2**20  # float64 bytes of one column chunk of the checkpoint matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory(ResultIO):
+    """A 2-D (or k-D) picture of n checkpoints.
+
+    ``method``: ``"pca"``, ``"umap"`` or ``"autoencoder"``. ``coords``: float64 ``(n, k)``.
+    ``names``/``steps``: per checkpoint (``steps`` entries may be ``None``).
+    ``trustworthiness``: in [0, 1], with ``settings["n_neighbors_trust"]`` neighbours.
+    ``reconstruction_error``: fraction of squared distance (PCA: from ``center``; autoencoder: of the
+    standardized, mean-centred checkpoints) that the picture does not hold; ``None`` for UMAP.
+    PCA only: ``explained_variance_ratio`` float64 ``(k,)``; ``directions`` ``(k, P)`` orthonormal
+    tensor and ``center`` ``(P,)``, so that ``surface.plane(problem, *directions, center=center)``
+    draws the loss of the PCA plane with checkpoint i at ``coords[i]``; ``residual_norms`` float64
+    ``(n,)``, each checkpoint's distance from that plane.
+    """
+
+    method: str
+    coords: np.ndarray
+    names: list
+    steps: list
+    trustworthiness: float
+    settings: dict
+    reconstruction_error: float | None = None
+    explained_variance_ratio: np.ndarray | None = None
+    directions: torch.Tensor | None = None
+    center: torch.Tensor | None = None
+    residual_norms: np.ndarray | None = None
+
+    def to_csv(self) -> str:
+        """One row per checkpoint: ``name,step,c1,c2[,residual_norm]``."""
+        k = self.coords.shape[1]
+        header = ["name", "step", *(f"c{j + 1}" for j in range(k))]
+        if self.residual_norms is not None:
+            header.append("residual_norm")
+        lines = [",".join(header)]
+        for i, name in enumerate(self.names):
+            row = [str(name), "" if self.steps[i] is None else str(self.steps[i])]
+            row += [repr(float(c)) for c in self.coords[i]]
+            if self.residual_norms is not None:
+                row.append(repr(float(self.residual_norms[i])))
+            lines.append(",".join(row))
+        return "\n".join(lines) + "\n"
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def as_rows(thetas, minimum: int = 3, what: str = "thetas") -> tuple[list[torch.Tensor], list[str], list]:
+    """``(rows, names, steps)`` from an ``(n, P)`` tensor or a list of ``(P,)`` tensors / ``Checkpoint``s.
+
+    Raises ``ValueError`` for fewer than ``minimum`` checkpoints, ragged sizes or NaN/inf weights.
+    """
+    if isinstance(thetas, torch.Tensor):
+        if thetas.dim() != 2:
+            raise ValueError(f"{what} must be an (n, P) tensor or a list; got shape {tuple(thetas.shape)}.")
+        items = list(thetas)
+        names, steps = [f"#{i}" for i in range(len(items))], [i for i in range(len(items))]
+    elif isinstance(thetas, Sequence):
+        items, names, steps = [], [], []
+        for i, item in enumerate(thetas):
+            if isinstance(item, Checkpoint):
+                items.append(item.theta)
+                names.append(item.name)
+                steps.append(item.step)
+            elif isinstance(item, torch.Tensor) and item.dim() == 1:
+                items.append(item)
+                names.append(f"#{i}")
+                steps.append(i)
+            else:
+                raise ValueError(f"{what}[{i}] must be a Checkpoint or a flat (P,) tensor; got {type(item).__name__}.")
+    else:
+        raise ValueError(f"{what} must be an (n, P) tensor or a list of Checkpoints; got {type(thetas).__name__}.")
+    if len(items) < minimum:
+        raise ValueError(f"{what}: a trajectory view needs at least {minimum} checkpoints; got {len(items)}.")
+    size = items[0].shape[0]
+    for i, row in enumerate(items):
+        if row.shape != (size,):
+            raise ValueError(f"{what}: checkpoint {names[i]!r} has shape {tuple(row.shape)}; the first has ({size},).")
+        if not torch.isfinite(row).all():
+            raise ValueError(f"{what}: checkpoint {names[i]!r} has NaN or inf weights; it cannot be placed.")
+    return [r.detach() for r in items], names, steps
+
+
+def _chunks(size: int, n: int):
+    width = max(1, CHUNK_BYTES // (8 * max(n, 1)))
+    for start in range(0, size, width):
+        yield slice(start, min(start + width, size))
+
+
+def _block(rows, sl: slice, offset=None, scale=None) -> torch.Tensor:
+    """Columns ``sl`` of the checkpoint matrix as float64 CPU ``(n, w)``, minus ``offset``, divided by ``scale``."""
+    block = torch.stack([r[sl].to("cpu", torch.float64) for r in rows])
+    if offset is not None:
+        block = block - offset[sl]
+    if scale is not None:
+        block = block / scale[sl]
+    return block
+
+
+def gram(rows, offset=None, scale=None) -> np.ndarray:
+    """``G[i, j] = <(r_i - offset) / scale, (r_j - offset) / scale>`` in float64, ``(n, n)``, streamed over columns."""
+    n = len(rows)
+    G = torch.zeros(n, n, dtype=torch.float64)
+    for sl in _chunks(rows[0].shape[0], n):
+        block = _block(rows, sl, offset, scale)
+        G += block @ block.T
+    return G.numpy()
+
+
+def distances_from_gram(G: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix ``(n, n)`` of the vectors whose Gram matrix is ``G``."""
+    d = np.diag(G)
+    sq = np.maximum(d[:, None] + d[None, :] - 2.0 * G, 0.0)
+    np.fill_diagonal(sq, 0.0)
+    return np.sqrt(sq)
+
+
+def default_trust_neighbors(n: int) -> int:
+    """Neighbours for trustworthiness: 5, fewer for small n (scikit-learn needs ``k < n / 2``)."""
+    return max(1, min(5, (n - 1) // 2))
+
+
+def trustworthiness(distances: np.ndarray, coords: np.ndarray, n_neighbors: int | None = None) -> float:
+    """scikit-learn's trustworthiness of ``coords`` ``(n, k)`` for the high-dimensional ``distances`` ``(n, n)``."""
+    from sklearn.manifold import trustworthiness as sk_trust
+
+    n = distances.shape[0]
+    k = default_trust_neighbors(n) if n_neighbors is None else int(n_neighbors)
+    if not 1 <= k < n / 2:
+        raise ValueError(f"n_neighbors for trustworthiness must satisfy 1 <= k < n/2 = {n / 2}; got {k}.")
+    return float(sk_trust(distances, np.asarray(coords, dtype=np.float64), n_neighbors=k, metric="precomputed"))
+
+
+def _reference(rows, reference) -> tuple[torch.Tensor, str]:
+    if isinstance(reference, torch.Tensor):
+        if reference.shape != rows[0].shape:
+            raise ValueError(f"reference has shape {tuple(reference.shape)}; checkpoints have {tuple(rows[0].shape)}.")
+        return reference.detach().to("cpu", torch.float64), "custom"
+    if reference == "final":
+        return rows[-1].to("cpu", torch.float64), "final"
+    if reference == "first":
+        return rows[0].to("cpu", torch.float64), "first"
+    if reference == "mean":
+        mean = torch.zeros(rows[0].shape[0], dtype=torch.float64)
+        for sl in _chunks(rows[0].shape[0], len(rows)):
+            mean[sl] = _block(rows, sl).mean(dim=0)
+        return mean, "mean"
+    if isinstance(reference, int) and not isinstance(reference, bool) and -len(rows) <= reference < len(rows):
+        return rows[reference].to("cpu", torch.float64), f"checkpoint {reference % len(rows)}"
+    raise ValueError(
+        f"reference must be 'final', 'first', 'mean', a checkpoint index or a (P,) tensor; got {reference!r}."
+    )
+
+
+# -- PCA ---------------------------------------------------------------------------------------
+def pca(thetas, reference="final", n_components: int = 2, n_neighbors: int | None = None) -> Trajectory:
+    """PCA of ``theta_i - reference`` over the checkpoints (Li et al. 2018, section 7).
+
+    The principal directions span the plane through ``reference`` that best fits the checkpoints
+    (least squares); ``coords[i]`` are checkpoint i's coordinates in that plane and
+    ``explained_variance_ratio[j]`` the share of ``sum_i |theta_i - reference|^2`` along direction j.
+    Computed from the ``n x n`` Gram matrix: ``G = U S U^T``, ``coords = U sqrt(S)``,
+    ``directions = D^T U / sqrt(S)``. Directions are registered (``directions.provenance``).
+
+    >>> traj = pca(workspace.checkpoints)                                  # doctest: +SKIP
+    >>> surface.plane(problem, *traj.directions, center=traj.center)       # doctest: +SKIP
+    """
+    rows, names, steps = as_rows(thetas)
+    n = len(rows)
+    if not isinstance(n_components, int) or not 1 <= n_components <= n - 1:
+        raise ValueError(f"n_components must be an integer from 1 to n - 1 = {n - 1}; got {n_components!r}.")
+    center, ref_name = _reference(rows, reference)
+    G = gram(rows, offset=center)
+    total = float(np.trace(G))
+    if not total > 0:
+        raise ValueError("all checkpoints are identical to the reference; there is no trajectory to project.")
+    evals, evecs = np.linalg.eigh(G)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
+    k = n_components
+    if evals[k - 1] <= 1e-12 * total:
+        rank = int((evals > 1e-12 * total).sum())
+        raise ValueError(
+            f"the checkpoints span only {rank} dimension(s) around the reference; cannot find {k} principal directions."
+        )
+    U, s = evecs[:, :k], np.sqrt(evals[:k])
+    coords = U * s
+    signs = np.sign(coords[np.argmax(np.abs(coords), axis=0), np.arange(k)])
+    coords, U = coords * signs, U * signs
+    weights = torch.from_numpy(U / s)  # (n, k): direction_j = sum_i weights[i, j] (theta_i - center)
+    directions = torch.zeros(k, rows[0].shape[0], dtype=torch.float64)
+    for sl in _chunks(rows[0].shape[0], n):
+        directions[:, sl] = weights.T @ _block(rows, sl, offset=center)
+    dtype, device = rows[0].dtype, rows[0].device
+    directions = directions.to(device, dtype)
+    evr = evals[:k] / total
+    residual = np.sqrt(np.maximum(np.diag(G) - (coords**2).sum(axis=1), 0.0))
+    trust_k = default_trust_neighbors(n) if n_neighbors is None else n_neighbors
+    trust = trustworthiness(distances_from_gram(G), coords, trust_k)
+    settings = {
+        "kind": "trajectory",
+        "method": "pca",
+        "reference": ref_name,
+        "n_components": k,
+        "checkpoints": n,
+        "parameters": int(rows[0].shape[0]),
+        "n_neighbors_trust": trust_k,
+        "explained_variance_ratio": [float(v) for v in evr],
+    }
+    register(
+        directions,
+        {"kind": "pca", "reference": ref_name, "checkpoints": n, "evr": settings["explained_variance_ratio"]},
+    )
+    return Trajectory(
+        method="pca",
+        coords=coords,
+        names=names,
+        steps=steps,
+        trustworthiness=trust,
+        settings=settings,
+        reconstruction_error=float(max(0.0, 1.0 - evr.sum())),
+        explained_variance_ratio=evr,
+        directions=directions,
+        center=center.to(device, dtype),
+        residual_norms=residual,
+    )
+
+
+# -- UMAP --------------------------------------------------------------------------------------
+def umap(thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float = 0.1) -> Trajectory:
+    """UMAP (McInnes et al. 2018, umap-learn) of the checkpoints on their exact Euclidean distances.
+
+    ``n_neighbors``: UMAP's neighbourhood size, ``2 <= n_neighbors < n``; default ``min(15, n - 1)``.
+    Deterministic for a given ``seed``. Needs at least 3 checkpoints.
+    """
+    rows, names, steps = as_rows(thetas)
+    n = len(rows)
+    if n_neighbors is None:
+        n_neighbors = min(15, n - 1)
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or not 2 <= n_neighbors < n:
+        raise ValueError(
+            f"n_neighbors must be an integer with 2 <= n_neighbors < n (number of checkpoints = {n}); "
+            f"got {n_neighbors!r}. UMAP needs more checkpoints than neighbours."
+        )
+    G = gram(rows, offset=rows[-1].to("cpu", torch.float64))
+    distances = distances_from_gram(G)
+    import umap as umap_learn
+
+    reducer = umap_learn.UMAP(
+        n_components=2,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric="precomputed",
+        random_state=int(seed),
+        init="spectral" if n > 4 else "random",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coords = np.asarray(reducer.fit_transform(distances), dtype=np.float64)
+    trust_k = default_trust_neighbors(n)
+    settings = {
+        "kind": "trajectory",
+        "method": "umap",
+        "n_neighbors": n_neighbors,
+        "min_dist": float(min_dist),
+        "seed": int(seed),
+        "checkpoints": n,
+        "parameters": int(rows[0].shape[0]),
+        "n_neighbors_trust": trust_k,
+    }
+    trust = trustworthiness(distances, coords, trust_k)
+    return Trajectory(method="umap", coords=coords, names=names, steps=steps, trustworthiness=trust, settings=settings)
+
+
+# -- autoencoder -----------------------------------------------------------------------------
+def autoencoder(
+    thetas, dim: int = 2, seed: int = 0, hidden: int = 32, epochs: int = 2000, lr: float = 1e-2
+) -> Trajectory:
+    """A small torch autoencoder (``r -> hidden -> dim -> hidden -> r``, tanh) as a non-linear view.
+
+    The checkpoints are standardized per parameter (mean 0, standard deviation 1 over the n
+    checkpoints; constant parameters are left at 0) and written in an orthonormal basis of their
+    span (exact, from the Gram matrix; ``r <= n - 1``), so the network is small whatever P is.
+    Trained full-batch with Adam for ``epochs`` steps from ``torch.manual_seed(seed)`` on one CPU thread
+    (the tensors are tiny; intra-op threads only add synchronization).
+    ``reconstruction_error`` = ``|Z - decode(encode(Z))|^2 / |Z|^2`` over the standardized checkpoints.
+    """
+    rows, names, steps = as_rows(thetas)
+    n = len(rows)
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim < n:
+        raise ValueError(f"dim must be an integer from 1 to n - 1 = {n - 1}; got {dim!r}.")
+    size = rows[0].shape[0]
+    mean = torch.zeros(size, dtype=torch.float64)
+    std = torch.ones(size, dtype=torch.float64)
+    for sl in _chunks(size, n):
+        block = _block(rows, sl)
+        mean[sl] = block.mean(dim=0)
+        s = block.std(dim=0, unbiased=False)
+        std[sl] = torch.where(s > 0, s, torch.ones_like(s))
+    K = gram(rows, offset=mean, scale=std)
+    evals, evecs = np.linalg.eigh(K)
+    keep = evals > 1e-10 * max(evals.max(), 1e-300)
+    if not keep.any():
+        raise ValueError("all checkpoints are identical; there is no trajectory to embed.")
+    scores = evecs[:, keep] * np.sqrt(evals[keep])  # rows isometric to the standardized checkpoints
+    scale = np.sqrt((scores**2).sum() / n)
+    Z = torch.from_numpy(scores / scale)
+    r = Z.shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        encoder = torch.nn.Sequential(
+            torch.nn.Linear(r, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, dim)
+        ).double()
+        decoder = torch.nn.Sequential(
+            torch.nn.Linear(dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, r)
+        ).double()
+    params = [*encoder.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny steps: worker threads only add waits (36x slower measured)
+    try:
+        for _ in range(int(epochs)):
+            optimizer.zero_grad()
+            loss = ((decoder(encoder(Z)) - Z) ** 2).sum()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        coords = encoder(Z)
+        error = float(((decoder(coords) - Z) ** 2).sum() / (Z**2).sum())
+    coords = coords.numpy().astype(np.float64)
+    trust_k = default_trust_neighbors(n)
+    trust = trustworthiness(distances_from_gram(K), coords, trust_k)
+    settings = {
+        "kind": "trajectory",
+        "method": "autoencoder",
+        "dim": dim,
+        "hidden": hidden,
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "seed": int(seed),
+        "checkpoints": n,
+        "parameters": int(size),
+        "span_dimensions": int(r),
+        "n_neighbors_trust": trust_k,
+    }
+    return Trajectory(
+        method="autoencoder",
+        coords=coords,
+        names=names,
+        steps=steps,
+        trustworthiness=trust,
+        settings=settings,
+        reconstruction_error=error,
+    )

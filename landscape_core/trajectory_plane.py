@@ -1,0 +1,149 @@
+"""The loss over the PCA plane of a trajectory, and how faithful that picture is per checkpoint.
+
+A PCA plane shows the loss at ``center + c1 d1 + c2 d2``, but a checkpoint usually lies off
+the plane (``Trajectory.residual_norms``): the loss drawn under it is the loss at its
+projection, not its own. ``projection_gap`` reports both, so a reader can see where the picture
+can be trusted (a gap near 0) and where not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import torch
+
+from . import surface as surface_mod
+from .evaluate import Progress, evaluate_points
+from .results import ResultIO, Surface
+from .trajectory import Trajectory, as_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionGap(ResultIO):
+    """Per checkpoint, its true values next to the values at its projection on the PCA plane.
+
+    ``names``: n labels. ``coords``: float64 ``(n, 2)`` in the plane. ``true_values`` and
+    ``projected_values``: ``{quantity: float64 (n,)}``; ``gap``: ``{quantity: projected - true}``.
+    ``residual_norms``: float64 ``(n,)`` distance of each checkpoint from the plane.
+    All values use the same buffers (the problem's, as the surface does).
+    """
+
+    names: list
+    coords: np.ndarray
+    true_values: dict
+    projected_values: dict
+    gap: dict
+    residual_norms: np.ndarray
+    settings: dict
+
+    def to_csv(self) -> str:
+        """One row per checkpoint and quantity: ``name,c1,c2,residual_norm,quantity,true,projected,gap``."""
+        lines = ["name,c1,c2,residual_norm,quantity,true,projected,gap"]
+        for q in self.true_values:
+            for i, name in enumerate(self.names):
+                c1, c2 = self.coords[i]
+                lines.append(
+                    f"{name},{c1!r},{c2!r},{self.residual_norms[i]!r},{q},{self.true_values[q][i]!r},"
+                    f"{self.projected_values[q][i]!r},{self.gap[q][i]!r}"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _check_pca(trajectory: Trajectory) -> None:
+    if not isinstance(trajectory, Trajectory) or trajectory.method != "pca" or trajectory.directions is None:
+        raise ValueError("trajectory must be the result of trajectory.pca (it needs PCA directions and a centre).")
+    if trajectory.directions.shape[0] != 2:
+        raise ValueError(f"the PCA plane needs 2 components; this trajectory has {trajectory.directions.shape[0]}.")
+
+
+def projection_gap(
+    problem,
+    trajectory: Trajectory,
+    thetas,
+    splits=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> ProjectionGap:
+    """True loss (and metrics) of each checkpoint vs. the loss at its projection on the PCA plane.
+
+    ``thetas``: the same checkpoints ``trajectory`` was computed from (same order).
+    Two calls of the evaluator: the n checkpoints, and the n projections ``center + coords @ directions``.
+    """
+    _check_pca(trajectory)
+    rows, names, _ = as_rows(thetas)
+    if len(rows) != trajectory.coords.shape[0]:
+        raise ValueError(
+            f"thetas has {len(rows)} checkpoints; the trajectory was computed from {len(trajectory.names)}."
+        )
+    for i, row in enumerate(rows):
+        problem.space.check(row, f"checkpoint {names[i]!r}")
+    n = len(rows)
+    report = None if progress is None else (lambda d, _t: progress(d, 2 * n))
+    stacked = torch.stack(rows).to(problem.device, problem.dtype)
+    zero = torch.zeros_like(stacked[0])
+    true = evaluate_points(problem, zero, stacked, torch.eye(n, dtype=torch.float64), splits, report, cancel)
+    report = None if progress is None else (lambda d, _t: progress(n + d, 2 * n))
+    center = trajectory.center.to(problem.device, problem.dtype)
+    basis = trajectory.directions.to(problem.device, problem.dtype)
+    projected = evaluate_points(problem, center, basis, trajectory.coords, splits, report, cancel)
+    settings = {
+        "kind": "projection_gap",
+        "trajectory": trajectory.settings,
+        "splits": list(problem.splits) if splits is None else list(splits),
+        "problem": problem.describe(),
+    }
+    return ProjectionGap(
+        names=list(names),
+        coords=np.asarray(trajectory.coords, dtype=np.float64),
+        true_values=true,
+        projected_values=projected,
+        gap={q: projected[q] - true[q] for q in true},
+        residual_norms=np.asarray(trajectory.residual_norms, dtype=np.float64),
+        settings=settings,
+    )
+
+
+def pca_plane(
+    problem,
+    trajectory: Trajectory,
+    steps: int = 31,
+    margin: float = 0.2,
+    splits=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    use_cache: bool = True,
+) -> Surface:
+    """The loss surface over the PCA plane, spanning every checkpoint's coordinates plus ``margin``.
+
+    Equal spans on both axes (the directions are orthonormal, so the picture is undistorted);
+    ``settings["trajectory"]`` holds the checkpoints' names and coordinates for drawing the path.
+    """
+    _check_pca(trajectory)
+    if not (isinstance(margin, (int, float)) and 0 <= margin <= 10):
+        raise ValueError(f"margin must be a number from 0 to 10 (fraction of the path's extent); got {margin!r}.")
+    xy = np.asarray(trajectory.coords, dtype=np.float64)
+    mid = (xy.min(axis=0) + xy.max(axis=0)) / 2
+    half = (xy.max(axis=0) - xy.min(axis=0)).max() / 2 * (1 + 2 * margin)
+    d1, d2 = trajectory.directions.to(problem.device, problem.dtype)
+    result = surface_mod.plane(
+        problem,
+        d1,
+        d2,
+        span=(mid[0] - half, mid[0] + half),
+        steps=steps,
+        center=trajectory.center.to(problem.device, problem.dtype),
+        span_y=(mid[1] - half, mid[1] + half),
+        steps_y=steps,
+        splits=splits,
+        progress=progress,
+        cancel=cancel,
+        use_cache=use_cache,
+    )
+    result.settings["trajectory"] = {
+        "names": list(trajectory.names),
+        "coords": xy.tolist(),
+        "explained_variance_ratio": [float(v) for v in trajectory.explained_variance_ratio],
+    }
+    return result

@@ -147,6 +147,7 @@ class _Recorder:
         return Run(state, snapshots, np.asarray(self.steps, dtype=np.int64))
 
 
+@single_thread()
 def train_sgd(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -160,6 +161,8 @@ def train_sgd(
     on_epoch: EpochHook | None = None,
 ) -> Run:
     """Minibatch SGD on cross-entropy, reshuffling each epoch from ``seed``; modifies ``model``.
+
+    Runs on one thread (``single_thread``) so the result does not depend on the core count.
 
     A snapshot is taken at epoch 0 (initialization), every ``every`` epochs and at the end.
     BatchNorm runs in train mode (batch statistics, running averages updated).
@@ -186,6 +189,7 @@ def train_sgd(
     return record.run()
 
 
+@single_thread()
 def train_logistic(
     model: nn.Linear,
     train: tuple[torch.Tensor, torch.Tensor],

@@ -340,7 +340,10 @@ def _build(name: str, runs: dict[str, dm.Run], data: dict[str, torch.Tensor]) ->
     )
 
 
-def clear_memo() -> None:
-    """Forget the in-process workspaces (the disk cache is kept)."""
+def clear_memo(name: str | None = None) -> None:
+    """Forget the in-process workspace of ``name`` (default: all); the disk cache is kept."""
     with _lock:
-        _memo.clear()
+        if name is None:
+            _memo.clear()
+        else:
+            _memo.pop(name, None)

@@ -133,12 +133,13 @@ def _read_pt(upload: Upload):
     try:
         return torch.load(io.BytesIO(upload.data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        text = str(exc).lower()
+        if "weights only" in text and ("global" in text or "class" in text):
             raise UploadError(
                 f"refused to load {upload.name!r}: it contains pickled Python objects other than tensors (which could "
                 "run code while loading). Uploads are data only: save tensors, e.g. torch.save({'X': X, 'y': y}, f)."
             ) from None
-        raise UploadError(f"data file {upload.name!r} is corrupt (not a readable PyTorch file).") from None
+        raise UploadError(f"data file {upload.name!r} is corrupt or truncated (not a readable PyTorch file).") from None
     except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError, TypeError) as exc:
         detail = str(exc).split(". ")[0] or type(exc).__name__
         raise UploadError(
@@ -203,6 +204,26 @@ def _check_pair(X, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
+def _check_labels(problem: Problem, X: torch.Tensor, y: torch.Tensor, name: str) -> None:
+    """Integer class labels must index the model's logits; say so naming the uploaded file."""
+    if y.dim() != 1 or y.is_floating_point():
+        return
+    try:
+        with torch.no_grad():
+            out = problem.forward(problem.theta0, X[:1].to(problem.device, problem.dtype))
+    except Exception as exc:
+        raise UploadError(
+            f"data file {name!r}: the model cannot run on its inputs of shape {tuple(X.shape[1:])} per sample: {exc}"
+        ) from None
+    if out.dim() == 2 and out.shape[1] >= 2:
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= out.shape[1]:
+            raise UploadError(
+                f"data file {name!r} has labels from {low} to {high} but the model outputs {out.shape[1]} classes; "
+                f"labels must lie in [0, {out.shape[1] - 1}]."
+            )
+
+
 # -- a workspace from uploads ----------------------------------------------------------------
 def open_uploads(
     base: Workspace,
@@ -236,6 +257,9 @@ def open_uploads(
     if val is not None:
         splits["val"] = read_data(val)
 
+    for split, upload in (("train", train), ("val", val)):
+        if upload is not None:
+            _check_labels(problem, *splits[split], upload.name)
     model = copy.deepcopy(problem.model)
     if ckpts:
         state = checkpoints.state_dict_from_checkpoint(problem, ckpts[-1])

@@ -1,0 +1,32 @@
+"""AppTest of the Text embeddings page, run on its own (it falls back to the text demo)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def synchronous_jobs(monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "240")
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def test_text_page_defaults_draw_ranking_curves_map_and_downloads():
+    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value.startswith("Text embeddings")
+    tables = at.dataframe
+    assert len(tables) == 2  # model A and model B
+    ranking = tables[0].value
+    assert {"text", "label", "prediction", "fragility score"} <= set(ranking.columns)
+    assert ranking["fragility score"].is_monotonic_decreasing
+    assert len(at.get("vega_lite_chart")) >= 5  # curves A, B; maps A, B; A vs B; embedding line
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"CSV", "NPZ", "Settings"} <= labels
+    assert not at.error

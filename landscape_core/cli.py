@@ -272,22 +272,26 @@ def cmd_hessian(args, workspace, bar):
     return result, summary
 
 
+SHARPNESS_RADIUS = {"epsilon": ("eps", 1e-3), "adaptive": ("rho", 0.05), "average": ("sigma", 1e-2)}  # page defaults
+
+
 def cmd_sharpness(args, workspace, bar):
     sharpness = _engine("sharpness", "sharpness")
     problem = problem_of(args, workspace)
     fn = getattr(sharpness, args.kind, None)
     if fn is None:
         raise CommandError(f"landscape_core.sharpness has no {args.kind!r} measure in this install.")
-    kwargs = {"problem": problem, "seed": args.seed, "progress": bar}
-    if args.epsilon is not None:
-        kwargs.update(epsilon=args.epsilon, radius=args.epsilon, rho=args.epsilon)
+    name, default = SHARPNESS_RADIUS[args.kind]
+    radius = default if args.radius is None else args.radius
+    kwargs = {"problem": problem, "seed": args.seed, name: radius}
+    if args.kind == "average":
+        kwargs["samples"] = args.samples
     result = _call(fn, **kwargs)
-    summary = {}
-    for name in ("value", "sharpness", "stderr", "epsilon", "rho"):
-        if hasattr(result, name):
-            value = getattr(result, name)
-            if isinstance(value, (int, float, np.number)):
-                summary[name] = float(value)
+    summary = {"kind": result.kind, name: radius}
+    for key in ("value", "stderr", "base_loss", "perturbed_loss"):
+        value = getattr(result, key, None)
+        if isinstance(value, (int, float, np.number)):
+            summary[key] = float(value)
     return result, summary
 
 
@@ -408,7 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sharpness", parents=[common], help="epsilon, adaptive or average sharpness")
     p.add_argument("--kind", choices=["epsilon", "adaptive", "average"], default="epsilon")
-    p.add_argument("--epsilon", type=_positive_float, help="radius (default: the engine's)")
+    p.add_argument(
+        "--radius",
+        type=_positive_float,
+        help="eps (epsilon, default 1e-3), rho (adaptive, default 0.05) or sigma (average, default 0.01)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=16,
+        help="Monte Carlo samples for --kind average (default 16, as the dashboard)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("trajectory", parents=[common], help="PCA or UMAP of the checkpoints")

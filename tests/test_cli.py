@@ -114,6 +114,23 @@ def test_trajectory_pca_matches_svd(spec, capsys, fresh_cache):
     np.testing.assert_allclose(summary["explained_variance_ratio"], (s / s.sum())[:2], rtol=1e-6)
 
 
+def test_average_sharpness_matches_half_sigma_squared_trace(spec, tmp_path, capsys):
+    """Linear regression is quadratic: E[L(theta + sigma z) - L(theta)] = 0.5 sigma^2 tr(H)."""
+    pytest.importorskip("landscape_core.sharpness")
+    from landscape_core.sharpness import Sharpness
+
+    out = tmp_path / "sharp.npz"
+    argv = ["sharpness", "--spec", spec, "--kind", "average", "--radius", 0.05, "--samples", 400, "--out", out]
+    code, _, stderr = run(capsys, *argv, "--quiet")
+    assert code == 0, stderr
+    result = Sharpness.load(out)
+    X = load_spec(spec).problem.splits["train"].X
+    A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1).numpy()
+    expected = 0.5 * 0.05**2 * np.trace(2 / len(A) * A.T @ A)
+    assert result.value == pytest.approx(float(np.mean(result.samples)))
+    assert abs(result.value - expected) < 4 * result.stderr
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -18,11 +18,14 @@ sentence naming the file, what is wrong and what is allowed.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import pickle
 import re
 import tempfile
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,3 +289,40 @@ def open_uploads(
         checkpoints=ckpts,
         description=f"{base.name} with {' and '.join(parts)}.",
     )
+
+
+# -- uploaded workspaces kept for this process ------------------------------------------------------
+_REGISTERED: OrderedDict[str, Workspace] = OrderedDict()
+_REGISTERED_LOCK = threading.Lock()
+MAX_REGISTERED = 8
+
+
+def register(workspace: Workspace) -> str:
+    """Keep an uploaded workspace for this process; returns its id ``"upload:<name>:<hash>"``.
+
+    The id hashes the model and data, so the same upload gets the same id (and the same cache
+    entries). The most recent ``MAX_REGISTERED`` are kept.
+    """
+    problem = workspace.problem
+    digest = hashlib.sha256(f"{problem.model_hash()}:{problem.data_fingerprint()}".encode()).hexdigest()[:12]
+    wid = f"upload:{workspace.name}:{digest}"
+    with _REGISTERED_LOCK:
+        _REGISTERED[wid] = workspace
+        _REGISTERED.move_to_end(wid)
+        while len(_REGISTERED) > MAX_REGISTERED:
+            _REGISTERED.popitem(last=False)
+    return wid
+
+
+def registered(workspace_id: str) -> Workspace:
+    """The workspace registered under ``workspace_id``; ``KeyError`` with the known ids otherwise."""
+    with _REGISTERED_LOCK:
+        if workspace_id not in _REGISTERED:
+            raise KeyError(f"no uploaded workspace {workspace_id!r}; known: {list(_REGISTERED) or 'none'}.")
+        return _REGISTERED[workspace_id]
+
+
+def registered_ids() -> list[str]:
+    """Ids of the uploaded workspaces kept in this process, oldest first."""
+    with _REGISTERED_LOCK:
+        return list(_REGISTERED)

@@ -219,3 +219,13 @@ def test_program_exported_in_training_mode_is_refused():
 def test_not_a_program():
     with pytest.raises(exported.ProgramError, match="not a torch.export archive"):
         exported.module_from_program(b"hello, not a zip", "x.pt2")
+
+
+def test_registered_workspaces(base):
+    ws = uploads.open_uploads(base, [Upload("final.pt", pt_bytes(make_model(seed=4).state_dict()))])
+    wid = uploads.register(ws)
+    assert wid.startswith("upload:base + uploads:")
+    assert uploads.register(ws) == wid  # same upload, same id
+    assert uploads.registered(wid) is ws and wid in uploads.registered_ids()
+    with pytest.raises(KeyError, match="no uploaded workspace 'upload:nope'"):
+        uploads.registered("upload:nope")

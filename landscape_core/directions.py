@@ -80,14 +80,24 @@ def random(
     >>> d.shape                                  # doctest: +SKIP
     torch.Size([2, P])
     """
+    allowed_norms = [n.value for n in Norm]
+    if norm not in allowed_norms:
+        raise ValueError(f"norm must be one of {allowed_norms}; got {norm!r}.")
     norm = Norm(norm)
-    if not isinstance(count, int) or count < 1:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer; got {count!r}.")
+    if isinstance(ignore, str):
+        ignore = (ignore,)
+    allowed_kinds = [k.value for k in ParamKind if k is not ParamKind.WEIGHT]
+    for k in ignore:
+        if k not in allowed_kinds:
+            raise ValueError(f"ignore may name {allowed_kinds}; got {k!r} in ignore={tuple(ignore)!r}.")
     ignore_kinds = {ParamKind(k) for k in ignore}
     space = problem.space
-    theta0 = problem.theta0.detach().to("cpu", torch.float32)
+    theta0 = problem.theta0.detach().to("cpu", torch.float64)
     gen = torch.Generator().manual_seed(int(seed))
-    raw = torch.randn(count, space.size, generator=gen, dtype=torch.float32)
+    # drawn in float32 (the same numbers for every model dtype), scaled in float64
+    raw = torch.randn(count, space.size, generator=gen, dtype=torch.float32).double()
     directions = torch.zeros_like(raw)
     for p in space.params:
         if p.kind in ignore_kinds:
@@ -107,7 +117,11 @@ def random(
         directions[:, p.slice] = (d * scale).reshape(count, -1)
     if mask is not None:
         space.check(mask, "mask")
-        directions = directions * mask.to(directions.dtype)
+        if mask.dtype is not torch.bool:
+            raise ValueError(f"mask must be a boolean tensor (from problem.space.mask); got dtype {mask.dtype}.")
+        directions = directions * mask.to("cpu", directions.dtype)
+        if not directions.abs().amax(dim=1).gt(0).all():
+            raise ValueError("mask leaves no direction entry non-zero (it selects only ignored parameters).")
     if orthogonal:
         directions = _gram_schmidt(directions)
     directions = directions.to(problem.device, problem.dtype)

@@ -28,6 +28,8 @@ from torch import nn
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of activations per chunk
 MAX_CHUNK = 256
+MAX_AFFINE_BASIS = 3  # basis vectors up to which the affine prefix is used
+GROUP_BYTES = 4 * 2**20  # first-layer activations of the points run through one batched matmul
 
 Progress = Callable[[int, int], None]
 
@@ -130,6 +132,7 @@ class _Runner:
         self.buffers = buffers
         self.frozen = problem.space.frozen
         self._prefix_cache: dict = {}
+        self._partial_cache: dict = {}
         self.split_at = self._affine_split()
         self.strategy = self._choose()
 
@@ -142,7 +145,10 @@ class _Runner:
             return Strategy.LOOP
         if self.problem.device.type != "cpu":
             return Strategy.VMAP
-        return Strategy.AFFINE if self.split_at is not None else Strategy.LOOP
+        # the affine prefix pays off for lines and planes (a few basis vectors shared by many
+        # points); for a stack of unrelated points (basis = the points) it would only add work
+        few = self.basis.shape[0] <= MAX_AFFINE_BASIS
+        return Strategy.AFFINE if self.split_at is not None and few else Strategy.LOOP
 
     def _affine_split(self):
         """``(index, layer)`` of the first parametrised layer of a Sequential if it is affine."""
@@ -229,15 +235,37 @@ class _Runner:
             return self._vmap(rest, thetas, z.expand(c.shape[0], *z_center.shape), batched_input=True)
         params = self.space.unflatten(thetas)
         plan = self._plan(rest)
+        group = max(1, GROUP_BYTES // (z_center.numel() * z_center.element_size()))
+        rows = c.tolist()
         outputs = []
-        for i, row in enumerate(c.tolist()):
-            z, fresh = z_center, False
-            for j, coef in enumerate(row):
-                if coef != 0.0:
-                    z = z.add_(z_basis[j], alpha=coef) if fresh else torch.add(z, z_basis[j], alpha=coef)
-                    fresh = True
-            outputs.append(_run_plan(plan, {n: v[i] for n, v in params.items()}, self._state, z, fresh))
-        return torch.stack(outputs)
+        start = 0
+        while start < len(rows):
+            # a run of points sharing all but the last coefficient (a grid row: same alpha)
+            lead = rows[start][:-1]
+            stop = start + 1
+            while stop < len(rows) and stop - start < group and rows[stop][:-1] == lead:
+                stop += 1
+            partial = self._partial(batch_key, lead, z_center, z_basis)
+            if z_basis is None:
+                z = partial.unsqueeze(0).repeat(stop - start, *([1] * partial.dim()))
+            else:
+                last = c[start:stop, -1].to(partial.dtype).view(-1, *([1] * partial.dim()))
+                z = torch.addcmul(partial.unsqueeze(0), last, z_basis[-1].unsqueeze(0))
+            outputs.append(_run_plan(plan, {n: v[start:stop] for n, v in params.items()}, self._state, z))
+            start = stop
+        return torch.cat(outputs)
+
+    def _partial(self, batch_key, lead: list[float], z_center, z_basis):
+        """``z_center + sum_j lead[j] z_basis[j]``, kept for the last ``lead`` of each batch."""
+        cached = self._partial_cache.get(batch_key)
+        if cached is not None and cached[0] == lead:
+            return cached[1]
+        z = z_center
+        for j, coef in enumerate(lead):
+            if coef != 0.0:
+                z = torch.add(z, z_basis[j], alpha=coef)
+        self._partial_cache[batch_key] = (lead, z)
+        return z
 
     def _plan(self, seq: nn.Sequential):
         if not hasattr(self, "_plan_cache"):
@@ -260,33 +288,48 @@ def _make_plan(seq: nn.Sequential, space) -> list[tuple]:
     """
     plan = []
     for name, module in seq._modules.items():
-        own = [n for n, _ in module.named_parameters()]
-        if not own:
+        own = [f"{name}.{n}" for n, _ in module.named_parameters()]
+        if not own and not list(module.buffers()):
             plan.append(("relu",) if type(module) is nn.ReLU else ("plain", module))
-        elif type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d) and f"{name}.weight" in space._by_name:
-            bias = f"{name}.bias" if f"{name}.bias" in space._by_name else None
+        elif type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d) and all(n in space._by_name for n in own):
+            bias = f"{name}.bias" if f"{name}.bias" in own else None
             plan.append(("layer", module, f"{name}.weight", bias))
         else:
             plan.append(("call", module, name + "."))
     return plan
 
 
-def _run_plan(plan, params: dict, state, x: torch.Tensor, fresh: bool) -> torch.Tensor:
-    """Run a plan from ``_make_plan``; ``fresh`` says ``x`` may be overwritten in place."""
+def _run_plan(plan, params: dict, state, x: torch.Tensor) -> torch.Tensor:
+    """Run a plan from ``_make_plan`` on ``x`` ``(g, n, ...)``: ``g`` points, each with its own
+    parameters ``params[name]`` ``(g, *shape)``, on the same ``n`` samples. ``x`` must be a
+    fresh tensor (it is overwritten in place). Linear layers run as one batched matmul."""
+    g = x.shape[0]
     for step in plan:
         kind = step[0]
         if kind == "relu":
-            x = torch.relu_(x) if fresh else torch.relu(x)
+            x = torch.relu_(x)
         elif kind == "plain":
-            x = step[1](x)
+            n = x.shape[1]
+            y = step[1](x.reshape(g * n, *x.shape[2:]))
+            x = y.reshape(g, n, *y.shape[1:])
         elif kind == "layer":
             _, module, weight, bias = step
-            x = _apply_layer(module, params[weight], params[bias] if bias else None, x)
+            w, b = params[weight], (params[bias] if bias else None)
+            if isinstance(module, nn.Linear):
+                flat = x.reshape(g, -1, x.shape[-1])
+                wt = w.transpose(1, 2)
+                y = torch.bmm(flat, wt) if b is None else torch.baddbmm(b.unsqueeze(1), flat, wt)
+                x = y.reshape(*x.shape[:-1], y.shape[-1])
+            else:
+                x = torch.stack([_apply_layer(module, w[i], None if b is None else b[i], x[i]) for i in range(g)])
         else:
             _, module, prefix = step
-            sub = {k[len(prefix) :]: v for k, v in state(params).items() if k.startswith(prefix)}
-            x = torch.func.functional_call(module, sub, (x,))
-        fresh = True
+            outs = []
+            for i in range(g):
+                point = {name: value[i] for name, value in params.items()}
+                sub = {k[len(prefix) :]: v for k, v in state(point).items() if k.startswith(prefix)}
+                outs.append(torch.func.functional_call(module, sub, (x[i],)))
+            x = torch.stack(outs)
     return x
 
 

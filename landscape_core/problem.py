@@ -36,6 +36,7 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
+POINTS_PER_CALL = 64  # points per evaluator call in Problem.evaluate
 
 
 class Split:
@@ -229,7 +230,11 @@ class Problem:
         params = self.space.unflatten(theta)
         if self.space.frozen:
             params = {**self.space.frozen, **params}
-        state = {**(self.buffers if buffers is None else buffers), **params}
+        buffers = self.buffers if buffers is None else buffers
+        if self.mode is Mode.TRAIN:
+            # train-mode BatchNorm updates running statistics in place: give it copies
+            buffers = {k: v.clone() for k, v in buffers.items()}
+        state = {**buffers, **params}
         return torch.func.functional_call(self.model, state, (X,))
 
     def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, buffers=None) -> torch.Tensor:
@@ -252,13 +257,34 @@ class Problem:
         """
         from .evaluate import evaluate_points
 
+        if not isinstance(thetas, torch.Tensor):
+            raise ValueError(
+                f"thetas must be a torch.Tensor of shape (k, {self.space.size}); got {type(thetas).__name__}."
+            )
         if thetas.dim() == 1:
             thetas = thetas[None]
+        if thetas.dim() != 2:
+            raise ValueError(f"thetas must have shape (k, {self.space.size}); got {tuple(thetas.shape)}.")
         self.space.check(thetas, "thetas", batched=True)
         k = thetas.shape[0]
-        eye = torch.eye(k, dtype=torch.float64)
         zero = torch.zeros(self.space.size, dtype=self.dtype, device=self.device)
-        return evaluate_points(self, zero, thetas, eye, splits=splits, progress=progress, cancel=cancel)
+        # each point is a basis vector with coefficient 1 (exact: 0 + 1 * theta); groups of
+        # POINTS_PER_CALL keep the (group, group) coefficient matrix small
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, k, POINTS_PER_CALL):
+            group = thetas[start : start + POINTS_PER_CALL]
+            report = None if progress is None else (lambda d, _t, base=start: progress(base + d, k))
+            eye = torch.eye(group.shape[0], dtype=torch.float64)
+            parts.append(evaluate_points(self, zero, group, eye, splits=splits, progress=report, cancel=cancel))
+        values = {q: np.concatenate([p[q] for p in parts]) for q in parts[0]}
+        bad = ~torch.isfinite(thetas).all(dim=1).cpu().numpy()
+        if bad.any():  # 0 * nan in the coefficient product would spread to the other points
+            finite = self.evaluate(thetas[torch.as_tensor(~bad)], splits=splits) if (~bad).any() else None
+            for q in values:
+                values[q][bad] = np.nan
+                if finite is not None:
+                    values[q][~bad] = finite[q]
+        return values
 
     # -- identity ---------------------------------------------------------------
     def data_fingerprint(self) -> str:

@@ -51,11 +51,13 @@ def check_span(span, what: str = "span") -> tuple[float, float]:
 
 def _prepare(problem, directions: list[torch.Tensor], center):
     for i, d in enumerate(directions):
-        problem.space.check(d, f"direction {i + 1}" if len(directions) > 1 else "direction")
-        if not torch.isfinite(d).all():
-            raise ValueError(f"direction {i + 1} contains NaN or inf entries.")
+        what = f"d{i + 1}" if len(directions) > 1 else "direction"
+        problem.space.check(d, what)
+        bad = int((~torch.isfinite(d)).sum())
+        if bad:
+            raise ValueError(f"{what} has {bad} NaN or inf entries; every entry must be finite.")
         if not d.abs().max() > 0:
-            raise ValueError(f"direction {i + 1} is all zeros; a surface along it would be flat by construction.")
+            raise ValueError(f"{what} is all zeros; it needs at least one non-zero entry (the surface would be flat).")
     center = problem.theta0 if center is None else center
     problem.space.check(center, "center")
     return center.to(problem.device, problem.dtype), torch.stack(directions).to(problem.device, problem.dtype)

@@ -29,6 +29,7 @@ from .results import ResultIO
 
 ALGORITHM_VERSION = 1
 DEFAULT_RADII = (0.0, 0.025, 0.05, 0.1, 0.2, 0.3)
+SINGLE_THREAD_MAX_PARAMS = 2_000_000  # CPU models up to this size run the per-input loops on one thread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,25 +181,32 @@ def fragility(
         return Fragility.from_bytes(hit)
 
     stages = 3 if hessian else 2
+    total = stages * n * r.size  # progress unit: one input at one radius, per stage
 
-    def stage(i):
-        return None if progress is None else (lambda d, t: progress(i * t + d, stages * t))
+    def report(stage, scale):
+        if progress is None:
+            return None
+        return lambda done, _total: progress(stage * n * r.size + done * scale, total)
 
     common = {"theta": access.theta, "embedding": embedding, "seed": seed, "relative": relative}
-    average, stderr = emb.average_case(problem, X, y, r, samples=samples, progress=stage(0), cancel=cancel, **common)
-    worst = emb.worst_case(problem, X, y, r, steps=steps, progress=stage(1), cancel=cancel, **common)
-    with torch.no_grad():
-        base = access.losses(X, y.to(problem.device), None).double().cpu().numpy()
-    worst = np.maximum(worst, base[:, None])  # delta = 0 is in every ball
-    if hessian:
-        top, residual = emb.input_hessian_top_eigenvalue(problem, X, y, seed=seed, theta=access.theta)
-        if progress is not None:
-            progress(stages, stages)
-    else:
-        top = residual = np.full(n, np.nan)
+    small = problem.device.type == "cpu" and problem.space.size <= SINGLE_THREAD_MAX_PARAMS
+    with emb.single_thread(small):
+        average, stderr = emb.average_case(
+            problem, X, y, r, samples=samples, progress=report(0, r.size), cancel=cancel, **common
+        )
+        worst = emb.worst_case(problem, X, y, r, steps=steps, progress=report(1, 1), cancel=cancel, **common)
+        with torch.no_grad():
+            base = access.losses(X, y.to(problem.device), None).double().cpu().numpy()
+        worst = np.maximum(worst, base[:, None])  # delta = 0 is in every ball
+        if hessian:
+            top, residual = emb.input_hessian_top_eigenvalue(problem, X, y, seed=seed, theta=access.theta)
+        else:
+            top = residual = np.full(n, np.nan)
+        pred, conf = emb.predictions(problem, X, access.theta)
+    if progress is not None:
+        progress(total, total)
     score = worst[:, int(np.flatnonzero(r == float(score_radius))[0])] - base
     ranking = np.lexsort((np.arange(n), -score))
-    pred, conf = emb.predictions(problem, X, access.theta)
     result = Fragility(
         radii=r,
         indices=np.arange(n),

@@ -178,3 +178,23 @@ def test_bad_inputs_are_refused(case):
         emb.embedding_layer(problem.model, "nope")
     with pytest.raises(ValueError, match="split 'test'"):
         fr.fragility(problem, split="test")
+
+
+def test_progress_is_monotone_and_single_thread_restores(case):
+    before = torch.get_num_threads()
+    seen = []
+    fr.fragility(
+        case["problem"],
+        radii=(0.0, 0.1),
+        samples=2,
+        steps=2,
+        use_cache=False,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and seen[-1][0] == seen[-1][1] and len({t for _, t in seen}) == 1
+    with emb.single_thread():
+        with emb.single_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

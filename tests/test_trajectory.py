@@ -13,6 +13,15 @@ A = np.array([4.0, 2.0, -2.0, -4.0, 1.0, -1.0, 0.0])
 B = np.array([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add waits on a busy 2-core machine (measured 36x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def planar_trajectory(P=50, seed=0):
     """Checkpoints theta_i = c + A_i u1 + B_i u2 (final point c), with orthonormal u1, u2."""
     gen = torch.Generator().manual_seed(seed)

@@ -10,7 +10,7 @@ drawn loss is then an artefact. ``recompute`` gives each point its own statistic
     dropout stays off, no augmentation, no gradient), with a per-batch momentum
     ``n_b / (n_1 + ... + n_b)`` so that the result is the sample-weighted average of the
     batch statistics over the whole split (one batch covering the split gives exactly its
-    mean and unbiased variance);
+    mean and unbiased variance; a last batch of a single sample joins the one before);
 
 then evaluate in eval mode with these buffers. This is ``torch.optim.swa_utils.update_bn``
 made exact for unequal last batches and deterministic.
@@ -52,6 +52,17 @@ def interpolate_buffers(buffers_a: Mapping, buffers_b: Mapping, alpha: float) ->
     return out
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the batches of a split; a last batch of one sample joins the one before
+    (train-mode BatchNorm cannot normalize a single sample)."""
+    if n < 2:
+        raise ValueError(f"recomputing BatchNorm statistics needs at least 2 train samples; got {n}.")
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
+
+
 class Recomputer:
     """Recomputes BatchNorm statistics for many points with one private copy of the model.
 
@@ -67,6 +78,7 @@ class Recomputer:
         self.model.eval()
         self.layers = batchnorm_modules(self.model)
         self.params = dict(self.model.named_parameters())
+        self.bounds = batch_bounds(self.split.n, self.split.batch_size) if self.layers else []
 
     def __call__(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Buffers ``{name: tensor}`` (all of the model's) with BatchNorm statistics recomputed at ``theta``."""
@@ -82,12 +94,12 @@ class Recomputer:
                 layer.reset_running_stats()
                 layer.train()
             seen = 0
-            for X, _y, _w in self.split.batches():
-                n_b = int(X.shape[0])
+            for start, stop in self.bounds:
+                n_b = stop - start
                 seen += n_b
                 for _, layer in self.layers:
                     layer.momentum = n_b / seen
-                self.model(X)
+                self.model(self.split.X[start:stop])
             for _, layer in self.layers:
                 layer.eval()
         return {k: v.detach().clone() for k, v in self.model.named_buffers()}

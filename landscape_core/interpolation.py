@@ -49,7 +49,9 @@ class Path(ResultIO):
     ``alphas``: float64 ``(steps,)``, 0 at A and 1 at B (always on the grid when the span covers them).
     ``values``: ``{quantity: float64 (steps,)}``, e.g. ``train_loss``, ``val_accuracy``; NaN where diverged.
     ``barrier``: ``{loss quantity: {"height": float, "alpha": float, "loss_a": float, "loss_b": float}}``
-    over alpha in [0, 1]; ``height`` is ``None`` if the loss is not finite somewhere there.
+    over alpha in [0, 1]; ``height`` is ``None`` if the loss is not finite somewhere there. The chord uses
+    the path's own values at alpha = 0 and 1, so with ``bn="keep"`` (A's statistics at B too) ``loss_b`` is
+    not B's own loss; compare ``endpoint_values``.
     ``endpoint_values``: ``{quantity: float64 (2,)}``, the values at A and B with each checkpoint's own buffers
     (as stored); with ``bn="recompute"`` the path's alpha = 0, 1 values use recomputed statistics
     instead, so the two differ exactly when the stored statistics are stale.

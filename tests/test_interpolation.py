@@ -213,6 +213,18 @@ def test_recompute_gives_exact_statistics_of_the_train_split(bn_task):
     np.testing.assert_allclose(stats["1.running_var"].numpy(), z.var(0, unbiased=True).numpy(), rtol=1e-12)
 
 
+def test_recompute_joins_a_last_batch_of_one_sample(bn_task):
+    problem, X, theta_a, *_ = bn_task
+    odd = Problem(bn_net(0), half_mse, (X[:33], X[:33, :1]), batch_size=16)  # 16 + 16 + 1 -> 16 + 17
+    assert batchnorm.batch_bounds(33, 16) == [(0, 16), (16, 33)]
+    stats = batchnorm.recompute(odd, theta_a)
+    params = problem.space.unflatten(theta_a)
+    z = X[:33] @ params["0.weight"].T + params["0.bias"]
+    np.testing.assert_allclose(stats["1.running_mean"].numpy(), z.mean(0).numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 train samples"):
+        batchnorm.batch_bounds(1, 16)
+
+
 def test_recompute_path_reproduces_endpoint_losses(bn_task):
     problem, _, theta_a, theta_b, buffers_a, buffers_b = bn_task
     before = {k: v.clone() for k, v in problem.model.state_dict().items()}

@@ -156,17 +156,22 @@ def test_training_is_deterministic_without_cache():
         assert np.array_equal(value, runs[1].snapshots[key])
 
 
-def test_cache_round_trip_is_bit_identical_and_fast(workspaces):
+def test_cache_round_trip_is_bit_identical_and_fast(workspaces, monkeypatch):
     name = "digits-bn-cnn"
     memo = workspaces[name]
     entry = cache_mod.get(demos.cache_key(name))
     assert isinstance(entry, bytes) and entry[:2] == b"PK"  # an npz (zip) archive, not a pickle
     demos.clear_memo(name)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached demo must not be retrained")
+
+    monkeypatch.setattr(demos, "train", no_training)
     started = time.perf_counter()
     again = demos.load(name)
     elapsed = time.perf_counter() - started
     assert again is not memo and demos.load(name) is again  # rebuilt from disk, then memoized
-    assert elapsed < 2.0  # measured ~0.1-0.2 s
+    assert elapsed < 3.0  # measured 0.1-0.3 s on a busy 2-core machine
     for a, b in ((memo.problem, again.problem), (memo.compare, again.compare)):
         assert torch.equal(a.theta0, b.theta0)
         assert all(torch.equal(a.buffers[k], b.buffers[k]) for k in a.buffers)

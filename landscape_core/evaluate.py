@@ -347,7 +347,7 @@ def _activation_numel(problem) -> int:
 
     handles = [m.register_forward_hook(hook) for m in problem.model.modules() if not list(m.children())]
     try:
-        X = problem.splits["train"].X[:1]
+        X = problem.splits["train"].X[:2]  # two samples: train-mode BatchNorm refuses one
         with torch.no_grad():
             problem.forward(problem.theta0, X)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 
@@ -132,6 +133,8 @@ class Problem:
             raise ValueError(f"loss must be callable as loss(output, target); got {type(loss).__name__}.")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+        if mode not in [m.value for m in Mode]:
+            raise ValueError(f"mode must be one of {[m.value for m in Mode]}; got {mode!r}.")
         self.mode = Mode(mode)
         first = next(iter(model.parameters()), None)
         self.device = torch.device(device) if device is not None else (first.device if first is not None else "cpu")
@@ -162,29 +165,20 @@ class Problem:
         self.base = self._check_base()
 
     # -- set-up checks ---------------------------------------------------------
-    def _probe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        split = self.splits["train"]
+    def _probe(self, split_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        split = self.splits[split_name]
         X, y = split.X[: min(split.n, 16)], split.y[: min(split.n, 16)]
         with torch.no_grad():
             try:
                 out = self.forward(self.theta0, X)
             except Exception as exc:  # the user's model failed on the user's data
-                raise ValueError(f"the model failed on a train batch of shape {tuple(X.shape)}: {exc}") from exc
+                raise ValueError(
+                    f"{split_name}: the model failed on a batch of inputs of shape {tuple(X.shape)}: {exc}"
+                ) from exc
         return out, y
 
     def _resolve_metrics(self, metrics) -> dict[str, Callable]:
-        out, y = self._probe()
-        if out.shape[0] != y.shape[0]:
-            raise ValueError(f"model output has {out.shape[0]} rows for {y.shape[0]} labels; they must match.")
-        try:
-            value = self.loss(out, y)
-        except Exception as exc:
-            raise ValueError(
-                f"loss(output, target) failed for output shape {tuple(out.shape)} and label shape "
-                f"{tuple(y.shape)} ({y.dtype}): {exc}"
-            ) from exc
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise ValueError(f"loss must return a scalar tensor (the batch mean); got {type(value).__name__}.")
+        out, y = self._probe("train")
         classification = out.dim() == 2 and out.shape[1] >= 2 and y.dim() == 1 and not y.is_floating_point()
         if classification:
             for split in self.splits.values():
@@ -194,6 +188,8 @@ class Problem:
                         f"{split.name} labels range over [{low}, {high}] but the model outputs {out.shape[1]} "
                         f"classes; labels must lie in [0, {out.shape[1] - 1}]."
                     )
+        for name in self.splits:
+            self._check_loss(name, *self._probe(name))
         if metrics is None:
             return {"accuracy": accuracy} if classification else {}
         if isinstance(metrics, Mapping):
@@ -209,6 +205,36 @@ class Problem:
                 raise ValueError(f"metric {name!r} must be callable as fn(output, target).")
         return resolved
 
+    def _check_loss(self, split_name: str, out: torch.Tensor, y: torch.Tensor) -> None:
+        """Refuse outputs and labels that do not fit together (before any landscape is drawn)."""
+        if not isinstance(out, torch.Tensor) or out.dim() == 0:
+            raise ValueError(
+                f"{split_name}: the model must return a tensor with a batch axis; got {type(out).__name__}."
+            )
+        if out.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{split_name}: the model output has {out.shape[0]} rows for {y.shape[0]} labels; "
+                "the output needs one row per sample."
+            )
+        # (n, 1) against (n,) broadcasts to (n, n) in an elementwise loss: a wrong value, no error
+        if y.is_floating_point() and out.shape != y.shape and out.squeeze(-1).shape == y.squeeze(-1).shape:
+            raise ValueError(
+                f"{split_name}: the model output has shape {tuple(out.shape)} but the labels have shape "
+                f"{tuple(y.shape)}; an elementwise loss would broadcast them to {out.shape[0]}x{y.shape[0]} pairs. "
+                f"Give labels of shape {tuple(out.shape)}."
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", message=".*target size.*different to the input size.*")
+                value = self.loss(out, y)
+        except Exception as exc:
+            raise ValueError(
+                f"{split_name}: loss(output, target) failed for output shape {tuple(out.shape)} and label shape "
+                f"{tuple(y.shape)} ({y.dtype}); they must fit the loss: {exc}"
+            ) from exc
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ValueError(f"loss must return a scalar tensor (the batch mean); got {type(value).__name__}.")
+
     def _check_base(self) -> dict[str, float]:
         from .evaluate import evaluate_points
 
@@ -216,7 +242,10 @@ class Problem:
         base = {k: float(v[0]) for k, v in values.items()}
         bad = {k: v for k, v in base.items() if k.endswith("loss") and not np.isfinite(v)}
         if bad:
-            raise ValueError(f"the loss at the trained parameters is not finite ({bad}); check the model and data.")
+            raise ValueError(
+                f"the loss at the trained parameters is not finite ({bad}); it must be finite at theta0 "
+                "(check the model's weights, the data and the loss)."
+            )
         return base
 
     # -- evaluation --------------------------------------------------------------

@@ -322,7 +322,7 @@ def cmd_demo(args):
     report = []
     for name in names:
         start = time.monotonic()
-        workspace = demos.load(name)
+        workspace = _call(demos.load, name=name, progress=ProgressBar(f"{name} training", enabled=not args.quiet))
         loaded = time.monotonic() - start
         problem = workspace.problem
         d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)

@@ -156,7 +156,7 @@ def load_spec(target: str, **kwargs) -> Workspace:
         )
     try:
         result = function(**kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a spec that calls sys.exit() must not end the app
         raise SpecError(
             f"the spec {parsed.label} raised {type(exc).__name__}: {_first_line(exc)}", target, _user_traceback(exc)
         ) from exc
@@ -196,7 +196,7 @@ def _import_file(parsed: SpecTarget, target: str):
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
         raise SpecError(
             f"importing the spec file {path.name} raised {type(exc).__name__}: {_first_line(exc)}",

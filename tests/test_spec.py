@@ -210,3 +210,10 @@ def test_examples_digits_cnn_spec_writes_and_reads_its_folder(tmp_path, monkeypa
     assert ws.problem.base["val_accuracy"] > 0.8
     again = load_spec(f"{EXAMPLES / 'digits_cnn_spec.py'}:build")  # second use only reads the folder
     assert torch.equal(again.problem.theta0, ws.problem.theta0)
+
+
+def test_spec_calling_sys_exit_does_not_end_the_process(tmp_path):
+    path = tmp_path / "exiting.py"
+    path.write_text("import sys\n\ndef build():\n    sys.exit('usage: exiting.py DATA')\n")
+    with pytest.raises(SpecError, match="raised SystemExit: usage: exiting.py DATA"):
+        load_spec(str(path))

@@ -104,9 +104,19 @@ def test_digits_split_is_a_partition_of_load_digits():
     full = sorted(zip([r.tobytes() for r in (data.data / 16.0).astype(np.float32)], data.target.tolist()))
     ours = sorted(zip([r.tobytes() for r in torch.cat([X_train, X_val]).numpy()], torch.cat([y_train, y_val]).tolist()))
     assert ours == full
-    assert not torch.equal(X_train[:450], X_val)  # shuffled, not the first rows
-    (B_train, _), (B_val, _) = dm.blobs(0)
-    assert (B_train.shape, B_val.shape) == ((400, 2), (200, 2))
+    first = torch.from_numpy((data.data[:1347] / 16.0).astype(np.float32))
+    assert not torch.equal(X_train, first)  # a seeded permutation, not the file order
+
+
+def test_blobs_have_the_documented_classes():
+    (X_train, y_train), (X_val, y_val) = dm.blobs(0)
+    assert (X_train.shape, X_val.shape) == ((400, 2), (200, 2)) and X_train.dtype == torch.float32
+    X, y = torch.cat([X_train, X_val]).double(), torch.cat([y_train, y_val])
+    for c, mean in enumerate(dm.BLOB_MEANS):
+        assert int((y == c).sum()) == 300
+        # 300 unit-variance samples: the sample mean is within 4 standard errors (0.23) of the true mean
+        assert torch.allclose(X[y == c].mean(0), torch.tensor(mean, dtype=torch.float64), atol=0.23)
+    assert torch.equal(dm.blobs(0)[0][0], X_train) and not torch.equal(dm.blobs(1)[0][0], X_train)
 
 
 def test_initial_checkpoint_is_the_seeded_initialization(workspaces):

@@ -10,9 +10,11 @@ Two ways to compute ``H_b v``:
 * ``"forward"``: forward-over-reverse, ``jvp(grad(L_b), theta, v)`` with ``torch.func``
   (one forward-mode pass through the backward graph);
 * ``"double-backward"``: ``grad(grad(L_b) . v)`` with autograd, for modules that forward
-  mode cannot handle. ``"auto"`` times one product of each and keeps the faster (forward mode
-  usually wins on GPUs, double backward on CPUs for small models); if forward mode fails it
-  falls back to double backward, logging why.
+  mode cannot handle. When the split has at most ``MAX_KEPT_GRAPHS`` batches the gradient's
+  graph is built once and reused, so each product is one backward pass through it.
+
+``"auto"`` uses forward mode on GPUs and double backward on CPUs (measured about 2x faster
+there on a digits MLP); if forward mode fails it falls back to double backward, logging why.
 
 ``dtype=torch.float64`` runs a float64 copy of the model and data (the problem is not
 changed). ``mask`` (bool ``(P,)``) restricts the operator to the Hessian block of the
@@ -24,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import time
 import warnings
 from enum import Enum
 
@@ -35,6 +36,8 @@ from . import cache as cache_mod
 from .problem import Mode
 
 log = logging.getLogger(__name__)
+
+MAX_KEPT_GRAPHS = 8  # splits with at most this many batches keep their gradient graphs between products
 
 
 class HVPMethod(str, Enum):
@@ -99,7 +102,7 @@ class LossFunction:
         self.problem = problem
         self.dtype = resolve_dtype(dtype) or problem.dtype
         self.method = HVPMethod(method)
-        self.timings: dict[HVPMethod, float] = {}
+        self._graphs: tuple[torch.Tensor, list] | None = None  # (theta, [(leaf, grad, weight)])
         self.device = problem.device
         if self.dtype == problem.dtype:
             self.model = problem.model
@@ -144,23 +147,20 @@ class LossFunction:
         return self._hvp_double_backward(theta, v)
 
     def _hvp_auto(self, theta, v):
-        """Time forward-over-reverse on the first product and double backward on the second; keep the faster.
+        """Forward-over-reverse on a GPU; double backward on a CPU (measured faster there for small models).
 
-        Forward mode wins on GPUs; on a CPU double backward is often faster for small models.
+        Falls back to double backward if forward mode fails on this model.
         """
-        start = time.perf_counter()
-        if HVPMethod.FORWARD not in self.timings:
-            try:
-                out = self._hvp_forward(theta, v)
-            except (RuntimeError, NotImplementedError) as exc:
-                log.warning("forward-over-reverse HVP failed (%s); using double backward.", exc)
-                self.method = HVPMethod.DOUBLE_BACKWARD
-                return self._hvp_double_backward(theta, v)
-            self.timings[HVPMethod.FORWARD] = time.perf_counter() - start
-            return out
-        out = self._hvp_double_backward(theta, v)
-        self.timings[HVPMethod.DOUBLE_BACKWARD] = time.perf_counter() - start
-        self.method = min(self.timings, key=self.timings.get)
+        if theta.device.type == "cpu":
+            self.method = HVPMethod.DOUBLE_BACKWARD
+            return self._hvp_double_backward(theta, v)
+        try:
+            out = self._hvp_forward(theta, v)
+        except (RuntimeError, NotImplementedError) as exc:
+            log.warning("forward-over-reverse HVP failed (%s); using double backward.", exc)
+            self.method = HVPMethod.DOUBLE_BACKWARD
+            return self._hvp_double_backward(theta, v)
+        self.method = HVPMethod.FORWARD
         return out
 
     def _hvp_forward(self, theta, v):
@@ -170,8 +170,14 @@ class LossFunction:
             total += w * tangent
         return total
 
-    def _hvp_double_backward(self, theta, v):
-        total = torch.zeros_like(theta)
+    def _gradient_graphs(self, theta) -> list:
+        """Per batch ``(leaf, grad with graph, weight)`` at ``theta``; kept for reuse when the split has few batches.
+
+        Reusing the gradient's graph makes each further product one backward pass through it.
+        """
+        if self._graphs is not None and self._graphs[0] is theta:
+            return self._graphs[1]
+        graphs = []
         for X, y, w in self.batches:
             t = theta.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -179,11 +185,20 @@ class LossFunction:
                 if not value.requires_grad:
                     continue  # the loss does not depend on theta: zero Hessian (checked by the operator)
                 (g,) = torch.autograd.grad(value, t, create_graph=True)
-                if not g.requires_grad:
-                    continue  # piecewise linear in theta: zero Hessian block
-                (hv,) = torch.autograd.grad(g, t, grad_outputs=v, allow_unused=True)
+            if g.requires_grad:  # else piecewise linear in theta: a zero Hessian block
+                graphs.append((t, g, w))
+        if len(self.batches) <= MAX_KEPT_GRAPHS:
+            self._graphs = (theta, graphs)
+        return graphs
+
+    def _hvp_double_backward(self, theta, v):
+        total = torch.zeros_like(theta)
+        graphs = self._gradient_graphs(theta)
+        keep = self._graphs is not None and self._graphs[0] is theta
+        for t, g, w in graphs:
+            (hv,) = torch.autograd.grad(g, t, grad_outputs=v, retain_graph=keep, allow_unused=True)
             if hv is not None:
-                total += w * hv.detach()
+                total += w * hv
         return total
 
 

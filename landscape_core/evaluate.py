@@ -241,10 +241,13 @@ class _Runner:
         start = 0
         while start < len(rows):
             # a run of points sharing all but the last coefficient (a grid row: same alpha)
+            # the centre (all coefficients 0) runs alone, in the same shapes as the base value
+            # (problem.base), so elementwise kernels round it the same way: centre cell == base
             lead = rows[start][:-1]
             stop = start + 1
-            while stop < len(rows) and stop - start < group and rows[stop][:-1] == lead:
-                stop += 1
+            if any(rows[start]):
+                while stop < len(rows) and stop - start < group and rows[stop][:-1] == lead and any(rows[stop]):
+                    stop += 1
             partial = self._partial(batch_key, lead, z_center, z_basis)
             if z_basis is None:
                 z = partial.unsqueeze(0).repeat(stop - start, *([1] * partial.dim()))

@@ -23,10 +23,10 @@ MAX_STEPS = 401
 MAX_POINTS = 401 * 401
 
 
-def grid(span: tuple[float, float], steps: int, what: str = "span") -> np.ndarray:
+def grid(span: tuple[float, float], steps: int, what: str = "span", steps_what: str = "steps") -> np.ndarray:
     """``steps`` evenly spaced float64 coordinates over ``span``; a coordinate within
     1e-12 of zero is set to exactly 0, so the centre of an odd symmetric grid is the centre."""
-    check_steps(steps)
+    check_steps(steps, steps_what)
     lo, hi = check_span(span, what)
     coords = np.linspace(lo, hi, steps)
     coords[np.abs(coords) < 1e-12 * (hi - lo)] = 0.0
@@ -133,7 +133,7 @@ def plane(
     span_y = span if span_y is None else span_y
     steps_y = steps if steps_y is None else steps_y
     alphas = grid(span, steps, "span")
-    betas = grid(span_y, steps_y, "span_y")
+    betas = grid(span_y, steps_y, "span_y", "steps_y")
     center, basis = _prepare(problem, [d1, d2], center)
     splits = list(problem.splits) if splits is None else list(splits)
     settings = _settings(

@@ -23,7 +23,7 @@ RADIUS_CHOICES = {
     "up to 100%": (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
 }
 CASE_DASH = {"worst": [1, 0], "average": [5, 4]}
-MODEL_COLORS = {"A": "#3b5bdb", "B": "#e8590c"}
+FRAGILITY_COLORS = ["#74c0fc", "#fab005", "#c92a2a"]  # robust (blue) to fragile (red), all visible on white
 
 
 # -- the workspace ---------------------------------------------------------------------------
@@ -81,14 +81,14 @@ def ranking_table(result, texts, tags, class_names, top: int) -> pd.DataFrame:
             {
                 "rank": rank + 1,
                 "text": texts[row],
-                "tag": tags[row] if tags else "",
                 "label": class_names[int(result.labels[row])],
                 "prediction": class_names[int(result.predictions[row])],
-                "confidence": float(result.confidence[row]),
                 "fragility score": float(result.score[row]),
+                "confidence": float(result.confidence[row]),
                 "loss": float(result.base_loss[row]),
                 f"worst loss at r={r:g}": float(result.base_loss[row] + result.score[row]),
                 "tokens": int(result.lengths[row]),
+                "tag": tags[row] if tags else "",
             }
         )
         if not np.isnan(result.top_eigenvalue[row]):
@@ -111,7 +111,7 @@ def curves_frame(result, rows, texts, model: str) -> pd.DataFrame:
 def curves_chart(frame: pd.DataFrame, domain: tuple[float, float], title: str, relative: bool):
     x_title = "perturbation radius (fraction of the input's embedding norm)" if relative else "radius ||delta||_F"
     y = alt.Y("loss:Q", title="loss of this input", scale=alt.Scale(domain=list(domain), zero=False))
-    color = alt.Color("input:N", title="input", legend=alt.Legend(orient="bottom", columns=1, labelLimit=320))
+    color = alt.Color("input:N", title="input", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(labelLimit=360))
     dash = alt.StrokeDash(
         "case:N", title="case", scale=alt.Scale(domain=list(CASE_DASH), range=list(CASE_DASH.values()))
     )
@@ -144,9 +144,7 @@ def map_chart(coords, result, texts, class_names, title: str, method: str, score
         .encode(
             x=alt.X("x:Q", title=f"{axis}1"),
             y=alt.Y("y:Q", title=f"{axis}2"),
-            color=alt.Color(
-                "fragility score:Q", scale=alt.Scale(scheme="inferno", reverse=True, domain=list(score_domain))
-            ),
+            color=alt.Color("fragility score:Q", scale=alt.Scale(range=FRAGILITY_COLORS, domain=list(score_domain))),
             shape=alt.Shape("label:N"),
             tooltip=["text:N", "label:N", "correct:N", alt.Tooltip("fragility score:Q", format=".3g")],
         )
@@ -276,7 +274,11 @@ for col, (which, item) in zip(columns, results.items()):
         ranking_table(item["result"], texts, tags, class_names, top_k),
         hide_index=True,
         width="stretch",
-        column_config={"text": st.column_config.TextColumn(width="large")},
+        column_config={
+            "text": st.column_config.TextColumn(width="medium"),
+            "fragility score": st.column_config.NumberColumn(format="%.3g"),
+            "confidence": st.column_config.NumberColumn(format="%.2f"),
+        },
     )
 
 # loss vs radius
@@ -295,13 +297,12 @@ if chosen:
     low = min(float(f["low"].min()) for f in frames.values())
     high = max(float(f["high"].max()) for f in frames.values())
     pad = 0.03 * (high - low or 1.0)
-    columns = st.columns(len(frames))
     charts = {}
-    for col, (which, frame) in zip(columns, frames.items()):
+    for which, frame in frames.items():  # one above the other, on one y scale
         charts[which] = curves_chart(
             frame, (low - pad, high + pad), names[which], bool(results[which]["result"].settings["relative"])
         )
-        col.altair_chart(charts[which], width="stretch")
+        st.altair_chart(charts[which], width="stretch")
     st.caption("Solid: worst case (gradient ascent). Dashed with band: average over random directions +/- 1 s.e.")
 else:
     charts = {}
@@ -352,7 +353,8 @@ st.caption(
     "The loss when only the embedding matrix moves, theta0 + alpha d, with d a random direction whose every row "
     "(one token's vector) has the norm of that row of theta0 (filter normalization restricted by a parameter mask)."
 )
-trainable = {w: p for w, p in problems.items() if any(name.endswith("weight") for name in p.space.names)}
+line_for_download = {}
+trainable = dict(problems)
 try:
     for p in trainable.values():
         p.space.mask(include=embeddings.EmbeddingAccess(p).weight_name)
@@ -377,6 +379,14 @@ if trainable:
                     rows += [{"alpha": a, "loss": v, "series": f"{which} {q}"} for a, v in zip(surf.alphas, values)]
         line = ui.line_chart(pd.DataFrame(rows), "alpha", "loss", color="series", x_title="alpha (filter-normalized)")
         st.altair_chart(line, width="stretch")
+        for which, surf in lines.items():
+            train = surf.values["train_loss"]
+            rise = 0.5 * (train[0] + train[-1]) - surf.center_value("train_loss")
+            st.markdown(
+                f"**{names[which]}**: moving only the embedding matrix by one filter norm (alpha = +/-1) raises the "
+                f"train loss by **{rise:.3g}** on average over the two ends (from {surf.center_value('train_loss'):.3g})."
+            )
+        line_for_download = lines
 
 st.subheader("Downloads")
 for which, item in results.items():
@@ -387,5 +397,8 @@ for which, item in results.items():
         name=f"text_fragility_{which}",
         snippet=snippet(wid, which, kwargs),
     )
+for which, surf in line_for_download.items():
+    st.markdown(f"**{names[which]}**: the embedding-matrix line (CSV, NPZ, settings)")
+    ui.downloads(surf, chart=None, name=f"text_embedding_line_{which}")
 with st.expander("How this was computed"):
     st.json(first.settings, expanded=False)

@@ -78,13 +78,16 @@ def density(
     dtype=None,
     hvp_method: str = "auto",
     use_cache: bool = True,
+    progress=None,
+    cancel=None,
 ) -> Density:
     """Eigenvalue density of the Hessian at ``problem.theta0`` by SLQ (``runs * iters`` products).
 
     ``iters``: Lanczos steps per run (capped at the dimension ``n``); ``runs``: independent
     Rademacher starts from ``torch.Generator().manual_seed(seed)``. ``sigma``: kernel width in
     eigenvalue units, default 1% of the node range (``max - min``). ``grid_size`` points span
-    ``[min node - 5 sigma, max node + 5 sigma]``.
+    ``[min node - 5 sigma, max node + 5 sigma]``. ``progress(done, total)`` after each product,
+    ``cancel`` checked before each (raises ``Cancelled``).
 
     >>> dens = density(problem, iters=100, runs=1)    # doctest: +SKIP
     >>> dens.lambda_max, dens.grid.shape              # doctest: +SKIP
@@ -108,7 +111,8 @@ def density(
     }
 
     def compute() -> Density:
-        op = HessianOperator(problem, mask=mask, dtype=dtype, method=hvp_method)
+        expected = runs * min(iters, n)
+        op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=expected)
         gen = torch.Generator().manual_seed(int(seed))
         nodes, weights, run_ids = [], [], []
         for r in range(runs):
@@ -133,4 +137,4 @@ def density(
             settings={**settings, "sigma_used": float(width), "hvp_method_used": op.method},
         )
 
-    return cached("density", Density, settings, use_cache, compute)
+    return cached("density", Density, settings, use_cache, compute, progress)

@@ -100,6 +100,8 @@ def top_eigenvalues(
     hvp_method: str = "auto",
     basis_size: int | None = None,
     use_cache: bool = True,
+    progress=None,
+    cancel=None,
 ) -> Spectrum:
     """The ``k`` largest and/or smallest eigenvalues of the Hessian at ``problem.theta0``.
 
@@ -107,7 +109,9 @@ def top_eigenvalues(
     ``"both"`` (``k`` of each, ``2k <= n``). ``tol``: relative residual target (see
     ``Spectrum.converged``); pairs that miss it after ``max_iter`` products (default
     ``max(300, 40 k)``) are returned with ``converged=False``, never dropped. ``k`` larger
-    than the dimension (``P`` or ``mask.sum()``) is a ``ValueError``.
+    than the dimension (``P`` or ``mask.sum()``) is a ``ValueError``. ``progress(done, total)``
+    is called after each product (``total`` is the ``max_iter`` bound; Lanczos usually stops far
+    earlier) and ``cancel`` (``threading.Event``) is checked before each (raises ``Cancelled``).
 
     >>> spec = top_eigenvalues(problem, k=3, which="both")   # doctest: +SKIP
     >>> spec.values, spec.residuals, spec.converged          # doctest: +SKIP
@@ -133,7 +137,8 @@ def top_eigenvalues(
     }
 
     def compute() -> Spectrum:
-        op = HessianOperator(problem, mask=mask, dtype=dtype, method=hvp_method)
+        budget = max(300, 40 * k) if max_iter is None else max_iter
+        op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=budget)
         out = eigsh(op.matvec, op.size, k, which, tol=tol, max_iter=max_iter, seed=seed, basis_size=basis_size)
         vectors = op.embed(out.vectors)
         info = {"restarts": out.restarts, "scale": out.scale, "hvp_method_used": op.method}
@@ -147,7 +152,7 @@ def top_eigenvalues(
             settings={**settings, **info},
         )
 
-    return cached("spectrum", Spectrum, settings, use_cache, compute)
+    return cached("spectrum", Spectrum, settings, use_cache, compute, progress)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import cache as cache_mod
+from .evaluate import Cancelled
 from .problem import Mode
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ class LossFunction:
         self.device = problem.device
         if self.dtype == problem.dtype:
             self.model = problem.model
-            self.buffers = problem.buffers
+            # train-mode BatchNorm updates its running statistics in place: work on copies
+            train = problem.mode is Mode.TRAIN
+            self.buffers = {k: v.clone() for k, v in problem.buffers.items()} if train else problem.buffers
             self.frozen = problem.space.frozen
             self.batches = list(problem.splits[split].batches())
         else:
@@ -212,13 +215,27 @@ class HessianOperator:
     ``size``: dimension ``n`` of the operator (``P``, or ``mask.sum()``).
     ``matvec(v)``: ``v`` ``(n,)`` -> ``H v`` ``(n,)`` float64 on the CPU (counted in ``hvp_count``).
     ``embed(v)``/``restrict(v)``: between the ``(n,)`` subspace and the full ``(P,)`` space.
+    ``progress(done, total)`` is called after each product (``total``: ``expected``, an upper
+    bound) and ``cancel`` (a ``threading.Event``) is checked before each (raises ``Cancelled``).
     Raises ``NonFiniteHVP`` on a NaN/inf product, and ``ValueError`` on the first product
     if the gradient and ``H v`` are exactly zero (a loss that is not twice differentiable,
     e.g. an ``argmax`` inside).
     """
 
-    def __init__(self, problem, mask=None, dtype=None, method="auto", split: str = "train", check: bool = True):
+    def __init__(
+        self,
+        problem,
+        mask=None,
+        dtype=None,
+        method="auto",
+        split: str = "train",
+        check: bool = True,
+        progress=None,
+        cancel=None,
+        expected: int | None = None,
+    ):
         check_curvature_mode(problem)
+        self.progress, self.cancel, self.expected = progress, cancel, expected
         self.problem = problem
         self.function = LossFunction(problem, split=split, dtype=dtype, method=method)
         self.theta = problem.theta0.to(problem.device, self.function.dtype)
@@ -259,6 +276,8 @@ class HessianOperator:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` for ``v`` ``(n,)``; returns float64 ``(n,)`` on the CPU."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("Hessian computation cancelled")
         full = self.embed(v.to(self.problem.device, self.dtype))
         hv = self.restrict(self.function.hvp(self.theta, full))
         self.hvp_count += 1
@@ -269,6 +288,8 @@ class HessianOperator:
             )
         if not self._checked:
             self._check_differentiable(v, hv)
+        if self.progress is not None:
+            self.progress(self.hvp_count, max(self.expected or 0, self.hvp_count))
         return hv.detach().to("cpu", torch.float64)
 
     def _check_differentiable(self, v: torch.Tensor, hv: torch.Tensor) -> None:
@@ -307,10 +328,12 @@ def curvature_settings(problem, mask, dtype, hvp_method, split: str = "train") -
     }
 
 
-def cached(kind: str, cls, settings: dict, use_cache: bool, compute):
+def cached(kind: str, cls, settings: dict, use_cache: bool, compute, progress=None):
     """Return the cached ``cls`` result for ``settings`` or compute, store and return it."""
     key = cache_mod.make_key(kind, ALGORITHM_VERSION, settings)
     if use_cache and (hit := cache_mod.get(key)) is not None:
+        if progress is not None:
+            progress(1, 1)
         return cls.from_bytes(hit)
     result = compute()
     if use_cache:

@@ -12,6 +12,8 @@
 * ``adaptive_curvature``: the top eigenvalues of ``T H T``, the curvature that adaptive sharpness
   measures to second order (invariant to rescaling layers: 2 at every minimum of ``0.5 (ab - 1)^2``).
 
+Every function takes ``progress(done, total)`` (loss evaluations or samples) and ``cancel`` (a
+``threading.Event``, checked between evaluations; raises ``landscape_core.Cancelled``).
 Losses reported (``base_loss``, ``perturbed_loss``) come from the evaluator (``problem.evaluate``),
 exact full-split means; ascent steps use gradients of the same loss (``hvp.LossFunction``).
 """
@@ -23,6 +25,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from .evaluate import Cancelled
 from .hessian import Spectrum, curvature_settings
 from .hvp import HessianOperator, LossFunction, check_curvature_mode
 from .lanczos import eigsh
@@ -88,7 +91,8 @@ def _scale(problem, index, adaptive: bool, eta: float) -> torch.Tensor:
 class _Objective:
     """``L(theta0 + embed(delta))`` and its gradient on the selected coordinates (float64 numpy/tensors)."""
 
-    def __init__(self, problem, index, dtype):
+    def __init__(self, problem, index, dtype, progress=None, cancel=None, expected: int = 1):
+        self.progress, self.cancel, self.expected = progress, cancel, expected
         self.function = LossFunction(problem, dtype=dtype, method="double-backward")
         self.theta0 = problem.theta0.detach().to(problem.device, self.function.dtype)
         self.index = index.to(problem.device)
@@ -100,6 +104,8 @@ class _Objective:
         return theta
 
     def value_and_grad(self, delta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("sharpness computation cancelled")
         theta = self.theta(delta).requires_grad_(True)
         with torch.enable_grad():
             value = self.function.loss(theta)
@@ -107,6 +113,8 @@ class _Objective:
                 raise ValueError("the loss does not depend on the parameters (argmax inside?); no ascent possible.")
             (grad,) = torch.autograd.grad(value, theta)
         self.evaluations += 1
+        if self.progress is not None:
+            self.progress(self.evaluations, max(self.expected, self.evaluations))
         if not (torch.isfinite(value) and torch.isfinite(grad).all()):
             raise FloatingPointError("the loss or its gradient is not finite inside the perturbation set.")
         return float(value.detach()), grad[self.index].detach().to("cpu", torch.float64)
@@ -120,6 +128,8 @@ def epsilon(
     seed: int = 0,
     mask: torch.Tensor | None = None,
     dtype=None,
+    progress=None,
+    cancel=None,
 ) -> Sharpness:
     """Keskar et al. 2017 epsilon-sharpness (see module docstring), maximized by L-BFGS-B.
 
@@ -146,7 +156,7 @@ def epsilon(
         coords = torch.linalg.lstsq(A, theta[:, None]).solution[:, 0]  # A^+ theta
     bound = (eps * (coords.abs() + 1)).numpy()
     z0 = (torch.rand(bound.size, generator=gen, dtype=torch.float64).numpy() * 2 - 1) * bound
-    objective = _Objective(problem, index, dtype)
+    objective = _Objective(problem, index, dtype, progress, cancel, expected=iters + 1)
 
     def negative(z: np.ndarray) -> tuple[float, np.ndarray]:
         zt = torch.from_numpy(z)
@@ -202,6 +212,8 @@ def worst_case(
     seed: int = 0,
     mask: torch.Tensor | None = None,
     dtype=None,
+    progress=None,
+    cancel=None,
 ) -> Sharpness:
     """``max_{||delta / t||_p <= rho} L(theta0 + delta) - L(theta0)`` by normalized steepest ascent.
 
@@ -223,7 +235,7 @@ def worst_case(
     gen = torch.Generator().manual_seed(int(seed))
     u = torch.randn(index.numel(), generator=gen, dtype=torch.float64)
     u = rho * u / u.norm(p=p)
-    objective = _Objective(problem, index, dtype)
+    objective = _Objective(problem, index, dtype, progress, cancel, expected=iters + 1)
     best_value, best_u = -np.inf, u
     history = []
     for _ in range(iters + 1):
@@ -272,6 +284,8 @@ def average(
     seed: int = 0,
     mask: torch.Tensor | None = None,
     chunk: int = 64,
+    progress=None,
+    cancel=None,
 ) -> Sharpness:
     """``E[L(theta0 + sigma t * z)] - L(theta0)``, ``z ~ N(0, I)`` on the mask, with its standard error.
 
@@ -288,11 +302,15 @@ def average(
     theta0 = problem.theta0.detach().to("cpu", torch.float64)
     losses = []
     for start in range(0, samples, chunk):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("sharpness computation cancelled")
         count = min(chunk, samples - start)
         z = torch.randn(count, index.numel(), generator=gen, dtype=torch.float64)
         thetas = theta0.repeat(count, 1)
         thetas[:, index] += sigma * t * z
         losses.append(problem.evaluate(thetas.to(problem.device, problem.dtype), splits=["train"])["train_loss"])
+        if progress is not None:
+            progress(start + count, samples)
     losses = np.concatenate(losses)
     base = _loss(problem, problem.theta0)
     increases = losses - base
@@ -328,6 +346,8 @@ def adaptive_curvature(
     mask: torch.Tensor | None = None,
     dtype=None,
     hvp_method: str = "auto",
+    progress=None,
+    cancel=None,
 ) -> Spectrum:
     """Top ``k`` eigenvalues of ``T H T``, ``T = diag(|theta| + eta)``: adaptive sharpness to second order.
 
@@ -336,7 +356,8 @@ def adaptive_curvature(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0; got {eta!r}.")
-    op = HessianOperator(problem, mask=mask, dtype=dtype, method=hvp_method)
+    budget = max(300, 40 * k) if max_iter is None else max_iter
+    op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=budget)
     t = _scale(problem, _index(problem, mask), True, eta)
     out = eigsh(lambda v: t * op.matvec(t * v), op.size, k, "largest", tol=tol, max_iter=max_iter, seed=seed)
     settings = {

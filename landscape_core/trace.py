@@ -70,12 +70,15 @@ def trace(
     dtype=None,
     hvp_method: str = "auto",
     use_cache: bool = True,
+    progress=None,
+    cancel=None,
 ) -> TraceEstimate:
     """Estimate ``tr(H)`` at ``problem.theta0`` with at most ``budget`` Hessian-vector products.
 
     ``method``: ``"hutch++"`` (budget split in thirds, needs ``budget >= 6``) or
     ``"hutchinson"`` (``budget >= 2``). When a third of the budget reaches the dimension
-    the sketch spans the space and the trace is exact (``stderr = 0``).
+    the sketch spans the space and the trace is exact (``stderr = 0``). ``progress(done, total)``
+    after each product, ``cancel`` checked before each (raises ``Cancelled``).
 
     >>> est = trace(problem, budget=150)           # doctest: +SKIP
     >>> est.estimate, est.stderr, est.hvp_count    # doctest: +SKIP
@@ -95,7 +98,7 @@ def trace(
     }
 
     def compute() -> TraceEstimate:
-        op = HessianOperator(problem, mask=mask, dtype=dtype, method=hvp_method)
+        op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=budget)
         gen = torch.Generator().manual_seed(int(seed))
         exact, Q = 0.0, torch.zeros(0, n, dtype=torch.float64)
         remaining = budget
@@ -123,4 +126,4 @@ def trace(
             settings={**settings, "hvp_method_used": op.method},
         )
 
-    return cached("trace", TraceEstimate, settings, use_cache, compute)
+    return cached("trace", TraceEstimate, settings, use_cache, compute, progress)

@@ -70,14 +70,11 @@ def logistic_problem(seed: int = 0, n: int = 50, d: int = 3):
     """``nn.Linear(d, 1)`` + BCE-with-logits; returns the problem and ``H = Xt^T diag(p (1 - p)) Xt / n``."""
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    y = (torch.rand(n, generator=gen, dtype=torch.float64) < 0.5).to(torch.float64)
+    y = (torch.rand(n, 1, generator=gen, dtype=torch.float64) < 0.5).to(torch.float64)
     torch.manual_seed(seed)
     model = nn.Linear(d, 1).double()
 
-    def loss(out, target):
-        return F.binary_cross_entropy_with_logits(out[:, 0], target)
-
-    problem = Problem(model, loss, (X, y), batch_size=16)
+    problem = Problem(model, F.binary_cross_entropy_with_logits, (X, y), batch_size=16)
     with torch.no_grad():
         p = torch.sigmoid(model(X)[:, 0])
     Xt = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], dim=1)  # layout: weight (d), then bias

@@ -249,3 +249,35 @@ def test_non_finite_hvp_is_an_error():
     problem = Problem(_Cusp(), mean_output, DUMMY)
     with pytest.raises(NonFiniteHVP):
         hessian.top_eigenvalues(problem, k=1, use_cache=False)
+
+
+def test_progress_and_cancel(mlp):
+    import threading
+
+    from landscape_core import Cancelled
+
+    problem, _, _ = mlp
+    seen = []
+    est = hessian.trace(problem, budget=9, progress=lambda done, total: seen.append((done, total)), use_cache=False)
+    assert seen[-1] == (9, 9) and len(seen) == est.hvp_count
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        hessian.top_eigenvalues(problem, k=1, cancel=cancel, use_cache=False)
+
+
+def test_train_mode_batchnorm_warns_and_keeps_the_running_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = torch.randn(24, 3, dtype=torch.float64), torch.randint(0, 2, (24,))
+    problem = Problem(model, F.cross_entropy, (X, y), mode="train", batch_size=8)
+    before = {k: v.clone() for k, v in problem.buffers.items()}
+    with pytest.warns(UserWarning, match="batch size"):
+        spec = hessian.top_eigenvalues(problem, k=1, tol=1e-10, use_cache=False)
+    for name, value in before.items():
+        torch.testing.assert_close(problem.buffers[name], value)
+    # train-mode BN: each batch is normalized by its own statistics. Dense reference by autograd rows
+    # (torch.func.hessian's vmap mis-handles the in-place running-statistics update here).
+    dense = torch.autograd.functional.hessian(problem.full_loss, problem.theta0.clone())
+    exact = torch.linalg.eigvalsh(dense)
+    assert spec.values[0] == pytest.approx(float(exact[-1]), rel=1e-8)

@@ -138,7 +138,7 @@ def test_data_of_the_wrong_shape_for_the_model(base):
     data = pt_bytes({"X": torch.randn(30, 5), "y": torch.zeros(30).long()})
     with pytest.raises(UploadError, match="'d.pt': the model cannot run on its inputs of shape \\(5,\\) per sample"):
         uploads.open_uploads(base, train=Upload("d.pt", data))
-    with pytest.raises(ValueError, match="the model failed on a train batch of shape \\(16, 5\\)"):
+    with pytest.raises(ValueError, match=r"the model failed on a .*batch.* of shape \(16, 5\)"):
         Problem(make_model(), F.cross_entropy, train=(torch.randn(30, 5), torch.zeros(30).long()))
 
 

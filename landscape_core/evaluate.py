@@ -17,6 +17,7 @@ Values are exact sample-weighted means over the batches of each split, accumulat
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -32,6 +33,7 @@ MAX_AFFINE_BASIS = 3  # basis vectors up to which the affine prefix is used
 GROUP_BYTES = 4 * 2**20  # first-layer activations of the points run through one batched matmul
 
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 
 class Cancelled(RuntimeError):
@@ -140,6 +142,11 @@ class _Runner:
     def _choose(self) -> Strategy:
         forced = getattr(self.problem, "strategy", None)
         if forced is not None:
+            allowed = [m.value for m in Strategy]
+            if forced not in allowed:
+                raise ValueError(f"problem.strategy must be one of {allowed} or None; got {forced!r}.")
+            if Strategy(forced) is Strategy.AFFINE and self.split_at is None:
+                return Strategy.LOOP  # no affine first layer to reuse: the model is not such a Sequential
             return Strategy(forced)
         if self.problem.mode.value == "train":
             return Strategy.LOOP
@@ -187,13 +194,15 @@ class _Runner:
         if self.strategy is Strategy.AFFINE:
             try:
                 return self._affine(c, thetas, X, batch_key)
-            except Exception:
+            except Exception as exc:
                 self.strategy = Strategy.LOOP if self.problem.device.type == "cpu" else Strategy.VMAP
+                logger.warning("affine-prefix evaluation failed (%s); using %s", exc, self.strategy.value)
         if self.strategy is Strategy.VMAP:
             try:
                 return self._vmap(self.problem.model, thetas, X)
-            except Exception:
+            except Exception as exc:
                 self.strategy = Strategy.LOOP
+                logger.warning("vmap over points failed (%s); using a per-point loop", exc)
         return torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])
 
     def _state(self, params: dict) -> dict:

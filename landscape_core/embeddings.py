@@ -450,9 +450,15 @@ def sentence_embeddings(
     return pooled.double().cpu().numpy()
 
 
-def predictions(problem, X: torch.Tensor, theta: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(predicted class (n,), probability of that class (n,))`` from the model's logits."""
-    out = EmbeddingAccess(problem, theta).outputs(X.to(problem.device)).double()
+def predictions(
+    problem, X: torch.Tensor, theta: torch.Tensor | None = None, delta: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted class (n,), probability of that class (n,))`` from the model's logits,
+    with the token embeddings perturbed by ``delta`` ``(n, T, D)`` if given."""
+    access = EmbeddingAccess(problem, theta)
+    with torch.no_grad(), _hooked(access.module) as hook:
+        hook.delta = delta
+        out = access.outputs(X.to(problem.device)).double()
     probs = torch.softmax(out, dim=-1)
     conf, pred = probs.max(dim=-1)
     return pred.cpu().numpy(), conf.cpu().numpy()

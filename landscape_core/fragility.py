@@ -27,8 +27,12 @@ from . import embeddings as emb
 from .directions import digest
 from .results import ResultIO
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 DEFAULT_RADII = (0.0, 0.025, 0.05, 0.1, 0.2, 0.3)
+SCORES = {
+    "rise": "worst-case loss rise max L - L at score_radius (projected gradient ascent)",
+    "keskar": "100 (max L - L) / (1 + L) at score_radius (epsilon-sharpness, Keskar et al. 2017)",
+}
 SINGLE_THREAD_MAX_PARAMS = 2_000_000  # CPU models up to this size run the per-input loops on one thread
 
 
@@ -45,7 +49,9 @@ class Fragility(ResultIO):
     gradient ascent. ``score``: ``(n,)`` worst-case rise at ``settings["score_radius"]``.
     ``ranking``: ``(n,)`` row numbers, most fragile first (ties by row). ``lengths``: real
     tokens per input. ``top_eigenvalue``/``eigen_residual``: ``(n,)`` input-Hessian top
-    eigenvalue and its relative residual, NaN where not computed.
+    eigenvalue and its relative residual, NaN where not computed. ``error_radius``: ``(n,)``
+    smallest radius of the grid whose worst-case perturbation makes the prediction wrong (0 for
+    an input already misclassified, ``inf`` if no radius of the grid does).
     """
 
     radii: np.ndarray
@@ -62,6 +68,7 @@ class Fragility(ResultIO):
     ranking: np.ndarray
     top_eigenvalue: np.ndarray
     eigen_residual: np.ndarray
+    error_radius: np.ndarray
     settings: dict
 
     @property
@@ -75,7 +82,8 @@ class Fragility(ResultIO):
     def to_csv(self, texts: Sequence[str] | None = None) -> str:
         """One row per input, most fragile first; ``texts`` (in split order) adds a text column."""
         radii = [f"{r:g}" for r in self.radii]
-        head = ["rank", "index", "label", "prediction", "confidence", "tokens", "base_loss", "score", "top_eigenvalue"]
+        head = ["rank", "index", "label", "prediction", "confidence", "tokens", "base_loss", "score", "error_radius"]
+        head += ["top_eigenvalue"]
         head += [f"worst_loss@{r}" for r in radii] + [f"average_loss@{r}" for r in radii]
         head += [f"average_stderr@{r}" for r in radii]
         if texts is not None:
@@ -84,7 +92,8 @@ class Fragility(ResultIO):
         for rank, row in enumerate(self.ranking):
             cells = [rank + 1, int(self.indices[row]), int(self.labels[row]), int(self.predictions[row])]
             cells += [repr(float(self.confidence[row])), int(self.lengths[row]), repr(float(self.base_loss[row]))]
-            cells += [repr(float(self.score[row])), repr(float(self.top_eigenvalue[row]))]
+            cells += [repr(float(self.score[row])), repr(float(self.error_radius[row]))]
+            cells += [repr(float(self.top_eigenvalue[row]))]
             for field in (self.worst_loss, self.average_loss, self.average_stderr):
                 cells += [repr(float(v)) for v in field[row]]
             if texts is not None:
@@ -123,6 +132,7 @@ def fragility(
     split: str = "val",
     radii: Sequence[float] = DEFAULT_RADII,
     score_radius: float = 0.05,
+    score: str = "rise",
     samples: int = 16,
     steps: int = 20,
     seed: int = 0,
@@ -137,12 +147,18 @@ def fragility(
 ) -> Fragility:
     """Perturbation curves and fragility ranking for the inputs of ``split``.
 
-    ``radii``: perturbation radii (``score_radius`` is added if missing); ``samples``:
+    ``radii``: perturbation radii (``score_radius`` is added if missing); ``score``: ``"rise"``,
+    the worst-case loss rise ``max L - L`` at ``score_radius``, or ``"keskar"``, the same rise
+    relative to the loss, ``100 (max L - L) / (1 + L)`` (Keskar et al. 2017's epsilon-sharpness
+    in embedding space; it lets confidently right inputs that are fragile rank next to the
+    misclassified ones, whose large loss gradient dominates the plain rise); ``samples``:
     random directions per input for the average case; ``steps``: ascent steps per radius;
     ``seed``: fixes every random draw (same seed, same ranking); ``hessian``: also the top
     eigenvalue of each input's embedding Hessian; ``max_inputs``: the first that many inputs
     of the split. Progress is reported as ``(done, total)`` over the work stages.
     """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {list(SCORES)}; got {score!r}.")
     if split not in problem.splits:
         raise ValueError(f"split {split!r} is not available; this problem has {list(problem.splits)}.")
     r = np.unique(np.append(emb.check_radii(radii), float(score_radius)))
@@ -155,6 +171,7 @@ def fragility(
     X, y = data.X[:n], data.y[:n]
     access = emb.EmbeddingAccess(problem, theta, embedding)
     X = access.check_inputs(X)
+    y_np = y.cpu().numpy().astype(np.int64)
     settings = {
         "kind": "fragility",
         "split": split,
@@ -172,7 +189,8 @@ def fragility(
         "theta_sha256": digest(access.theta),
         "inputs_sha256": _tensor_sha(X, y),
         "problem": problem.describe(),
-        "score": "worst-case loss rise at score_radius (projected gradient ascent)",
+        "score": score,
+        "score_meaning": SCORES[score],
     }
     key = cache_mod.make_key("fragility", ALGORITHM_VERSION, settings)
     if use_cache and (hit := cache_mod.get(key)) is not None:
@@ -194,7 +212,10 @@ def fragility(
         average, stderr = emb.average_case(
             problem, X, y, r, samples=samples, progress=report(0, r.size), cancel=cancel, **common
         )
-        worst = emb.worst_case(problem, X, y, r, steps=steps, progress=report(1, 1), cancel=cancel, **common)
+        worst, deltas = emb.worst_case(
+            problem, X, y, r, steps=steps, return_delta=True, progress=report(1, 1), cancel=cancel, **common
+        )
+        wrong = np.stack([emb.predictions(problem, X, access.theta, delta=d)[0] for d in deltas], 1) != y_np[:, None]
         with torch.no_grad():
             base = access.losses(X, y.to(problem.device), None).double().cpu().numpy()
         worst = np.maximum(worst, base[:, None])  # delta = 0 is in every ball
@@ -205,12 +226,15 @@ def fragility(
         pred, conf = emb.predictions(problem, X, access.theta)
     if progress is not None:
         progress(total, total)
-    score = worst[:, int(np.flatnonzero(r == float(score_radius))[0])] - base
-    ranking = np.lexsort((np.arange(n), -score))
+    rise = worst[:, int(np.flatnonzero(r == float(score_radius))[0])] - base
+    values = rise if score == "rise" else 100.0 * rise / (1.0 + base)
+    ranking = np.lexsort((np.arange(n), -values))
+    error_radius = np.where(wrong.any(1), r[np.argmax(wrong, 1)], np.inf)
+    error_radius[pred != y_np] = 0.0  # misclassified as it stands
     result = Fragility(
         radii=r,
         indices=np.arange(n),
-        labels=y.cpu().numpy().astype(np.int64),
+        labels=y_np,
         predictions=pred.astype(np.int64),
         confidence=conf,
         lengths=(X != access.pad_id).sum(1).cpu().numpy().astype(np.int64),
@@ -218,10 +242,11 @@ def fragility(
         average_loss=average,
         average_stderr=stderr,
         worst_loss=worst,
-        score=score,
+        score=values,
         ranking=ranking.astype(np.int64),
         top_eigenvalue=np.asarray(top, dtype=np.float64),
         eigen_residual=np.asarray(residual, dtype=np.float64),
+        error_radius=error_radius,
         settings=settings,
     )
     if use_cache:

@@ -87,6 +87,7 @@ def ranking_table(result, texts, tags, class_names, top: int) -> pd.DataFrame:
                 "confidence": float(result.confidence[row]),
                 "loss": float(result.base_loss[row]),
                 f"worst loss at r={r:g}": float(result.base_loss[row] + result.score[row]),
+                "wrong from radius": float(result.error_radius[row]),
                 "tokens": int(result.lengths[row]),
                 "tag": tags[row] if tags else "",
             }
@@ -212,13 +213,24 @@ with st.form("text_form"):
     steps = c6.slider("Ascent steps per radius", 1, 50, 10, key="text_steps")
     seed = c7.number_input("Seed", 0, 10_000, 0, key="text_seed")
     method = c8.radio("Map", ("pca", "umap"), format_func=str.upper, horizontal=True, key="text_map")
-    hessian = st.checkbox("Also the top eigenvalue of each input's embedding Hessian", False, key="text_hessian")
+    c9, c10 = st.columns([1, 3])
+    score_kind = c9.radio(
+        "Fragility score",
+        list(fragility.SCORES),
+        format_func={"rise": "loss rise", "keskar": "relative (Keskar)"}.get,
+        horizontal=True,
+        key="text_score",
+        help="Loss rise: max L - L at the score radius; misclassified inputs, whose loss gradient is large, "
+        "dominate it. Relative: 100 (max L - L) / (1 + L), which also ranks fragile inputs the model gets right.",
+    )
+    hessian = c10.checkbox("Also the top eigenvalue of each input's embedding Hessian", False, key="text_hessian")
     st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
 kwargs = {
     "split": split,
     "radii": RADIUS_CHOICES[radius_label],
     "score_radius": float(score_radius),
+    "score": score_kind,
     "samples": int(samples),
     "steps": int(steps),
     "seed": int(seed),
@@ -257,11 +269,15 @@ for which, item in results.items():
     top = int(res.ranking[0])
     j = int(np.flatnonzero(res.radii == res.settings["score_radius"])[0])
     wrong = float(np.mean(res.labels != res.predictions))
+    right = res.labels == res.predictions
+    flipped = (res.error_radius > 0) & (res.error_radius <= res.settings["score_radius"])
+    flips = float(flipped.sum() / max(right.sum(), 1))
     st.markdown(
         f"**{names[which]}**: on {res.n} {split} inputs ({wrong:.0%} misclassified), the worst perturbation of "
-        f"{res.settings['score_radius']:.0%} of the embedding norm raises the loss by **{np.median(res.score):.3g}** "
+        f"{res.settings['score_radius']:.0%} of the embedding norm raises the loss by **{np.median(res.worst_loss[:, j] - res.base_loss):.3g}** "
         f"(median; random directions of the same size: {np.median(res.average_loss[:, j] - res.base_loss):.2g}). "
-        f'Most fragile: "{texts[top]}" (score {res.score[top]:.3g}).'
+        f'Most fragile: "{texts[top]}" (score {res.score[top]:.3g}). A worst-case perturbation of that size turns '
+        f"{flips:.0%} of the inputs it classifies right into errors."
     )
 
 # ranking tables

@@ -198,3 +198,21 @@ def test_progress_is_monotone_and_single_thread_restores(case):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_keskar_score_and_error_radius_follow_the_closed_form(case):
+    kw = {"radii": (0.0, 0.5, 1.0, 2.0, 4.0), "score_radius": 1.0, "samples": 2, "steps": 20, "use_cache": False}
+    result = fr.fragility(case["problem"], relative=False, score="keskar", **kw)
+    margin, w, T = case["margin"].numpy(), case["w"].norm().item(), case["T"].numpy()
+    base = np.logaddexp(0, -margin)
+    worst = np.logaddexp(0, -margin + 1.0 * w / np.sqrt(T))
+    np.testing.assert_allclose(result.score, 100 * (worst - base) / (1 + base), atol=1e-2)
+    # the worst case at eps flips a right prediction once eps ||w|| / sqrt(T) exceeds the margin
+    flip = margin * np.sqrt(T) / w
+    grid = np.array(kw["radii"])
+    expected = np.array(
+        [0.0 if m < 0 else (grid[grid > f].min() if (grid > f).any() else np.inf) for m, f in zip(margin, flip)]
+    )
+    np.testing.assert_array_equal(result.error_radius, expected)
+    with pytest.raises(ValueError, match="score must be one of"):
+        fr.fragility(case["problem"], score="loss")

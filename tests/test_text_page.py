@@ -30,3 +30,20 @@ def test_text_page_defaults_draw_ranking_curves_map_and_downloads():
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"CSV", "NPZ", "Settings"} <= labels
     assert not at.error
+
+
+def test_text_page_on_the_text_workspace_with_the_relative_score():
+    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=300)
+    at.session_state["ui_workspace"] = "text-sentiment"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.info  # the sidebar's workspace is a text model: no fallback note
+    before = at.dataframe[0].value
+    at.radio(key="text_score").set_value("keskar")
+    at.number_input(key="text_n").set_value(60)
+    next(b for b in at.button if b.proto.is_form_submitter).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    after = at.dataframe[0].value
+    assert "wrong from radius" in after.columns and after["fragility score"].is_monotonic_decreasing
+    assert list(after["text"]) != list(before["text"])

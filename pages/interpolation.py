@@ -193,7 +193,12 @@ def accuracy_chart(path, splits: list[str]) -> alt.LayerChart | None:
         .mark_line(point=len(path.alphas) <= 60)
         .encode(
             x=alt.X("alpha:Q", title="alpha (0 = A, 1 = B)"),
-            y=alt.Y("value:Q", title="accuracy (% of samples correct)", axis=alt.Axis(format="%")),
+            y=alt.Y(
+                "value:Q",
+                title="accuracy (% of samples correct)",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(zero=False),
+            ),
             color=split_color(splits),
             tooltip=[alt.Tooltip("alpha:Q", format=".3f"), alt.Tooltip("value:Q", format=".1%"), "split"],
         )
@@ -233,12 +238,12 @@ def bn_chart(paths: dict, split: str) -> alt.LayerChart:
 
 # -- words ------------------------------------------------------------------------------------
 def verdict(height: float, loss_a: float, loss_b: float) -> str:
-    scale = max(0.5 * (abs(loss_a) + abs(loss_b)), 1e-12)
-    ratio = height / scale
-    if height <= 0.05 * scale or height < 1e-3:
+    """Words for a barrier: judged against the endpoint losses, with an absolute floor for tiny losses."""
+    scale = 0.5 * (abs(loss_a) + abs(loss_b))
+    if height <= max(0.05 * scale, 0.005):
         return "essentially no barrier: the two models are **linearly mode connected** on this data"
-    if ratio < 0.5:
-        return "a **small barrier**: the straight line stays fairly low, with a mild bump"
+    if height <= max(0.5 * scale, 0.05):
+        return "a **small barrier**: the straight line stays low, with a mild bump"
     return (
         "a **clear barrier**: the straight line climbs out of the low-loss region, so the two models sit in "
         "different basins as seen along this line (permuted hidden units are a common cause)"
@@ -266,7 +271,10 @@ def readout(path, splits: list[str], name_a: str, name_b: str) -> list[str]:
         if acc is not None and np.isfinite(acc).any():
             inside = (path.alphas >= 0) & (path.alphas <= 1)
             k = int(np.nanargmin(np.where(inside, acc, np.nan)))
-            text += f" Accuracy is lowest at alpha = {path.alphas[k]:.2f}: {acc[k]:.1%}."
+            ends = [acc[i] for i in (np.flatnonzero(path.alphas == 0.0), np.flatnonzero(path.alphas == 1.0)) if len(i)]
+            ends = [float(e[0]) for e in ends]
+            drop = f" ({100 * (min(ends) - acc[k]):.1f} points below the weaker end)" if ends else ""
+            text += f" Accuracy is lowest at alpha = {path.alphas[k]:.2f}: {acc[k]:.1%}{drop}."
         lines.append(text)
     if not lines:
         lines.append("The span does not contain both endpoints (alpha = 0 and 1), so no barrier is defined.")

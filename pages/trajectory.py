@@ -1,0 +1,382 @@
+"""Trajectory page: the checkpoints of one training run in 2D, and the loss under the path.
+
+UI only: the views come from ``landscape_core.trajectory`` (PCA, UMAP, autoencoder, each with
+its trustworthiness), the PCA-plane surface and the per-checkpoint projection gap from
+``landscape_core.trajectory_plane``.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from landscape_core import jobs, trajectory, trajectory_plane
+from landscape_core.snippet import problem_code
+from pages import _ui as ui
+
+VIEW_LABELS = {"pca": "PCA", "umap": "UMAP", "autoencoder": "Autoencoder"}
+EPOCH_SCHEME = "oranges"
+PATH_COLOR = "#e8590c"
+
+
+# -- data for charts --------------------------------------------------------------------------
+def epochs_of(traj) -> list[float]:
+    """Step of each checkpoint for colouring (its index when the step is unknown)."""
+    return [float(i if s is None else s) for i, s in enumerate(traj.steps)]
+
+
+def axis_titles(traj) -> tuple[str, str]:
+    if traj.method == "pca":
+        evr = traj.explained_variance_ratio
+        return (
+            f"PC1 ({evr[0]:.1%} of the squared distance), parameter units",
+            f"PC2 ({evr[1]:.1%}), parameter units",
+        )
+    name = VIEW_LABELS[traj.method]
+    return f"{name} 1 (arbitrary units)", f"{name} 2 (arbitrary units)"
+
+
+def view_frame(traj) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "x": traj.coords[:, 0],
+            "y": traj.coords[:, 1],
+            "checkpoint": traj.names,
+            "epoch": epochs_of(traj),
+            "order": np.arange(len(traj.names)),
+        }
+    )
+
+
+def path_layers(frame: pd.DataFrame, x: str, y: str, x_title=None, y_title=None, scale_x=None, scale_y=None):
+    """The trajectory as a line in training order and points coloured by epoch (start and end labelled)."""
+    x_enc = alt.X(f"{x}:Q", title=x_title, scale=scale_x or alt.Scale(zero=False))
+    y_enc = alt.Y(f"{y}:Q", title=y_title, scale=scale_y or alt.Scale(zero=False))
+    line = (
+        alt.Chart(frame)
+        .mark_line(color="#495057", strokeWidth=1.5, opacity=0.8)
+        .encode(x=x_enc, y=y_enc, order="order:Q")
+    )
+    points = (
+        alt.Chart(frame)
+        .mark_circle(size=90, stroke="#212529", strokeWidth=0.8, opacity=1)
+        .encode(
+            x=x_enc,
+            y=y_enc,
+            color=alt.Color("epoch:Q", title="epoch / step", scale=alt.Scale(scheme=EPOCH_SCHEME)),
+            tooltip=["checkpoint:N", alt.Tooltip("epoch:Q", title="epoch / step")],
+        )
+    )
+    ends = frame.iloc[[0, -1]].assign(label=["start", "end"])
+    text = (
+        alt.Chart(ends)
+        .mark_text(dx=8, dy=-8, align="left", fontWeight="bold", color="#212529")
+        .encode(x=x_enc, y=y_enc, text="label:N")
+    )
+    return [line, points, text]
+
+
+def view_chart(traj) -> alt.LayerChart:
+    x_title, y_title = axis_titles(traj)
+    title = f"{VIEW_LABELS[traj.method]} view (trustworthiness {traj.trustworthiness:.3f})"
+    return alt.layer(*path_layers(view_frame(traj), "x", "y", x_title, y_title)).properties(
+        title=title, width="container", height=330
+    )
+
+
+def plane_chart(plane, traj, quantity: str, log: bool):
+    heat = ui.heatmap(
+        plane,
+        quantity,
+        log=log,
+        title=f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint, with the training path",
+    )
+    frame = view_frame(traj).rename(columns={"x": "a0", "y": "b0"})
+    return alt.layer(heat, *path_layers(frame, "a0", "b0")).resolve_scale(color="independent")
+
+
+def gap_frame(gap, traj, quantity: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "checkpoint": gap.names,
+            "epoch": epochs_of(traj),
+            "distance from the plane": gap.residual_norms,
+            f"true {ui.quantity_label(quantity)}": gap.true_values[quantity],
+            f"{ui.quantity_label(quantity)} at the projection": gap.projected_values[quantity],
+            "gap (projection - true)": gap.gap[quantity],
+        }
+    )
+
+
+def gap_chart(gap, traj, quantity: str) -> alt.LayerChart:
+    label = ui.quantity_label(quantity)
+    epochs = epochs_of(traj)
+    rows = [{"epoch": e, "value": v, "which": f"true {label}"} for e, v in zip(epochs, gap.true_values[quantity])]
+    rows += [
+        {"epoch": e, "value": v, "which": f"{label} at the projection on the plane"}
+        for e, v in zip(epochs, gap.projected_values[quantity])
+    ]
+    frame = pd.DataFrame(rows)
+    domain = [f"true {label}", f"{label} at the projection on the plane"]
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch / step"),
+            y=alt.Y(
+                "value:Q", title=label, scale=alt.Scale(zero=False, type="symlog" if "loss" in quantity else "linear")
+            ),
+            color=alt.Color("which:N", title=None, scale=alt.Scale(domain=domain, range=["#3b5bdb", PATH_COLOR])),
+            tooltip=[alt.Tooltip("epoch:Q"), alt.Tooltip("value:Q", format=".4g"), "which:N"],
+        )
+        .properties(
+            title="Each checkpoint's true value vs the value the PCA picture shows under it",
+            width="container",
+            height=300,
+        )
+    )
+
+
+# -- words ------------------------------------------------------------------------------------
+def trust_words(t: float) -> str:
+    if t >= 0.95:
+        return "neighbours in the picture are neighbours in parameter space"
+    if t >= 0.85:
+        return "mostly faithful neighbourhoods"
+    return "some points that look close are far apart in parameter space: read distances with care"
+
+
+def views_readout(views: dict) -> list[str]:
+    lines = []
+    pca = views["pca"]
+    evr = pca.explained_variance_ratio
+    lines.append(
+        f"**PCA** keeps {evr.sum():.1%} of the squared distance of the checkpoints to the {pca.settings['reference']} "
+        f"checkpoint in two directions ({evr[0]:.1%} + {evr[1]:.1%}); trustworthiness {pca.trustworthiness:.3f}: "
+        f"{trust_words(pca.trustworthiness)}."
+        + (
+            " The path is close to a plane, so the contour below shows the terrain it crossed."
+            if evr.sum() >= 0.8
+            else " Much of the motion is outside the plane, so the contour below is only a shadow of the path."
+        )
+    )
+    for method in ("umap", "autoencoder"):
+        traj = views.get(method)
+        if traj is None:
+            continue
+        extra = ""
+        if traj.reconstruction_error is not None:
+            extra = f", reconstruction error {traj.reconstruction_error:.1%}"
+        lines.append(
+            f"**{VIEW_LABELS[method]}**: trustworthiness {traj.trustworthiness:.3f}{extra}: {trust_words(traj.trustworthiness)}."
+        )
+    return lines
+
+
+def gap_readout(gap, traj, quantity: str) -> str:
+    label = ui.quantity_label(quantity)
+    g = np.abs(np.asarray(gap.gap[quantity], dtype=np.float64))
+    true = np.asarray(gap.true_values[quantity], dtype=np.float64)
+    if not np.isfinite(g).any():
+        return f"The {label} at the projections is not finite (diverged), so the gap cannot be judged."
+    worst = int(np.nanargmax(g))
+    faithful = [n for n, v, t in zip(gap.names, g, true) if v <= 0.05 * abs(t) + 1e-3]
+    text = (
+        f"The largest gap is **{g[worst]:.3g}** at **{gap.names[worst]}** (true {label} {true[worst]:.4g}, "
+        f"{gap.residual_norms[worst]:.3g} away from the plane). "
+    )
+    if len(faithful) == len(g):
+        text += "Every checkpoint's true value is within 5% of what the plane shows under it: the picture is faithful."
+    elif faithful:
+        text += (
+            f"{len(faithful)} of {len(g)} checkpoints are within 5% of the plane's value (the last: {faithful[-1]}); "
+            "where the gap is large, the contour under the path is not the loss the model had."
+        )
+    else:
+        text += (
+            "No checkpoint is within 5% of the plane's value: the contour is a projection, not the path's real loss."
+        )
+    return text
+
+
+def snippet(source: dict, which_ckpts: str, s: dict, splits) -> str:
+    lines = ["from landscape_core import trajectory, trajectory_plane", *problem_code(source)]
+    lines += [
+        f"checkpoints = ws.{which_ckpts}",
+        f"pca = trajectory.pca(checkpoints, reference={s['reference']!r})",
+    ]
+    if s["umap"]:
+        lines.append(f"umap = trajectory.umap(checkpoints, n_neighbors={s['n_neighbors']}, seed={s['seed']})")
+    if s["autoencoder"]:
+        lines.append(f"ae = trajectory.autoencoder(checkpoints, dim=2, seed={s['seed']})")
+    lines += [
+        f"plane = trajectory_plane.pca_plane(problem, pca, steps={s['steps']}, margin={s['margin']}, splits={list(splits)})",
+        f"gap = trajectory_plane.projection_gap(problem, pca, checkpoints, splits={list(splits)})",
+        "print(pca.explained_variance_ratio, pca.trustworthiness, gap.gap)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- page -------------------------------------------------------------------------------------
+st.title("Trajectory: where training went, and the loss under the path")
+st.caption(
+    "Each checkpoint is a point in parameter space. PCA of theta_i - theta_final (Li et al. 2018) gives the plane "
+    "that best fits the path; UMAP and a small autoencoder give non-linear views. Trustworthiness (1 = perfect) "
+    "says how far each 2D picture keeps true neighbours together."
+)
+
+ws = ui.workspace()
+runs = {}
+if len(ws.checkpoints) >= 3:
+    runs[f"{ws.labels[0]} (model A, {len(ws.checkpoints)} checkpoints)"] = ("A", "checkpoints")
+if ws.compare is not None and len(ws.compare_checkpoints) >= 3:
+    runs[f"{ws.labels[1]} (model B, {len(ws.compare_checkpoints)} checkpoints)"] = ("B", "compare_checkpoints")
+if not runs:
+    st.info(
+        "A trajectory needs at least 3 checkpoints of one run; this workspace has "
+        f"{len(ws.checkpoints)}. Pick a demo with checkpoints (e.g. digits-mlp) or load a folder of checkpoints "
+        "on the Your model page."
+    )
+    st.stop()
+
+with st.form("traj_form"):
+    c1, c2, c3 = st.columns(3)
+    run_name = c1.selectbox("Training run", list(runs), key="traj_run")
+    reference = c1.selectbox(
+        "PCA reference point",
+        ["final", "first", "mean"],
+        key="traj_reference",
+        help="PCA is taken of theta_i minus this point; 'final' (Li et al.) puts the trained model at the origin.",
+    )
+    use_umap = c2.checkbox("UMAP view", value=True, key="traj_umap")
+    n_neighbors = c2.slider("UMAP neighbours", 2, 15, 5, key="traj_neighbors")
+    use_ae = c2.checkbox("Autoencoder view", value=False, key="traj_ae")
+    seed = c2.number_input("Seed (UMAP, autoencoder)", 0, 10_000, 0, key="traj_seed")
+    steps = c3.select_slider("Plane: steps per axis", [11, 15, 21, 31, 41, 51], value=21, key="traj_steps")
+    margin = c3.slider("Plane: margin around the path", 0.0, 1.0, 0.2, 0.05, key="traj_margin")
+    log = c3.checkbox("Log colour scale", value=True, key="traj_log")
+    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+which, attribute = runs[run_name]
+checkpoints = getattr(ws, attribute)
+problem = ui.problem_for_page(ws, which)
+splits = ui.chosen_splits(problem)
+n = len(checkpoints)
+if use_umap and n_neighbors >= n:
+    st.warning(f"UMAP needs fewer neighbours than checkpoints ({n}); using {n - 1}.")
+    n_neighbors = n - 1
+s = {
+    "reference": reference,
+    "umap": bool(use_umap),
+    "n_neighbors": int(n_neighbors),
+    "autoencoder": bool(use_ae),
+    "seed": int(seed),
+    "steps": int(steps),
+    "margin": float(margin),
+}
+base_key = {"source": ui.source(which), "run": attribute, "n": n, "splits": splits}
+
+
+def compute_views(progress, cancel) -> dict:
+    total = 2 + s["umap"] + s["autoencoder"]
+    progress(0, total)
+    views = {"pca": trajectory.pca(checkpoints, reference=s["reference"])}
+    progress(1, total)
+    if s["umap"] and not cancel.is_set():
+        views["umap"] = trajectory.umap(checkpoints, n_neighbors=s["n_neighbors"], seed=s["seed"])
+        progress(2, total)
+    if s["autoencoder"] and not cancel.is_set():
+        views["autoencoder"] = trajectory.autoencoder(checkpoints, dim=2, seed=s["seed"])
+    progress(total - 1, total)
+    views["gap"] = trajectory_plane.projection_gap(problem, views["pca"], checkpoints, splits=splits, cancel=cancel)
+    progress(total, total)
+    return views
+
+
+views = ui.run_job(
+    jobs.job_key(
+        "trajectory-views",
+        {**base_key, **{k: s[k] for k in ("reference", "umap", "n_neighbors", "autoencoder", "seed")}},
+    ),
+    compute_views,
+    "Trajectory views",
+)
+if views is None:
+    st.stop()
+pca = views["pca"]
+
+st.subheader("The checkpoints in two dimensions")
+summary = pd.DataFrame(
+    [
+        {
+            "view": VIEW_LABELS[m],
+            "trustworthiness": views[m].trustworthiness,
+            "reconstruction error": views[m].reconstruction_error,
+            "explained variance (2 components)": float(views[m].explained_variance_ratio.sum())
+            if views[m].explained_variance_ratio is not None
+            else None,
+        }
+        for m in ("pca", "umap", "autoencoder")
+        if m in views
+    ]
+)
+st.dataframe(summary, hide_index=True, width="stretch")
+shown = [m for m in ("pca", "umap", "autoencoder") if m in views]
+cols = st.columns(len(shown))
+view_charts = {}
+for col, method in zip(cols, shown):
+    view_charts[method] = view_chart(views[method])
+    col.altair_chart(view_charts[method], width="stretch")
+for line in views_readout(views):
+    st.markdown(line)
+
+st.subheader("The loss on the PCA plane, with the path")
+
+
+def compute_plane(progress, cancel):
+    return trajectory_plane.pca_plane(
+        problem, pca, steps=s["steps"], margin=s["margin"], splits=splits, progress=progress, cancel=cancel
+    )
+
+
+plane = ui.run_job(
+    jobs.job_key(
+        "trajectory-plane", {**base_key, "reference": s["reference"], "steps": s["steps"], "margin": s["margin"]}
+    ),
+    compute_plane,
+    f"PCA plane {s['steps']}x{s['steps']}",
+)
+quantities = [f"{sp}_loss" for sp in splits] + [f"{sp}_{m}" for sp in splits for m in problem.metrics]
+quantities = [q for q in quantities if q in views["gap"].true_values]
+quantity = st.selectbox(
+    "Quantity on the plane and in the gap table", quantities, format_func=ui.quantity_label, key="traj_quantity"
+)
+plane_view = None
+if plane is not None:
+    plane_view = plane_chart(plane, pca, quantity, log)
+    st.altair_chart(plane_view, width="stretch")
+    st.caption(
+        "The origin (cross) is the PCA reference point; the circles are the checkpoints at their PCA coordinates, "
+        "coloured by epoch. Axes in parameter units along the orthonormal PCA directions (equal scale)."
+    )
+
+st.subheader("How faithful is the picture? True loss vs the loss under each checkpoint")
+gap = views["gap"]
+gap_view = gap_chart(gap, pca, quantity)
+st.altair_chart(gap_view, width="stretch")
+st.markdown(gap_readout(gap, pca, quantity))
+st.dataframe(gap_frame(gap, pca, quantity), hide_index=True, width="stretch")
+
+code = snippet(ui.source(which), attribute, s, splits)
+with st.expander("Downloads: PCA view and the projection gap"):
+    ui.downloads(pca, chart=view_charts["pca"], name="trajectory_pca", snippet=code)
+    ui.downloads(gap, chart=gap_view, name="projection_gap")
+for method in ("umap", "autoencoder"):
+    if method in views:
+        with st.expander(f"Downloads: {VIEW_LABELS[method]} view"):
+            ui.downloads(views[method], chart=view_charts[method], name=f"trajectory_{method}")
+if plane is not None:
+    with st.expander("Downloads: the PCA-plane surface"):
+        ui.downloads(plane, chart=plane_view, name="trajectory_plane")

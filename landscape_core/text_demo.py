@@ -45,10 +45,13 @@ WEIGHTS_VERSION = 1
 
 
 DESCRIPTION = (
-    "Sentiment of short hand-written sentences (some negated, sarcastic, ambiguous or with rare words), "
-    "classified by word embeddings averaged over the real tokens and a linear layer. A trains with "
-    "mini-batches of 8, B with full batches from another seed. The Text embeddings page ranks the "
-    "validation sentences by how fast their loss rises when their token embeddings are perturbed."
+    "Sentiment (negative/positive) of 597 short hand-written sentences, 150 held out for validation, some "
+    "deliberately negated, sarcastic, ambiguous or full of rare words (unknown to the tokenizer). Each model "
+    "averages 32-dimensional word embeddings over the real tokens and applies a linear layer (24,418 "
+    "parameters). Model A trains with mini-batches of 8 for 8 epochs; model B with full batches for 60 epochs "
+    "from another seed: both fit the train split (99%), A generalizes better (val 65% vs 51%). Try the Text "
+    "embeddings page: it ranks the validation sentences by how fast their loss rises when their token "
+    "embeddings are perturbed (negations top the list), and draws the loss when only the embedding matrix moves."
 )
 
 
@@ -343,12 +346,7 @@ def load_workspace(seed: int = 0, max_length: int = 20) -> TextWorkspace:
         compare=problems[1],
         compare_checkpoints=checkpoints[1],
         labels=("A: mini-batch 8", "B: full batch"),
-        description=(
-            f"Sentiment of {len(corpus)} short hand-written sentences ({len(train_c)} train, {len(val_c)} val), "
-            "some negated, sarcastic, ambiguous or with rare words. Model: word embeddings (dim 32) averaged over "
-            "the real tokens, then a linear layer. A trains with mini-batches of 8; B with full batches from "
-            "another seed."
-        ),
+        description=DESCRIPTION,
         texts={"train": list(train_c.texts), "val": list(val_c.texts)},
         tags={"train": list(train_c.tags), "val": list(val_c.tags)},
         tokenizer=tokenizer,

@@ -95,6 +95,11 @@ def test_workspace_trains_two_models_and_caches_their_weights(workspace):
     ]
     assert workspace.checkpoints and workspace.compare_checkpoints
     torch.testing.assert_close(workspace.checkpoints[-1].theta, a.theta0)
+    # the figures quoted in the description are the workspace's own
+    text = workspace.description
+    assert f"{len(text_demo.load_corpus())} short" in text and f"{a.splits['val'].n} held out" in text
+    assert f"{a.space.size:,} parameters" in text
+    assert f"val {a.base['val_accuracy']:.0%} vs {b.base['val_accuracy']:.0%}" in text
     keys = [k for k in cache.get_cache().iterkeys() if str(k).startswith("text-demo-weights:")]
     assert len(keys) >= 2
 

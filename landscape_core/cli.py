@@ -80,9 +80,12 @@ class ProgressBar:
                 self.last_quarter = quarter
 
     @property
-    def cached(self) -> bool:
-        """True when the engine reported the whole total at once (served from the cache)."""
-        return bool(self.calls) and self.calls[0][0] >= self.calls[0][1] > 0
+    def cached(self) -> bool | None:
+        """True when the engine reported the whole total at once (served from the cache); ``None``
+        when the engine reports no progress (then the CLI cannot tell)."""
+        if not self.calls:
+            return None
+        return self.calls[0][0] >= self.calls[0][1] > 0
 
 
 # -- workspace --------------------------------------------------------------------------------------
@@ -255,7 +258,14 @@ def cmd_hessian(args, workspace, bar):
     hessian = _engine("hessian", "hessian")
     problem = problem_of(args, workspace)
     if args.what == "eigenvalues":
-        result = _call(hessian.top_eigenvalues, problem=problem, k=args.k, which=args.which, seed=args.seed)
+        result = _call(
+            hessian.top_eigenvalues,
+            problem=problem,
+            k=args.k,
+            which=args.which,
+            seed=args.seed,
+            use_cache=not args.no_cache,
+        )
         summary = {"eigenvalues": [float(v) for v in np.asarray(result.values)]}
         if hasattr(result, "residuals"):
             summary["residuals"] = [float(r) for r in np.asarray(result.residuals)]
@@ -263,7 +273,9 @@ def cmd_hessian(args, workspace, bar):
     fn = getattr(hessian, args.what, None)
     if fn is None:
         fn = getattr(_engine(args.what, f"hessian --what {args.what}"), args.what)
-    result = _call(fn, problem=problem, seed=args.seed, budget=args.budget, iters=args.iters)
+    result = _call(
+        fn, problem=problem, seed=args.seed, budget=args.budget, iters=args.iters, use_cache=not args.no_cache
+    )
     summary = {}
     for name in ("estimate", "stderr", "lambda_max", "lambda_min", "hvp_count"):
         if hasattr(result, name):

@@ -196,7 +196,8 @@ def test_progress_bar_quarters_when_not_a_tty():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5  # 0%, 25%, 50%, 75%, 100%
     assert lines[-1].startswith("plane [" + "#" * 30 + "] 100/100 100%")
-    assert not bar.cached
+    assert bar.cached is False
+    assert cli.ProgressBar("idle").cached is None  # an engine without progress: unknown
 
 
 def test_console_module_exit_status(tmp_path):

@@ -1,0 +1,494 @@
+"""Sharpness & Hessian page: how curved the loss is at one model, measured several ways.
+
+UI only: eigenvalues, trace and density come from ``landscape_core.hessian``; epsilon, adaptive
+and average sharpness from ``landscape_core.sharpness``. Every estimate is shown with its own
+error (residuals and a converged flag, a standard error) and read out in plain words.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from landscape_core import Cancelled, hessian, jobs, sharpness
+from landscape_core.snippet import problem_code
+from pages import _ui as ui
+from pages._charts import BASE_COLOR
+
+PARTS = ("eigenvalues", "trace", "density", "sharpness")
+PART_LABELS = {
+    "eigenvalues": "Top and bottom eigenvalues (Lanczos)",
+    "trace": "Trace (Hutch++)",
+    "density": "Eigenvalue density (stochastic Lanczos quadrature)",
+    "sharpness": "Epsilon, adaptive and average sharpness",
+}
+END_COLORS = {"largest": "#3b5bdb", "smallest": "#c92a2a"}
+DENSITY_COLOR = "#5f3dc4"
+P_CODE = {"2": "2", "inf": "float('inf')"}
+
+
+# -- points to analyse ------------------------------------------------------------------------
+def point_choices(ws) -> dict[str, dict]:
+    """``{label: {"which": "A"|"B", "theta", "buffers", "code"}}`` for the models on offer."""
+    a_name, b_name = ws.labels
+    choices = {f"{a_name} (final model A)": {"which": "A", "theta": None, "buffers": None, "code": None}}
+    for ckpt in ws.checkpoints:
+        choices[f"checkpoint: {ckpt.name}"] = {
+            "which": "A",
+            "theta": ckpt.theta,
+            "buffers": ckpt.buffers,
+            "code": f"ws.checkpoint({ckpt.name!r})",
+        }
+    if ws.compare is not None:
+        choices[f"{b_name} (final model B)"] = {"which": "B", "theta": None, "buffers": None, "code": None}
+        for ckpt in ws.compare_checkpoints:
+            choices[f"checkpoint: {ckpt.name}"] = {
+                "which": "B",
+                "theta": ckpt.theta,
+                "buffers": ckpt.buffers,
+                "code": f"ws.checkpoint({ckpt.name!r})",
+            }
+    return choices
+
+
+# -- reading results that may come in several shapes -----------------------------------------
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    value = _num(value)
+    return "n/a" if value is None else format(value, spec)
+
+
+def sharpness_row(measure: str, result, settings_text: str) -> dict:
+    """One table row for a sharpness result (value, its error, the losses behind it)."""
+    return {
+        "measure": measure,
+        "value": _num(getattr(result, "value", None)),
+        "standard error": _num(getattr(result, "stderr", None)),
+        "loss at the point": _num(getattr(result, "base_loss", None)),
+        "perturbed loss": _num(getattr(result, "max_loss", getattr(result, "perturbed_loss", None))),
+        "settings": settings_text,
+    }
+
+
+# -- charts -----------------------------------------------------------------------------------
+def spectrum_chart(spectrum) -> alt.LayerChart:
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(spectrum.values) + 1),
+            "eigenvalue": spectrum.values,
+            "end": spectrum.ends,
+            "residual": spectrum.residuals,
+            "converged": np.where(spectrum.converged, "yes", "NO"),
+        }
+    )
+    color = alt.Color(
+        "end:N",
+        title="end of the spectrum",
+        scale=alt.Scale(domain=list(END_COLORS), range=list(END_COLORS.values())),
+    )
+    x = alt.X("rank:O", title="eigenvalue (sorted, largest first)")
+    y = alt.Y("eigenvalue:Q", title="Hessian eigenvalue (loss units per parameter unit squared)")
+    tooltip = [
+        alt.Tooltip("eigenvalue:Q", format=".5g"),
+        alt.Tooltip("residual:Q", title="residual ||Hv - lambda v||", format=".2e"),
+        "converged:N",
+        "end:N",
+    ]
+    bars = alt.Chart(frame).mark_bar(size=14).encode(x=x, y=y, color=color, tooltip=tooltip)
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#495057").encode(y="y:Q")
+    layers = [bars, zero]
+    if not spectrum.converged.all():
+        layers.append(
+            alt.Chart(frame[frame["converged"] == "NO"])
+            .mark_text(text="not converged", dy=-8, color=BASE_COLOR)
+            .encode(x=x, y=y)
+        )
+    return alt.layer(*layers).properties(
+        title="Extreme eigenvalues of the Hessian (blue: largest, red: smallest)", width="container", height=300
+    )
+
+
+def density_chart(dens, log: bool, spectrum=None) -> alt.LayerChart:
+    frame = pd.DataFrame({"eigenvalue": dens.grid, "density": dens.density})
+    if log:
+        floor = max(float(frame["density"].max()) * 1e-8, 1e-300)
+        frame["density"] = frame["density"].clip(lower=floor)
+    y_scale = alt.Scale(type="log") if log else alt.Scale()
+    area = (
+        alt.Chart(frame)
+        .mark_line(color=DENSITY_COLOR)
+        .encode(
+            x=alt.X("eigenvalue:Q", title="Hessian eigenvalue"),
+            y=alt.Y(
+                "density:Q",
+                title="spectral density (fraction of eigenvalues per unit)" + (", log scale" if log else ""),
+                scale=y_scale,
+            ),
+            tooltip=[alt.Tooltip("eigenvalue:Q", format=".4g"), alt.Tooltip("density:Q", format=".3g")],
+        )
+    )
+    nodes = pd.DataFrame({"eigenvalue": dens.nodes, "weight": dens.weights})
+    rug = (
+        alt.Chart(nodes)
+        .mark_tick(color="#868e96", thickness=1, size=12)
+        .encode(
+            x="eigenvalue:Q",
+            y=alt.value(300 - 6),
+            tooltip=[
+                alt.Tooltip("eigenvalue:Q", title="quadrature node", format=".4g"),
+                alt.Tooltip("weight:Q", format=".3g"),
+            ],
+        )
+    )
+    layers = [area, rug]
+    if spectrum is not None and np.isfinite(spectrum.lambda_max):
+        marks = pd.DataFrame({"eigenvalue": [spectrum.lambda_max], "what": ["lambda_max from Lanczos"]})
+        layers.append(
+            alt.Chart(marks)
+            .mark_rule(color=END_COLORS["largest"], strokeDash=[4, 3])
+            .encode(x="eigenvalue:Q", tooltip=["what:N"])
+        )
+    return alt.layer(*layers).properties(
+        title=f"Eigenvalue density (Gaussian smoothing, sigma = {dens.sigma:.3g}); ticks: quadrature nodes",
+        width="container",
+        height=300,
+    )
+
+
+# -- words ------------------------------------------------------------------------------------
+def spectrum_readout(spectrum, trace_est, dimension: int) -> list[str]:
+    lines = []
+    lam_max, lam_min = spectrum.lambda_max, spectrum.lambda_min
+    scale = float(spectrum.settings.get("scale", abs(lam_max) if np.isfinite(lam_max) else 1.0)) or 1.0
+    if np.isfinite(lam_max):
+        text = (
+            f"**Largest eigenvalue {lam_max:.4g}**: along its eigenvector the loss curves up like "
+            f"0.5 x {lam_max:.3g} x t^2 for a step t."
+        )
+        if lam_max > 0:
+            text += f" Plain gradient descent with a learning rate above 2 / lambda_max = {2 / lam_max:.3g} is unstable along it."
+        lines.append(text)
+    if np.isfinite(lam_min):
+        flat = abs(lam_min) <= 1e-3 * scale
+        if lam_min < 0 and not flat:
+            ratio = f" ({abs(lam_min) / lam_max:.1%} of lambda_max)" if np.isfinite(lam_max) and lam_max > 0 else ""
+            lines.append(
+                f"**Negative eigenvalue {lam_min:.3g}**{ratio}: this point is a **saddle** along that direction: the "
+                f"loss goes *down* along its eigenvector, so it is not a minimum, however flat random slices look."
+            )
+        elif flat:
+            lines.append(
+                f"**Smallest eigenvalue {lam_min:.3g}** is about 0 next to lambda_max: the loss is flat (not curved "
+                f"down) along that direction, as over-parameterized minima are; no sign of a saddle."
+            )
+        else:
+            lines.append(
+                f"**Smallest eigenvalue {lam_min:.3g} > 0**: every computed direction curves up: a local minimum."
+            )
+    if not spectrum.all_converged:
+        bad = int((~spectrum.converged).sum())
+        lines.append(
+            f"**{bad} eigenpair(s) did not converge** to the tolerance {spectrum.settings.get('tol')}: their residuals "
+            f"are in the table; raise the iteration limit for tighter values."
+        )
+    if trace_est is not None:
+        per = trace_est.estimate / dimension
+        error = "exact: the sketch spans the whole space" if trace_est.stderr == 0 else "+/- one standard error"
+        text = (
+            f"**Trace {trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}** ({error}): the mean "
+            f"eigenvalue is trace / P = {per:.3g} over P = {dimension:,} parameters."
+        )
+        if np.isfinite(lam_max) and per > 0:
+            text += (
+                f" lambda_max is {lam_max / per:,.0f}x the mean: a random direction sees about the mean curvature, "
+                "which is why random 2D slices look much flatter than the sharpest direction."
+            )
+        lines.append(text)
+    return lines
+
+
+def snippet(source: dict, point: dict, parts, s: dict) -> str:
+    lines = ["from landscape_core import hessian, sharpness", *problem_code(source)]
+    if point["code"]:
+        lines += [f"ckpt = {point['code']}", "problem = problem.at(ckpt.theta, ckpt.buffers)"]
+    if "eigenvalues" in parts:
+        lines.append(
+            f"spectrum = hessian.top_eigenvalues(problem, k={s['k']}, which={s['which']!r}, tol={s['tol']}, "
+            f"max_iter={s['max_iter']}, seed={s['seed']})"
+        )
+    if "trace" in parts:
+        lines.append(f"trace = hessian.trace(problem, budget={s['budget']}, seed={s['seed']})")
+    if "density" in parts:
+        lines.append(
+            f"density = hessian.density(problem, iters={s['iters']}, runs={s['runs']}, sigma={s['sigma']}, seed={s['seed']})"
+        )
+    if "sharpness" in parts:
+        lines += [
+            f"eps_sharp = sharpness.epsilon(problem, eps={s['eps']}, seed={s['seed']})",
+            f"adaptive = sharpness.adaptive(problem, rho={s['rho']}, p={P_CODE[s['p']]}, seed={s['seed']})",
+            f"average = sharpness.average(problem, sigma={s['avg_sigma']}, samples={s['samples']}, "
+            f"adaptive={s['avg_adaptive']}, seed={s['seed']})",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- page -------------------------------------------------------------------------------------
+st.title("Sharpness & Hessian: how curved the loss is at one model")
+st.caption(
+    "The Hessian's extreme eigenvalues tell a minimum (all >= 0) from a saddle (some < 0); its trace is the total "
+    "curvature; sharpness measures how much the loss can rise under a small perturbation of the weights."
+)
+
+ws = ui.workspace()
+choices = point_choices(ws)
+names = list(choices)
+
+with st.form("sharp_form"):
+    top = st.columns([3, 3])
+    point_name = top[0].selectbox("Model to analyse", names, key="sharp_point")
+    parts = top[1].multiselect(
+        "Compute", list(PARTS), default=list(PARTS), format_func=PART_LABELS.get, key="sharp_parts"
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    c1.markdown("**Eigenvalues**")
+    k = c1.number_input("k per end", 1, 20, 3, key="sharp_k", help="How many eigenvalues at each end asked for.")
+    which = c1.radio(
+        "Which end",
+        ["both", "largest", "smallest"],
+        key="sharp_which",
+        help="'both' also finds the most negative eigenvalues: what tells a saddle from a minimum.",
+    )
+    tol = c1.select_slider("Tolerance (relative residual)", [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], value=1e-4, key="sharp_tol")
+    max_iter = c1.number_input("Max Hessian-vector products", 50, 5000, 400, step=50, key="sharp_max_iter")
+    c2.markdown("**Trace and density**")
+    budget = c2.number_input("Trace budget (products)", 6, 3000, 90, step=6, key="sharp_budget")
+    iters = c2.number_input("Density: Lanczos steps per run", 5, 500, 60, key="sharp_iters")
+    runs = c2.number_input("Density: runs", 1, 20, 1, key="sharp_runs")
+    sigma = c2.number_input(
+        "Density: smoothing sigma (0 = 1% of the range)", 0.0, 1e6, 0.0, format="%.4g", key="sharp_sigma"
+    )
+    c3.markdown("**Worst case**")
+    eps = c3.select_slider(
+        "epsilon (Keskar box, relative)", [1e-4, 5e-4, 1e-3, 5e-3, 1e-2], value=1e-3, key="sharp_eps"
+    )
+    rho = c3.select_slider("rho (adaptive radius)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], value=0.05, key="sharp_rho")
+    p = c3.radio("Adaptive norm p", ["2", "inf"], horizontal=True, key="sharp_p")
+    c4.markdown("**Average case**")
+    avg_sigma = c4.select_slider(
+        "sigma (Gaussian noise)", [1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1], value=1e-2, key="sharp_avg_sigma"
+    )
+    samples = c4.number_input("Samples", 4, 1000, 16, key="sharp_samples")
+    avg_adaptive = c4.checkbox("Scale noise by |w| (adaptive)", value=False, key="sharp_avg_adaptive")
+    seed = c4.number_input("Seed", 0, 10_000, 0, key="sharp_seed")
+    log_density = st.checkbox("Logarithmic density axis", value=True, key="sharp_log")
+    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+if not parts:
+    st.info("Tick at least one thing to compute.")
+    st.stop()
+
+point = choices[point_name]
+base_problem = ui.problem_for_page(ws, point["which"])
+p_value = 2 if p == "2" else float("inf")
+s = {
+    "k": int(k),
+    "which": which,
+    "tol": float(tol),
+    "max_iter": int(max_iter),
+    "budget": int(budget),
+    "iters": int(iters),
+    "runs": int(runs),
+    "sigma": float(sigma) or None,
+    "eps": float(eps),
+    "rho": float(rho),
+    "p": p,
+    "avg_sigma": float(avg_sigma),
+    "samples": int(samples),
+    "avg_adaptive": bool(avg_adaptive),
+    "seed": int(seed),
+}
+settings = {"source": ui.source(point["which"]), "point": point_name, "parts": sorted(parts), **s}
+
+
+def compute(progress, cancel) -> dict:
+    """Every ticked estimate in turn; progress counts Hessian-vector products and loss evaluations."""
+    budgets = {
+        "eigenvalues": s["max_iter"],
+        "trace": s["budget"],
+        "density": s["iters"] * s["runs"],
+        "epsilon": 100,
+        "adaptive": 21,
+        "average": s["samples"],
+    }
+    plan = [q for q in ("eigenvalues", "trace", "density") if q in parts]
+    plan += ["epsilon", "adaptive", "average"] if "sharpness" in parts else []
+    total = sum(budgets[q] for q in plan)
+    offsets = dict(zip(plan, np.cumsum([0] + [budgets[q] for q in plan])[:-1].tolist()))
+    progress(0, total)
+    problem = base_problem
+    if point["theta"] is not None:
+        problem = base_problem.at(point["theta"], point["buffers"])
+
+    def report(part):
+        def callback(done, part_total):
+            share = min(1.0, done / part_total) if part_total else 1.0
+            progress(int(offsets[part] + share * budgets[part]), total)
+
+        return callback
+
+    out: dict = {"problem_size": problem.space.size}
+    common = {"seed": s["seed"], "cancel": cancel}
+    if "eigenvalues" in parts:
+        out["spectrum"] = hessian.top_eigenvalues(
+            problem,
+            k=s["k"],
+            which=s["which"],
+            tol=s["tol"],
+            max_iter=s["max_iter"],
+            progress=report("eigenvalues"),
+            **common,
+        )
+    if "trace" in parts:
+        out["trace"] = hessian.trace(problem, budget=s["budget"], progress=report("trace"), **common)
+    if "density" in parts:
+        out["density"] = hessian.density(
+            problem, iters=s["iters"], runs=s["runs"], sigma=s["sigma"], progress=report("density"), **common
+        )
+    if "sharpness" in parts:
+        out["epsilon"] = sharpness.epsilon(problem, eps=s["eps"], progress=report("epsilon"), **common)
+        out["adaptive"] = sharpness.adaptive(problem, rho=s["rho"], p=p_value, progress=report("adaptive"), **common)
+        out["average"] = sharpness.average(
+            problem,
+            sigma=s["avg_sigma"],
+            samples=s["samples"],
+            adaptive=s["avg_adaptive"],
+            progress=report("average"),
+            **common,
+        )
+    if cancel.is_set():
+        raise Cancelled("cancelled")
+    progress(total, total)
+    return out
+
+
+result = ui.run_job(jobs.job_key("sharpness", settings), compute, "Sharpness & Hessian")
+if result is None:
+    st.stop()
+
+spectrum = result.get("spectrum")
+trace_est = result.get("trace")
+dens = result.get("density")
+dimension = result["problem_size"]
+
+st.subheader(point_name)
+metrics = st.columns(4)
+if spectrum is not None:
+    metrics[0].metric("lambda_max (largest eigenvalue)", _fmt(spectrum.lambda_max))
+    metrics[1].metric("lambda_min (smallest eigenvalue)", _fmt(spectrum.lambda_min))
+if trace_est is not None:
+    metrics[2].metric("Hessian trace", f"{trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}")
+if "epsilon" in result:
+    metrics[3].metric("epsilon-sharpness (Keskar, %)", _fmt(getattr(result["epsilon"], "value", None)))
+
+if spectrum is not None or trace_est is not None:
+    for line in spectrum_readout(spectrum, trace_est, dimension) if spectrum is not None else []:
+        st.markdown(line)
+    if spectrum is None and trace_est is not None:
+        st.markdown(
+            f"**Trace {trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}**: mean eigenvalue "
+            f"{trace_est.estimate / dimension:.3g} over {dimension:,} parameters."
+        )
+
+if spectrum is not None:
+    st.markdown("#### Extreme eigenvalues")
+    left, right = st.columns([3, 2])
+    spec_chart = spectrum_chart(spectrum)
+    left.altair_chart(spec_chart, width="stretch")
+    right.dataframe(
+        pd.DataFrame(
+            {
+                "end": spectrum.ends,
+                "eigenvalue": spectrum.values,
+                "residual ||Hv - lambda v||": spectrum.residuals,
+                "converged": spectrum.converged.astype(bool),
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    right.caption(
+        f"Thick-restart Lanczos, {spectrum.hvp_count} Hessian-vector products; converged means residual <= "
+        f"{spectrum.settings.get('tol')} x the largest |eigenvalue|."
+    )
+    ui.downloads(
+        spectrum, chart=spec_chart, name="eigenvalues", snippet=snippet(ui.source(point["which"]), point, parts, s)
+    )
+
+if trace_est is not None:
+    st.markdown("#### Trace")
+    st.markdown(
+        f"tr(H) = **{trace_est.estimate:.5g}**, standard error {trace_est.stderr:.3g} "
+        f"({trace_est.settings.get('method', 'hutch++')}, {trace_est.hvp_count} Hessian-vector products; "
+        f"{trace_est.exact_part:.5g} of it computed exactly on the sketched subspace)."
+    )
+    ui.downloads(trace_est, name="trace")
+
+if dens is not None:
+    st.markdown("#### Eigenvalue density")
+    dens_chart = density_chart(dens, log_density, spectrum)
+    st.altair_chart(dens_chart, width="stretch")
+    st.caption(
+        f"Stochastic Lanczos quadrature: {dens.settings.get('runs')} run(s) of {dens.settings.get('iters')} steps, "
+        f"{dens.hvp_count} products. Most of the mass sits near 0 (flat directions); the few outliers on the right are "
+        "the sharp directions. A log axis shows them."
+    )
+    ui.downloads(dens, chart=dens_chart, name="density")
+
+if "epsilon" in result:
+    st.markdown("#### Sharpness")
+    p_text = "2" if p == "2" else "inf"
+    rows = [
+        sharpness_row(
+            "epsilon-sharpness (Keskar 2017, % of 1 + L)",
+            result["epsilon"],
+            f"eps = {s['eps']:g}, full space, seed {s['seed']}",
+        ),
+        sharpness_row(
+            "adaptive sharpness (worst case, scale-invariant)",
+            result["adaptive"],
+            f"rho = {s['rho']:g}, p = {p_text}, seed {s['seed']}",
+        ),
+        sharpness_row(
+            "average sharpness (expected rise under noise)",
+            result["average"],
+            f"sigma = {s['avg_sigma']:g}, {s['samples']} samples"
+            + (", noise scaled by |w|" if s["avg_adaptive"] else "")
+            + f", seed {s['seed']}",
+        ),
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    eps_value = _num(getattr(result["epsilon"], "value", None))
+    if eps_value is not None:
+        adaptive_value = _fmt(getattr(result["adaptive"], "value", None), ".3g")
+        average_value = _fmt(getattr(result["average"], "value", None), ".3g")
+        average_err = _fmt(getattr(result["average"], "stderr", None), ".2g")
+        st.markdown(
+            f"Within a box of relative size epsilon = {s['eps']:g} around every weight, the worst perturbation "
+            f"found raises the loss by **{eps_value:.3g}% of (1 + loss)** (Keskar's phi). Within a scale-invariant "
+            f"ball of relative radius rho = {s['rho']:g} it rises by **{adaptive_value}** (loss units); under "
+            f"random Gaussian noise of size sigma = {s['avg_sigma']:g} by **{average_value} +/- {average_err}** "
+            "on average. Worst-case values are lower bounds found by ascent; compare them between models with the "
+            "same settings, not across measures."
+        )
+    for name in ("epsilon", "adaptive", "average"):
+        with st.expander(f"Downloads: {name} sharpness"):
+            ui.downloads(result[name], name=f"{name}_sharpness")

@@ -159,6 +159,7 @@ def main() -> None:
     order = np.argsort(ref_vals)[::-1]
     ref_vals, ref_vecs = ref_vals[order], ref_vecs[:, order]
     ref_res = np.array([np.linalg.norm(f64.hvp(v) - lam * v) for lam, v in zip(ref_vals, ref_vecs.T)])
+    bottom_vals = np.sort(sla.eigsh(op, k=3, which="SA", tol=1e-14, ncv=60)[0])[::-1]
     exact_trace = closed_form_trace(model, X, y)
     print(
         f"reference: ARPACK on float64 HVPs ({f64.count} products, {time.perf_counter() - start:.1f} s), "
@@ -173,6 +174,7 @@ def main() -> None:
             f"trace {dense.sum():.10g} vs closed form {exact_trace:.10g}"
         )
     print(f"top-5 eigenvalues: {np.array2string(ref_vals, precision=8)}; trace {exact_trace:.8g}")
+    print(f"3 most negative eigenvalues: {np.array2string(bottom_vals, precision=8)}")
 
     def rel(est, ref):
         return np.max(np.abs(np.asarray(est) - ref) / np.abs(ref))
@@ -232,6 +234,11 @@ def main() -> None:
         s, spec = best_time(lambda k=k: hessian.top_eigenvalues(problem, k=k, use_cache=False), args.repeats)
         ours[k] = spec
         rows.append(("landscape_core", f"top-{k}", s, rel(spec.values, ref_vals[:k]), spec.hvp_count))
+    s, spec = best_time(lambda: hessian.top_eigenvalues(problem, k=3, which="smallest", use_cache=False), args.repeats)
+    ours["bottom"] = spec
+    bottom_err = np.max(np.abs(spec.values - bottom_vals)) / ref_vals[0]  # relative to ||H||: these are ~0
+    rows.append(("landscape_core", "bottom-3 (/||H||)", s, bottom_err, spec.hvp_count))
+    rows.append(("pyhessian", "bottom-3", float("nan"), "not available (power iteration: largest |lambda| only)", 0))
     s, est = best_time(lambda: hessian.trace(problem, budget=args.trace_budget, use_cache=False), args.repeats)
     rows.append(("landscape_core", "trace", s, abs(est.estimate - exact_trace) / exact_trace, est.hvp_count))
     s, dens = best_time(lambda: hessian.density(problem, iters=args.density_iters, use_cache=False), args.repeats)
@@ -240,10 +247,10 @@ def main() -> None:
     )
 
     # -- report --------------------------------------------------------------------------------------------
-    print(f"\n{'tool':<15} {'task':<17} {'seconds':>8} {'rel. error':>11} {'HVPs':>5}")
-    for tool, task, seconds, err, n in rows:
+    print(f"\n{'tool':<15} {'task':<18} {'seconds':>8} {'rel. error':>11} {'HVPs':>5}")
+    for tool, task, seconds, err, n in sorted(rows, key=lambda r: (r[1].split()[0], r[0])):
         err_text = f"{err:11.2e}" if isinstance(err, float) else f" {err}"
-        print(f"{tool:<15} {task:<17} {seconds:8.3f} {err_text} {n:>5}")
+        print(f"{tool:<15} {task:<18} {seconds:8.3f} {err_text} {n:>5}")
     print(f"\npyhessian trace {ph_trace[0]:.6g} from {ph_trace[1]} Hutchinson samples (no error bar)")
     covered = abs(est.estimate - exact_trace) <= 2 * est.stderr
     print(

@@ -1,7 +1,7 @@
 """Lanczos for symmetric operators given only as ``v -> A v``: extremal eigenpairs and quadrature.
 
 ``eigsh``: thick-restart Lanczos (Wu & Simon 2000; Stathopoulos et al. 1998) with full
-reorthogonalization. The Krylov basis ``V`` and the products ``W = A V`` are kept in float64,
+reorthogonalization. The Krylov basis ``V`` and the products ``W = A V`` are kept in float64 (memory ``2 m n`` doubles),
 so the projected matrix ``T = V W^T`` (tridiagonal, arrow-shaped after a restart) and the
 true residuals ``||A x - theta x|| = ||W y - theta V y||`` of every Ritz pair come without
 extra products. At a restart the wanted Ritz vectors (and as many again) are kept, with
@@ -123,15 +123,15 @@ def eigsh(
     gen = torch.Generator().manual_seed(int(seed))
     V = torch.zeros(m, n, dtype=torch.float64)
     W = torch.zeros(m, n, dtype=torch.float64)
+    T = torch.zeros(m, m, dtype=torch.float64)
     V[0] = _random_unit(n, V[:0], gen)
     j, matvecs, restarts = 0, 0, 0
     while True:
         W[j] = matvec(V[j]).to(torch.float64)
         matvecs += 1
         j += 1
-        T = V[:j] @ W[:j].T
-        T = 0.5 * (T + T.T)
-        theta, Y = torch.linalg.eigh(T)
+        T[:j, j - 1] = T[j - 1, :j] = V[:j] @ W[j - 1]  # the new row/column of T = V W^T
+        theta, Y = torch.linalg.eigh(T[:j, :j])
         scale = float(theta.abs().max()) if j else 0.0
         done = j == n or matvecs >= max_iter
         if j >= total:
@@ -150,11 +150,18 @@ def eigsh(
         r = _orthogonalize(W[j - 1], V[:j])
         if j == m:  # thick restart: keep the best Ritz vectors and the residual direction
             restarts += 1
-            idx, _ = _wanted(theta, keep // 2 if which is Which.BOTH else keep, which)
+            if which is Which.SMALLEST:
+                # also keep a few of the largest Ritz vectors: they converge first, and holding them in
+                # the basis deflates the dominant end that would otherwise re-enter every new block
+                top = max(1, keep // 2)
+                idx = torch.cat([_wanted(theta, keep - top, which)[0], torch.arange(j - 1, j - 1 - top, -1)])
+            else:
+                idx, _ = _wanted(theta, keep // 2 if which is Which.BOTH else keep, which)
             Yk = Y[:, idx]
             V[: idx.numel()], W[: idx.numel()] = Yk.T @ V[:j], Yk.T @ W[:j]
             j = idx.numel()
-            V[j:], W[j:] = 0.0, 0.0
+            V[j:], W[j:], T[:] = 0.0, 0.0, 0.0
+            T[:j, :j] = torch.diag(theta[idx])
             r = _orthogonalize(r, V[:j])
         norm = r.norm()
         if norm <= 1e-10 * max(scale, 1e-300):  # invariant subspace: continue with a fresh direction

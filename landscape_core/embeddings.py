@@ -11,10 +11,11 @@ the embedding layer adds ``delta``, so any model whose forward goes through an
   error over samples;
 * ``worst_case``: the largest loss in the ball ``||delta||_F <= eps`` over the real
   tokens of one input, by projected normalized gradient ascent (FreeLB, Zhu et al. 2020);
-* ``input_hessian_top_eigenvalue``: power iteration on the Hessian of one input's loss
-  with respect to its token embeddings;
-* ``embedding_surface``: the weight-space landscape of the embedding matrix alone, along
-  filter-normalized directions masked to it (each row, one token's vector, is a filter).
+* ``sentence_embeddings``/``predictions``: what the model sees and says per input.
+
+Beside it: ``input_hessian`` (top eigenvalue of each input's Hessian in its embeddings),
+``embedding_matrix`` (weight-space surfaces of the embedding matrix alone) and
+``fragility`` (the ranking of inputs, cached, and 2-D maps of sentence embeddings).
 
 Radii are *relative* by default: radius ``r`` is the ball ``||delta||_F <= r ||E||_F``
 (real tokens only), on whose sphere the average-case directions lie, so both curves share
@@ -34,8 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import directions as directions_mod
-from . import surface as surface_mod
 from .evaluate import Cancelled
 
 Progress = Callable[[int, int], None]
@@ -386,58 +385,6 @@ def worst_case(
     return (worst, torch.stack(deltas)) if return_delta else worst
 
 
-# -- curvature --------------------------------------------------------------------------
-def input_hessian_top_eigenvalue(
-    problem,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    iterations: int = 30,
-    seed: int = 0,
-    theta: torch.Tensor | None = None,
-    embedding: str | None = None,
-    batch_size: int = 128,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Largest-magnitude eigenvalue of each input's loss Hessian w.r.t. its token embeddings.
-
-    Power iteration with Hessian-vector products (double backward) on the real tokens
-    (``T_real * D`` coordinates per input); all inputs of a batch at once, since the Hessian
-    of the summed loss is block diagonal over inputs. Returns ``(eigenvalue, residual)``,
-    float64 ``(n,)``, with ``residual = ||H v - lambda v|| / max(|lambda|, 1e-30)``.
-    """
-    access = EmbeddingAccess(problem, theta, embedding)
-    X = access.check_inputs(X)
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}.")
-    n = X.shape[0]
-    eigenvalue, residual = np.zeros(n), np.zeros(n)
-    for start, stop in _batches(n, batch_size):
-        Xb, yb = X[start:stop], y[start:stop].to(problem.device)
-        E, m = access.embed(Xb), access.mask(Xb)
-        zero = torch.zeros((), dtype=E.dtype, device=E.device)
-        delta = torch.zeros_like(E, requires_grad=True)
-        grad = torch.autograd.grad(access.losses(Xb, yb, delta).sum(), delta, create_graph=True)[0]
-
-        def hvp(v, grad=grad, delta=delta, m=m, zero=zero):
-            hv = torch.autograd.grad((grad * v).sum(), delta, retain_graph=True)[0]
-            return torch.where(m, hv, zero)
-
-        v = token_directions(E, m, 1, seed, range(start, stop))[0]
-        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None]
-        lam = torch.zeros(E.shape[0], dtype=E.dtype, device=E.device)
-        hv = hvp(v)
-        for _ in range(iterations):
-            lam = (v * hv).flatten(1).sum(1)
-            norm = hv.flatten(1).norm(dim=1)
-            ok = norm > 0
-            v = torch.where(ok[:, None, None], hv / norm.clamp_min(1e-30)[:, None, None], v)
-            hv = hvp(v)
-        lam = (v * hv).flatten(1).sum(1)
-        res = (hv - lam[:, None, None] * v).flatten(1).norm(dim=1) / lam.abs().clamp_min(1e-30)
-        eigenvalue[start:stop] = lam.detach().double().cpu().numpy()
-        residual[start:stop] = res.detach().double().cpu().numpy()
-    return eigenvalue, residual
-
-
 # -- what the model sees ------------------------------------------------------------------
 def sentence_embeddings(
     problem, X: torch.Tensor, theta: torch.Tensor | None = None, embedding: str | None = None
@@ -462,37 +409,3 @@ def predictions(
     probs = torch.softmax(out, dim=-1)
     conf, pred = probs.max(dim=-1)
     return pred.cpu().numpy(), conf.cpu().numpy()
-
-
-# -- the embedding matrix in weight space ------------------------------------------------------
-def embedding_directions(problem, count: int = 2, seed: int = 0, embedding: str | None = None) -> torch.Tensor:
-    """Filter-normalized random directions ``(count, P)`` that move only the embedding matrix.
-
-    Each row of the matrix (one token's vector) is a filter: the direction's row has the
-    norm of ``theta0``'s row, so the padding row (all zeros) never moves. Every other
-    parameter is exactly zero.
-    """
-    name = EmbeddingAccess(problem, None, embedding).weight_name
-    mask = problem.space.mask(include=name)
-    d = directions_mod.random(problem, count=count, norm="filter", ignore=(), seed=seed, mask=mask)
-    settings = {"kind": "random", "norm": "filter", "seed": int(seed), "count": count, "mask_include": name}
-    return directions_mod.register(d, settings)
-
-
-def embedding_surface(
-    problem,
-    plane: bool = False,
-    span: tuple[float, float] = (-1.0, 1.0),
-    steps: int = 31,
-    seed: int = 0,
-    embedding: str | None = None,
-    splits=None,
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-):
-    """Loss of the problem when only the embedding matrix moves, along filter-normalized
-    directions (``surface.line``, or ``surface.plane`` with ``plane=True``); a ``Surface``."""
-    d = embedding_directions(problem, 2 if plane else 1, seed, embedding)
-    if plane:
-        return surface_mod.plane(problem, d[0], d[1], span, steps, splits=splits, progress=progress, cancel=cancel)
-    return surface_mod.line(problem, d[0], span, steps, splits=splits, progress=progress, cancel=cancel)

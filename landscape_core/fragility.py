@@ -24,6 +24,7 @@ import torch
 
 from . import cache as cache_mod
 from . import embeddings as emb
+from . import input_hessian
 from .directions import digest
 from .results import ResultIO
 
@@ -220,7 +221,7 @@ def fragility(
             base = access.losses(X, y.to(problem.device), None).double().cpu().numpy()
         worst = np.maximum(worst, base[:, None])  # delta = 0 is in every ball
         if hessian:
-            top, residual = emb.input_hessian_top_eigenvalue(problem, X, y, seed=seed, theta=access.theta)
+            top, residual = input_hessian.input_hessian_top_eigenvalue(problem, X, y, seed=seed, theta=access.theta)
         else:
             top = residual = np.full(n, np.nan)
         pred, conf = emb.predictions(problem, X, access.theta)

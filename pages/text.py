@@ -2,7 +2,7 @@
 
 UI only: the curves, scores and ranking come from ``landscape_core.fragility`` (built on
 ``landscape_core.embeddings``), the 2-D map from ``fragility.embedding_map``, the weight-space
-line of the embedding matrix from ``embeddings.embedding_surface``. Runs on the sidebar's
+line of the embedding matrix from ``embedding_matrix.embedding_surface``. Runs on the sidebar's
 workspace when it is a text model, otherwise on the built-in "text-sentiment" demo.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from landscape_core import embeddings, fragility, jobs
+from landscape_core import embedding_matrix, embeddings, fragility, jobs
 from pages import _ui as ui
 
 TEXT_DEMO = "text-sentiment"
@@ -382,7 +382,7 @@ if trainable:
 
     def line_job(progress, cancel):
         return {
-            w: embeddings.embedding_surface(p, span=(-1.0, 1.0), steps=31, seed=int(seed), cancel=cancel)
+            w: embedding_matrix.embedding_surface(p, span=(-1.0, 1.0), steps=31, seed=int(seed), cancel=cancel)
             for w, p in trainable.items()
         }
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_core import Problem
+from landscape_core import Problem, embedding_matrix, input_hessian
 from landscape_core import embeddings as emb
 from landscape_core import fragility as fr
 
@@ -109,7 +109,7 @@ def test_average_case_is_the_mean_over_the_same_directions(case):
 
 
 def test_input_hessian_top_eigenvalue_matches_closed_form(case):
-    top, residual = emb.input_hessian_top_eigenvalue(case["problem"], case["X"], case["y"], iterations=10)
+    top, residual = input_hessian.input_hessian_top_eigenvalue(case["problem"], case["X"], case["y"], iterations=10)
     p = torch.sigmoid(case["margin"])
     exact = (p * (1 - p) * case["w"].norm() ** 2 / case["T"]).numpy()
     np.testing.assert_allclose(top, exact, rtol=1e-8)
@@ -132,7 +132,7 @@ def test_ranking_is_deterministic_and_sorted(case):
 
 def test_embedding_surface_moves_only_the_embedding_rows(case):
     problem = case["problem"]
-    d = emb.embedding_directions(problem, count=2, seed=1)
+    d = embedding_matrix.embedding_directions(problem, count=2, seed=1)
     info = problem.space["embedding.weight"]
     outside = torch.ones(problem.space.size, dtype=torch.bool)
     outside[info.slice] = False
@@ -141,9 +141,9 @@ def test_embedding_surface_moves_only_the_embedding_rows(case):
     theta_rows = problem.theta0[info.slice].reshape(info.shape).norm(dim=-1)
     torch.testing.assert_close(rows, theta_rows.expand(2, -1), rtol=1e-6, atol=1e-12)
     assert rows[:, 0].abs().max() == 0  # the padding row stays put
-    line = emb.embedding_surface(problem, steps=5, span=(-0.5, 0.5), seed=1)
+    line = embedding_matrix.embedding_surface(problem, steps=5, span=(-0.5, 0.5), seed=1)
     assert line.center_value("train_loss") == pytest.approx(problem.base["train_loss"], rel=1e-12)
-    at = problem.evaluate(problem.theta0 + 0.5 * emb.embedding_directions(problem, 1, seed=1)[0])
+    at = problem.evaluate(problem.theta0 + 0.5 * embedding_matrix.embedding_directions(problem, 1, seed=1)[0])
     assert line.values["train_loss"][-1] == pytest.approx(at["train_loss"][0], rel=1e-12)
 
 

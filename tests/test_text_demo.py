@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_core import cache, text_demo
+from landscape_core import cache, text_demo, text_encoder
 from landscape_core import fragility as fr
 from landscape_core.workspace import Workspace
 
@@ -133,7 +133,7 @@ def test_pooled_head_perturbs_the_sentence_vector():
     def encode(texts):
         return np.stack([table.setdefault(t, rng.normal(size=6)) for t in texts])
 
-    ws = text_demo.pooled_head_workspace(encode, epochs=20)
+    ws = text_encoder.pooled_head_workspace(encode, epochs=20)
     problem = ws.problem
     X, y = problem.splits["val"].X[:10], problem.splits["val"].y[:10]
     head = problem.model.head
@@ -148,7 +148,7 @@ def test_pooled_head_perturbs_the_sentence_vector():
     assert "embedding.weight" not in problem.space.names  # the table is frozen, only the head is analysed
 
 
-@pytest.mark.skipif(not text_demo.encoder_available()[0], reason=text_demo.encoder_available()[1])
+@pytest.mark.skipif(not text_encoder.encoder_available()[0], reason=text_encoder.encoder_available()[1])
 def test_optional_minilm_encoder_head():
-    ws = text_demo.encoder_workspace()
+    ws = text_encoder.encoder_workspace()
     assert ws.problem.base["val_accuracy"] > 0.7

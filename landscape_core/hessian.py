@@ -175,6 +175,10 @@ class SliceCurvature(ResultIO):
     hvp_count: int
     settings: dict
 
+    def __post_init__(self):  # NaN floats come back from JSON as strings
+        for name in ("lambda_max", "lambda_min", "trace_per_param", "trace_stderr"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
     @property
     def ratios(self) -> np.ndarray:
         return self.curvatures / self.lambda_max

@@ -54,6 +54,12 @@ class Sharpness(ResultIO):
     perturbation: torch.Tensor | None = None
     samples: np.ndarray | None = None
 
+    def __post_init__(self):  # NaN floats (a diverged loss) come back from JSON as strings
+        for name in ("value", "base_loss", "perturbed_loss"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.stderr is not None:
+            object.__setattr__(self, "stderr", float(self.stderr))
+
     def to_csv(self) -> str:
         """``quantity,value`` rows (value, losses, stderr, then average samples if any)."""
         lines = ["quantity,value", f"kind,{self.kind}", f"value,{self.value!r}"]

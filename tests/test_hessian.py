@@ -184,6 +184,22 @@ def test_hessian_directions_and_slice_curvature(mlp):
     assert sc.lambda_max == pytest.approx(float(exact[-1])) and sc.lambda_min == pytest.approx(float(exact[0]))
     assert abs(sc.trace_per_param - float(H.trace()) / problem.space.size) < 4 * sc.trace_stderr
     assert "axis_0_curvature" in sc.to_csv()
+    top_only = hessian.slice_curvature(problem, d[0], spectrum=hessian.top_eigenvalues(problem, k=1), trace_budget=9)
+    back = hessian.SliceCurvature.from_bytes(top_only.to_bytes())
+    assert np.isnan(back.lambda_min) and back.lambda_max == top_only.lambda_max
+
+
+def test_trace_and_density_round_trip(mlp):
+    problem, _, _ = mlp
+    est = hessian.trace(problem, budget=12, use_cache=False)
+    back = hessian.TraceEstimate.from_bytes(est.to_bytes())
+    assert back.estimate == est.estimate and back.stderr == est.stderr
+    np.testing.assert_array_equal(back.samples, est.samples)
+    dens = hessian.density(problem, iters=10, runs=2, use_cache=False)
+    again = hessian.Density.from_bytes(dens.to_bytes())
+    np.testing.assert_array_equal(again.density, dens.density)
+    np.testing.assert_array_equal(again.run, dens.run)
+    assert dens.to_csv().count("\nnode,") == dens.nodes.size
 
 
 def test_spectrum_round_trip_and_cache(mlp, fresh_cache):

@@ -189,7 +189,8 @@ st.caption(
     "directions scaled per token to that token's embedding norm (the text analogue of filter normalization), "
     "mean +/- standard error over samples. **Worst case**: projected gradient ascent in the ball "
     "||delta||_F <= r ||E||_F (FreeLB-style). Padding is never perturbed. The **fragility score** is the "
-    "worst-case rise of the loss at the score radius."
+    "worst-case rise of the loss at the score radius, max L - L, or relative to the loss, 100 (max L - L) / (1 + L) "
+    "(Keskar et al.'s epsilon-sharpness, here in embedding space)."
 )
 
 ws, wid, note = text_workspace()

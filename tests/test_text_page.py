@@ -41,9 +41,11 @@ def test_text_page_on_the_text_workspace_with_the_relative_score():
     before = at.dataframe[0].value
     at.radio(key="text_score").set_value("keskar")
     at.number_input(key="text_n").set_value(60)
+    at.checkbox(key="text_hessian").check()
     next(b for b in at.button if b.proto.is_form_submitter).click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     after = at.dataframe[0].value
     assert "wrong from radius" in after.columns and after["fragility score"].is_monotonic_decreasing
     assert list(after["text"]) != list(before["text"])
+    assert (after["input-Hessian lambda_max"] > -1e-6).all()  # PSD: cross-entropy of logits linear in E

@@ -136,8 +136,8 @@ if check:
                 train=Upload(train_file.name, train_file.getvalue()) if train_file else None,
                 val=Upload(val_file.name, val_file.getvalue()) if val_file else None,
             )
-    except (ValueError, TypeError) as exc:
-        ui.error_box(exc, "Upload refused")
+    except (ValueError, TypeError) as exc:  # a refused file: one sentence, no traceback
+        ui.error_box(str(exc), "Upload refused")
     else:
         _show_workspace(ws)
         _open(ws)
@@ -172,7 +172,7 @@ if check_program:
                     loss=loss,
                 )
         except (ValueError, TypeError) as exc:
-            ui.error_box(exc, "Program refused")
+            ui.error_box(str(exc), "Program refused")
         else:
             _show_workspace(ws)
             _open(ws)

@@ -1,0 +1,152 @@
+"""Uploads in a real browser: the Your model page accepts a state dict and refuses a corrupt one readably.
+
+Starts ``streamlit run app.py -- --spec <tiny spec>`` (no demo training), opens the page in
+Debian's Chromium via Playwright, uploads files through the real file-uploader widgets and waits
+on the app's run state (no sleeps). Screenshots go to ``test-output/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output" / "screenshots"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+SPEC = """
+import torch
+import torch.nn.functional as F
+from landscape_core import Problem
+
+
+def make_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+
+def build():
+    X = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    return Problem(make_model(), F.cross_entropy, train=(X, (X[:, 0] > 0).long()))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("your_model_e2e")
+    (folder / "upload_spec.py").write_text(SPEC)
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    for epoch in (2, 10):
+        torch.save({"model": model.state_dict(), "epoch": epoch}, folder / f"epoch_{epoch}.pt")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    (folder / "truncated.pt").write_bytes(buffer.getvalue()[:200])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_url(files):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    port = _free_port()
+    (ROOT / "test-output").mkdir(exist_ok=True)
+    log = open(ROOT / "test-output" / "streamlit-your-model-e2e.log", "w")  # noqa: SIM115  (closed in finally)
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
+    command += ["--server.port", str(port), "--", "--spec", f"{files / 'upload_spec.py'}:build"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.25)  # polling interval of the health endpoint while the server starts
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1400, "height": 2400})
+        yield context.new_page()
+        browser.close()
+
+
+def _wait_for_run(page, timeout: float = 120_000) -> None:
+    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def _upload_and_check(page, paths) -> None:
+    form = page.locator('[data-testid="stForm"]').first
+    form.locator('input[type="file"]').first.set_input_files([str(p) for p in paths])
+    for p in paths:
+        form.get_by_text(p.name).first.wait_for()
+    form.get_by_role("button", name="Check and open").click()
+    _wait_for_run(page)
+
+
+def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
+    # The first request of a fresh server must be the entry page: until app.py has called
+    # st.navigation once, Streamlit serves files under pages/ as stand-alone pages.
+    page.goto(app_url)
+    _wait_for_run(page)
+    page.goto(f"{app_url}/your_model")
+    _wait_for_run(page)
+    assert "Your model" in page.locator('[data-testid="stSidebarNav"]').inner_text()
+    page.get_by_text("Workspace").first.wait_for()  # the frame's sidebar is drawn
+    page.get_by_text("The spec in use").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    _upload_and_check(page, [files / "epoch_10.pt", files / "epoch_2.pt"])
+    page.get_by_text("Accepted:").wait_for()
+    table = page.locator('[data-testid="stDataFrame"]').last.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "your_model_accepted.png"), full_page=True)
+    assert table is not None
+
+    page.goto(f"{app_url}/your_model")
+    _wait_for_run(page)
+    _upload_and_check(page, [files / "truncated.pt"])
+    error = page.locator('[data-testid="stAlert"]').filter(has_text="Upload refused")
+    error.first.wait_for()
+    assert "'truncated.pt' is corrupt or truncated" in error.first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "your_model_refused.png"), full_page=True)

@@ -87,14 +87,23 @@ def view_chart(traj) -> alt.LayerChart:
 
 
 def plane_chart(plane, traj, quantity: str, log: bool):
+    """The shared heatmap with the checkpoints joined in training order; start and end labelled."""
+    points = {name: (float(x), float(y)) for name, (x, y) in zip(traj.names, traj.coords)}
     heat = ui.heatmap(
         plane,
         quantity,
         log=log,
         title=f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint, with the training path",
+        points=points,
+        path=True,
     )
-    frame = view_frame(traj).rename(columns={"x": "a0", "y": "b0"})
-    return alt.layer(heat, *path_layers(frame, "a0", "b0")).resolve_scale(color="independent")
+    ends = pd.DataFrame({"a0": traj.coords[[0, -1], 0], "b0": traj.coords[[0, -1], 1], "label": ["start", "end"]})
+    labels = (
+        alt.Chart(ends)
+        .mark_text(dx=9, dy=-9, align="left", color="white", fontWeight="bold", fontSize=13)
+        .encode(x="a0:Q", y="b0:Q", text="label:N")
+    )
+    return heat + labels
 
 
 def gap_frame(gap, traj, quantity: str) -> pd.DataFrame:
@@ -358,8 +367,8 @@ if plane is not None:
     plane_view = plane_chart(plane, pca, quantity, log)
     st.altair_chart(plane_view, width="stretch")
     st.caption(
-        "The origin (cross) is the PCA reference point; the circles are the checkpoints at their PCA coordinates, "
-        "coloured by epoch. Axes in parameter units along the orthonormal PCA directions (equal scale)."
+        "The origin is the PCA reference point; the dots are the checkpoints at their PCA coordinates, joined in "
+        "training order. Axes in parameter units along the orthonormal PCA directions (equal scale)."
     )
 
 st.subheader("How faithful is the picture? True loss vs the loss under each checkpoint")

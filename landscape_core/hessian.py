@@ -206,13 +206,16 @@ def slice_curvature(
     """Curvature ``d^T H d / ||d||^2`` along each row of ``directions`` ``(d, P)`` (or one ``(P,)``).
 
     ``spectrum`` (with ``which="both"`` or ``"largest"``) and ``trace_estimate`` are computed
-    if not given (``k=1, which="both"``; Hutch++ with ``trace_budget`` products), on ``mask``.
+    if not given (``k=1, which="both"``; Hutch++ with ``trace_budget`` products), on ``mask``
+    (then the directions must be zero outside it, so ``d^T H d`` is a quadratic form of the block).
     """
     rows = directions if directions.dim() == 2 else directions[None]
     problem.space.check(rows, "directions", batched=True)
     norms = rows.double().norm(dim=1)
     if bool((norms == 0).any()):
         raise ValueError("directions contains a zero vector; its curvature is undefined.")
+    if mask is not None and bool((rows[:, ~mask.to(rows.device, torch.bool)] != 0).any()):
+        raise ValueError("directions have entries outside mask; with a mask, give directions that are zero outside it.")
     if spectrum is None:
         spectrum = top_eigenvalues(problem, k=1, which="both", mask=mask, seed=seed, dtype=dtype, hvp_method=hvp_method)
     if trace_estimate is None:

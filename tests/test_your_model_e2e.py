@@ -63,6 +63,11 @@ def files(tmp_path_factory):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     (folder / "truncated.pt").write_bytes(buffer.getvalue()[:200])
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model.eval(), (torch.randn(5, 3),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, folder / "net.pt2")
+    X = torch.randn(32, 3, generator=torch.Generator().manual_seed(2))
+    torch.save({"X": X, "y": (X[:, 1] > 0).long()}, folder / "data.pt")
     return folder
 
 
@@ -113,12 +118,15 @@ def _wait_for_run(page, timeout: float = 120_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
-def _upload_and_check(page, paths) -> None:
-    form = page.locator('[data-testid="stForm"]').first
-    form.locator('input[type="file"]').first.set_input_files([str(p) for p in paths])
-    for p in paths:
-        form.get_by_text(p.name).first.wait_for()
-    form.get_by_role("button", name="Check and open").click()
+def _upload_and_check(page, paths, form_index=0, button="Check and open") -> None:
+    """Put ``paths`` (a list per file uploader of the form) into the form's uploaders and submit."""
+    form = page.locator('[data-testid="stForm"]').nth(form_index)
+    groups = paths if isinstance(paths[0], list) else [paths]
+    for i, group in enumerate(groups):
+        form.locator('input[type="file"]').nth(i).set_input_files([str(p) for p in group])
+        for p in group:
+            form.get_by_text(p.name).first.wait_for()
+    form.get_by_role("button", name=button, exact=True).click()
     _wait_for_run(page)
 
 
@@ -150,3 +158,17 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     assert "'truncated.pt' is corrupt or truncated" in error.first.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "your_model_refused.png"), full_page=True)
+
+
+def test_upload_a_program_with_data_and_no_code(page, app_url, files):
+    page.goto(app_url)
+    _wait_for_run(page)
+    page.goto(f"{app_url}/your_model")
+    _wait_for_run(page)
+    _upload_and_check(
+        page, [[files / "net.pt2"], [files / "data.pt"]], form_index=1, button="Check and open the program"
+    )
+    page.get_by_text("Accepted:").wait_for()
+    assert "program net.pt2" in page.locator('[data-testid="stAlert"]').filter(has_text="Accepted").first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "your_model_program.png"), full_page=True)

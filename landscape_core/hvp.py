@@ -38,7 +38,7 @@ from .problem import Mode
 
 log = logging.getLogger(__name__)
 
-MAX_KEPT_GRAPHS = 8  # splits with at most this many batches keep their gradient graphs between products
+MAX_KEPT_GRAPHS = 1  # splits with at most this many batches keep their gradient graphs (memory: one batch)
 
 
 class HVPMethod(str, Enum):

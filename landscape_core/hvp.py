@@ -173,32 +173,27 @@ class LossFunction:
             total += w * tangent
         return total
 
-    def _gradient_graphs(self, theta) -> list:
-        """Per batch ``(leaf, grad with graph, weight)`` at ``theta``; kept for reuse when the split has few batches.
-
-        Reusing the gradient's graph makes each further product one backward pass through it.
-        """
-        if self._graphs is not None and self._graphs[0] is theta:
-            return self._graphs[1]
-        graphs = []
-        for X, y, w in self.batches:
-            t = theta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                value = self.batch_loss(t, X, y)
-                if not value.requires_grad:
-                    continue  # the loss does not depend on theta: zero Hessian (checked by the operator)
-                (g,) = torch.autograd.grad(value, t, create_graph=True)
-            if g.requires_grad:  # else piecewise linear in theta: a zero Hessian block
-                graphs.append((t, g, w))
-        if len(self.batches) <= MAX_KEPT_GRAPHS:
-            self._graphs = (theta, graphs)
-        return graphs
+    def _gradient_graph(self, theta, X, y):
+        """``(leaf, gradient with its graph)`` of one batch at ``theta``, or ``None`` for a zero Hessian."""
+        t = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = self.batch_loss(t, X, y)
+            if not value.requires_grad:
+                return None  # the loss does not depend on theta (checked by the operator)
+            (g,) = torch.autograd.grad(value, t, create_graph=True)
+        return (t, g) if g.requires_grad else None  # else piecewise linear in theta: a zero block
 
     def _hvp_double_backward(self, theta, v):
+        """Batch by batch; a split of at most ``MAX_KEPT_GRAPHS`` batches keeps its graphs for the next product."""
         total = torch.zeros_like(theta)
-        graphs = self._gradient_graphs(theta)
-        keep = self._graphs is not None and self._graphs[0] is theta
-        for t, g, w in graphs:
+        keep = len(self.batches) <= MAX_KEPT_GRAPHS
+        if keep and (self._graphs is None or self._graphs[0] is not theta):
+            self._graphs = (theta, [(self._gradient_graph(theta, X, y), w) for X, y, w in self.batches])
+        for i, (X, y, w) in enumerate(self.batches):
+            graph = self._graphs[1][i][0] if keep else self._gradient_graph(theta, X, y)
+            if graph is None:
+                continue
+            t, g = graph
             (hv,) = torch.autograd.grad(g, t, grad_outputs=v, retain_graph=keep, allow_unused=True)
             if hv is not None:
                 total += w * hv

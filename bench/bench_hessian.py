@@ -13,8 +13,8 @@ Reference ("truth"), computed here independently of both tools, in float64:
   ones and ``tr H = (1/N) sum_n [tr(S_n)(|h_n|^2 + 1) + (|x_n|^2 + 1) sum_j r_nj (W2^T S_n W2)_jj]``,
   ``S_n = diag(p_n) - p_n p_n^T``, ``r_nj = relu'(a_nj)``; checked against ``torch.func.hessian``
   on a small net at start-up;
-* ``--dense``: the full float64 Hessian by ``torch.func`` (forward-over-reverse, chunked) and
-  ``eigvalsh``. About 15-20 minutes on a busy 2-core CPU, hence optional.
+* ``--dense``: the full float64 Hessian (9,610 rows by double backward) and ``eigvalsh``; several
+  minutes on a busy 2-core CPU (eigvalsh of a 9.6k matrix alone took 4.6 min here), hence optional.
 
 Run: ``python bench/bench_hessian.py`` (about a minute; ``--threads`` sets torch's intra-op threads,
 default 1: on a small model and a shared 2-core machine more threads only add contention).
@@ -109,14 +109,16 @@ def check_closed_form() -> float:
     return abs(closed_form_trace(model, X, y) - exact) / abs(exact)
 
 
-def dense_spectrum(f: Float64Loss, chunk: int = 128) -> np.ndarray:
-    """All eigenvalues from the dense float64 Hessian (torch.func forward-over-reverse, chunked)."""
-    grad = torch.func.grad(f.loss)
+def dense_spectrum(f: Float64Loss) -> np.ndarray:
+    """All eigenvalues of the dense float64 Hessian, built row by row (double backward through the
+    kept gradient graph, exact to rounding), then ``eigvalsh``."""
     P = f.theta.numel()
     H = torch.empty(P, P, dtype=torch.float64)
-    for start in range(0, P, chunk):
-        E = torch.eye(P, dtype=torch.float64)[start : start + chunk]
-        H[start : start + chunk] = torch.func.vmap(lambda e: torch.func.jvp(grad, (f.theta,), (e,))[1])(E)
+    e = torch.zeros(P, dtype=torch.float64)
+    for i in range(P):
+        e[i] = 1.0
+        H[i] = torch.autograd.grad(f.grad, f.leaf, e, retain_graph=True)[0]
+        e[i] = 0.0
     return torch.linalg.eigvalsh(0.5 * (H + H.T)).numpy()[::-1]
 
 

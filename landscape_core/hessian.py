@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .density import Density, density
-from .hvp import HessianOperator, cached, curvature_settings
+from .hvp import HessianOperator, cached, choice, curvature_settings
 from .lanczos import Which, eigsh
 from .results import ResultIO
 from .trace import TraceEstimate, trace
@@ -116,7 +116,7 @@ def top_eigenvalues(
     >>> spec = top_eigenvalues(problem, k=3, which="both")   # doctest: +SKIP
     >>> spec.values, spec.residuals, spec.converged          # doctest: +SKIP
     """
-    which = Which(which)
+    which = choice(Which, which, "which")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
     n = problem.space.size if mask is None else int(torch.as_tensor(mask).sum())

@@ -53,6 +53,15 @@ class NonFiniteHVP(FloatingPointError):
     """A Hessian-vector product contained NaN or inf (the loss or model diverges at this point)."""
 
 
+def choice(enum: type[Enum], value, name: str):
+    """``enum(value)``, or a ``ValueError`` naming ``name``, the value given and the values allowed."""
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum)
+        raise ValueError(f"{name} must be one of {allowed}; got {value!r}.") from None
+
+
 def resolve_dtype(dtype) -> torch.dtype | None:
     """``None`` (the problem's dtype), ``"float64"``/``"float32"`` or a torch float dtype."""
     if dtype is None:
@@ -102,7 +111,7 @@ class LossFunction:
             raise ValueError(f"split {split!r} is not available; this problem has {list(problem.splits)}.")
         self.problem = problem
         self.dtype = resolve_dtype(dtype) or problem.dtype
-        self.method = HVPMethod(method)
+        self.method = choice(HVPMethod, method, "hvp_method")
         self._graphs: tuple[torch.Tensor, list] | None = None  # (theta, [(leaf, grad, weight)])
         self.device = problem.device
         if self.dtype == problem.dtype:
@@ -319,7 +328,7 @@ def curvature_settings(problem, mask, dtype, hvp_method, split: str = "train") -
         "split": split,
         "mask": mask_info,
         "dtype": str(dtype).replace("torch.", ""),
-        "hvp_method": HVPMethod(hvp_method).value,
+        "hvp_method": choice(HVPMethod, hvp_method, "hvp_method").value,
     }
 
 

@@ -19,7 +19,7 @@ from enum import Enum
 import numpy as np
 import torch
 
-from .hvp import HessianOperator, cached, curvature_settings
+from .hvp import HessianOperator, cached, choice, curvature_settings
 from .results import ResultIO
 
 
@@ -83,7 +83,7 @@ def trace(
     >>> est = trace(problem, budget=150)           # doctest: +SKIP
     >>> est.estimate, est.stderr, est.hvp_count    # doctest: +SKIP
     """
-    method = TraceMethod(method)
+    method = choice(TraceMethod, method, "method")
     minimum = 6 if method is TraceMethod.HUTCHPP else 2
     if not isinstance(budget, int) or budget < minimum:
         raise ValueError(f"budget must be an integer >= {minimum} for method {method.value!r}; got {budget!r}.")

@@ -222,8 +222,14 @@ def test_k_larger_than_dimension():
         hessian.top_eigenvalues(problem, k=3)
     with pytest.raises(ValueError, match="2k = 4"):
         hessian.top_eigenvalues(problem, k=2, which="both")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="which must be one of 'largest', 'smallest', 'both'; got 'middle'"):
         hessian.top_eigenvalues(problem, k=1, which="middle")
+    with pytest.raises(ValueError, match="hvp_method"):
+        hessian.top_eigenvalues(problem, k=1, hvp_method="finite-differences")
+    with pytest.raises(ValueError, match="method must be one of"):
+        hessian.trace(problem, budget=9, method="exact")
+    with pytest.raises(ValueError, match="dtype"):
+        hessian.top_eigenvalues(problem, k=1, dtype="float16")
     with pytest.raises(ValueError, match="budget"):
         hessian.trace(problem, budget=2)
     with pytest.raises(ValueError, match="iters"):

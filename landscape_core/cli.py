@@ -322,8 +322,39 @@ def cmd_trajectory(args, workspace, bar):
     return result, summary
 
 
+PAGE_COMPARE_LINES = 4  # the Compare page's slice-rise lines: seed + 1, 21 steps (pages/compare.py)
+
+
+def _precompute_compare(name: str, workspace, quiet: bool) -> None:
+    """The Compare page's defaults: B's plane on A's settings, 1D lines of both, lambda_max of both."""
+    from . import directions, surface
+
+    a, b = workspace.problem, workspace.compare
+    splits = [s for s in a.splits if s in b.splits] or ["train"]
+    for label, problem in (("A", a), ("B", b)):
+        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
+        bar = ProgressBar(f"{name} {label} plane", enabled=not quiet)
+        surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=21, splits=splits, progress=bar)
+        lines = directions.random(problem, count=PAGE_COMPARE_LINES, norm="filter", ignore=("bias", "norm"), seed=1)
+        bar = ProgressBar(f"{name} {label} lines", enabled=not quiet)
+        for i in range(PAGE_COMPARE_LINES):
+            surface.line(
+                problem,
+                lines[i],
+                span=(-1.0, 1.0),
+                steps=21,
+                splits=splits,
+                progress=lambda done, total, i=i, bar=bar: bar(i * 21 + done, PAGE_COMPARE_LINES * 21),
+            )
+        try:
+            hessian = importlib.import_module("landscape_core.hessian")
+        except ImportError:
+            continue
+        hessian.top_eigenvalues(problem, k=1, which="largest", seed=0)
+
+
 def cmd_demo(args):
-    """Train (or load) each demo and precompute the Surface page's first screen for it."""
+    """Train (or load) each demo and precompute its first screens (Surface page, and Compare for A/B demos)."""
     demos = _engine("demos", "demo")
     from . import directions, surface
 
@@ -341,6 +372,8 @@ def cmd_demo(args):
         for steps in sorted({PAGE_COARSE_STEPS, args.steps}):
             bar = ProgressBar(f"{name} {steps}x{steps}", enabled=not args.quiet)
             surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=steps, progress=bar)
+        if workspace.compare is not None and not args.surface_only:
+            _precompute_compare(name, workspace, args.quiet)
         report.append(
             {"demo": name, "load_s": round(loaded, 2), "total_s": round(time.monotonic() - start, 2)}
             | {"parameters": problem.space.size, "checkpoints": len(workspace.checkpoints)}
@@ -445,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="demos to prepare (default: all)")
     p.add_argument("--list", action="store_true", help="list the demos and exit")
     p.add_argument("--steps", type=_positive_int, default=21, help="plane steps to precompute (default 21)")
+    p.add_argument(
+        "--surface-only", action="store_true", help="skip the Compare page's defaults (B, lines, lambda_max)"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--traceback", action="store_true")

@@ -212,3 +212,24 @@ def test_console_module_exit_status(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines()[-1].startswith("landscape: error: spec file")
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_precomputes_what_the_dashboard_opens_first(spec, capsys, fresh_cache, monkeypatch):
+    """`landscape demo` then `landscape surface --demo` is served from the cache (a fake demos module)."""
+    import types
+
+    ws = load_spec(spec)
+    ws.compare = ws.problem.at(ws.problem.theta0 * 0.9)
+    fake = types.SimpleNamespace(list_demos=lambda: ["tiny"], load=lambda name, progress=None: ws)
+    monkeypatch.setitem(sys.modules, "landscape_core.demos", fake)
+    code, stdout, stderr = run(capsys, "demo", "--list")
+    assert code == 0 and stdout.strip() == "tiny"
+    code, stdout, stderr = run(capsys, "demo", "--json", "--quiet")
+    assert code == 0, stderr
+    assert json.loads(stdout)["prepared"][0]["demo"] == "tiny"
+    code, stdout, _ = run(capsys, "surface", "--demo", "tiny", "--json", "--quiet")
+    assert json.loads(stdout)["cached"] is True
+    code, stdout, _ = run(capsys, "surface", "--demo", "tiny", "--model", "B", "--json", "--quiet")
+    assert json.loads(stdout)["cached"] is True  # the Compare page's plane of B too
+    code, _, stderr = run(capsys, "demo", "nope", "--quiet")
+    assert code == 1 and "unknown demo(s) ['nope']; available: tiny" in stderr

@@ -54,9 +54,9 @@ def _axis_titles(surface) -> tuple[str, str]:
 
     def name(i: int, letter: str) -> str:
         info = dirs[i] if i < len(dirs) else {}
-        kind = info.get("kind", "direction")
+        kind = f"{info['kind']} " if info.get("kind") else ""
         norm = f", {info['norm']}-normalized" if info.get("norm") else ""
-        return f"{letter} (along {kind} direction {i + 1}{norm})"
+        return f"{letter} (along {kind}direction {i + 1}{norm})"
 
     return name(0, "alpha"), name(1, "beta")
 
@@ -78,7 +78,8 @@ def heatmap(
     ``(lo, hi)`` of the colour scale, to compare several maps on one scale.
     ``points``: ``{name: (alpha, beta)}`` models to mark (checkpoints); ``path``: join them
     in order (a training trajectory). The base point theta0 is marked when the plane is
-    centred on it. ``scheme``: Vega colour scheme (``"redblue"`` for a signed difference).
+    centred on it. ``scheme``: Vega colour scheme; a ``-r`` suffix reverses it (``"redblue-r"``:
+    red for positive, for a signed difference B - A).
     """
     if not surface.is_plane:
         raise ValueError("heatmap needs a 2D surface (a plane); this result is a 1D line.")
@@ -97,13 +98,18 @@ def heatmap(
             "value": values.ravel(),
         }
     )
+    # cells overlap their neighbours by 3% of a step: no anti-aliasing hairlines between them
+    cells["a1_overlap"] = cells["a1"] + 0.03 * (cells["a1"] - cells["a0"])
+    cells["b1_overlap"] = cells["b1"] + 0.03 * (cells["b1"] - cells["b0"])
     finite = np.isfinite(cells["value"].to_numpy())
     label = quantity_label(quantity)
     x_title, y_title = _axis_titles(surface)
     scale_type = ("log" if _positive(values) else "symlog") if log else "linear"
-    scale = alt.Scale(scheme=scheme, type=scale_type)
+    reverse = scheme.endswith("-r")
+    scheme_name = scheme.removesuffix("-r")
+    scale = alt.Scale(scheme=scheme_name, type=scale_type, reverse=reverse)
     if shared_domain is not None:
-        scale = alt.Scale(scheme=scheme, type=scale_type, domain=list(shared_domain))
+        scale = alt.Scale(scheme=scheme_name, type=scale_type, domain=list(shared_domain), reverse=reverse)
     x = alt.X("a0:Q", title=x_title, scale=alt.Scale(domain=[ae[0], ae[-1]], nice=False))
     y = alt.Y("b0:Q", title=y_title, scale=alt.Scale(domain=[be[0], be[-1]], nice=False))
     tooltip = [
@@ -113,8 +119,15 @@ def heatmap(
     ]
     base = (
         alt.Chart(cells[finite])
-        .mark_rect()
-        .encode(x=x, x2="a1", y=y, y2="b1", color=alt.Color("value:Q", title=label, scale=scale), tooltip=tooltip)
+        .mark_rect(clip=True)
+        .encode(
+            x=x,
+            x2="a1_overlap",
+            y=y,
+            y2="b1_overlap",
+            color=alt.Color("value:Q", title=label, scale=scale),
+            tooltip=tooltip,
+        )
     )
     layers = [base]
     if not finite.all():
@@ -124,7 +137,10 @@ def heatmap(
             .mark_rect(color=DIVERGED_COLOR)
             .encode(x=x, x2="a1", y=y, y2="b1", tooltip=["alpha:Q", "beta:Q", "status:N"])
         )
-    level_values = auto_levels(values, levels, log=log and _positive(values))
+    # log-spaced contours when the values span more than a decade: the basin keeps its detail
+    finite_values = values[np.isfinite(values)]
+    wide = _positive(values) and finite_values.max() > 10 * finite_values.min()
+    level_values = auto_levels(values, levels, log=(log or wide) and _positive(values))
     segments = contour_segments(alphas, betas, values, level_values) if len(level_values) else {}
     rows = [(level, *seg[0], *seg[1]) for level, segs in segments.items() for seg in segs]
     if rows:
@@ -175,7 +191,12 @@ def heatmap(
             .encode(x="a0:Q", y="b0:Q", tooltip=["point:N"])
         )
     title = title or f"{label} on the plane theta0 + alpha d1 + beta d2"
-    return alt.layer(*layers).properties(title=title, width="container", height=380)
+    return alt.layer(*layers).properties(
+        title=alt.TitleParams(title, anchor="start", offset=8),
+        width="container",
+        height=380,
+        autosize=alt.AutoSizeParams(type="fit", contains="padding"),
+    )
 
 
 def surface_3d(surface, quantity: str, log: bool = False, title: str | None = None):
@@ -245,4 +266,9 @@ def line_chart(
         layers.append(
             alt.Chart(pd.DataFrame({x: [base_x]})).mark_rule(color=BASE_COLOR, strokeDash=[4, 3]).encode(x=f"{x}:Q")
         )
-    return alt.layer(*layers).properties(title=title, width="container", height=320)
+    return alt.layer(*layers).properties(
+        title=alt.TitleParams(title, anchor="start", offset=8),
+        width="container",
+        height=320,
+        autosize=alt.AutoSizeParams(type="fit", contains="padding"),
+    )

@@ -206,7 +206,8 @@ def sidebar() -> None:
             error_box(exc, "Could not open this workspace")
             return
         if ws.description:
-            st.caption(ws.description)
+            with st.expander("About this workspace"):
+                st.caption(ws.description)
         problem = ws.problem
         sizes = {name: s.n for name, s in problem.splits.items()}
         st.multiselect(

@@ -113,6 +113,17 @@ plane_b = None
 if plane_a is not None:
     plane_b = ui.run_job(key("compare-plane", "B", problem_b, steps=steps), plane_job(problem_b), f"{label_b}: plane")
 
+# -- metrics: base values, slice rise, lambda_max --------------------------------------------
+lines_a = ui.run_job(key("compare-lines", "A", problem_a, count=n_lines), lines_job(problem_a), f"{label_a}: 1D lines")
+lines_b = ui.run_job(key("compare-lines", "B", problem_b, count=n_lines), lines_job(problem_b), f"{label_b}: 1D lines")
+spectra = {}
+if want_hessian and hessian is not None:
+    for which, problem, label in (("A", problem_a, label_a), ("B", problem_b, label_b)):
+        spectra[which] = ui.run_job(
+            key("compare-hessian", which, problem), hessian_job(problem), f"{label}: lambda_max"
+        )
+
+
 if plane_a is not None and plane_b is not None:
     domain = ui.value_domain([plane_a, plane_b], q, log)
     cols = st.columns(2)
@@ -126,16 +137,40 @@ if plane_a is not None and plane_b is not None:
         alphas=plane_a.alphas,
         betas=plane_a.betas,
         values={f"difference_{q}": diff},
-        settings={"kind": "difference", "A": plane_a.settings, "B": plane_b.settings},
+        settings={"kind": "difference", "directions": plane_a.settings["directions"], "A": plane_a.settings},
     )
     diff_chart = ui.heatmap(
         diff_surface,
         f"difference_{q}",
         shared_domain=(-bound, bound),
-        scheme="redblue",
+        scheme="redblue-r",
         title=f"Difference B - A of {ui.quantity_label(q)} (red: B higher)",
     )
-    st.altair_chart(diff_chart, width="stretch")
+    left, right = st.columns(2)
+    left.altair_chart(diff_chart, width="stretch")
+    if lines_a is not None and lines_b is not None:
+        rows = []
+        for label, lines in ((label_a, lines_a), (label_b, lines_b)):
+            for k, v in lines.values.items():
+                if k.startswith(f"{q}@"):
+                    rows += [{"alpha": a, "value": x, "model": label, "line": k} for a, x in zip(lines.alphas, v)]
+        data = pd.DataFrame(rows)
+        spread = data.groupby(["model", "alpha"])["value"].agg(["min", "max"]).reset_index()
+        right.altair_chart(
+            ui.line_chart(
+                data.merge(spread, on=["model", "alpha"]),
+                "alpha",
+                "value",
+                color="model",
+                detail="line",
+                band=("min", "max"),
+                title=f"{ui.quantity_label(q)} along {n_lines} random 1D lines per model",
+                x_title="alpha (along a filter-normalized direction)",
+                y_title=ui.quantity_label(q),
+                log_y=log,
+            ),
+            width="stretch",
+        )
     st.caption(
         "Each map is one 2D projection through a very high-dimensional space; the same seed makes the two cuts "
         "comparable, not identical in meaning. The metrics below do not depend on one draw."
@@ -155,17 +190,6 @@ if plane_a is not None and plane_b is not None:
         code = f"# not available: {exc}"
     ui.downloads(both, chart=diff_chart, name="compare_planes", snippet=code)
 
-# -- metrics: base values, slice rise, lambda_max --------------------------------------------
-st.subheader("Metrics")
-lines_a = ui.run_job(key("compare-lines", "A", problem_a, count=n_lines), lines_job(problem_a), f"{label_a}: 1D lines")
-lines_b = ui.run_job(key("compare-lines", "B", problem_b, count=n_lines), lines_job(problem_b), f"{label_b}: 1D lines")
-spectra = {}
-if want_hessian and hessian is not None:
-    for which, problem, label in (("A", problem_a, label_a), ("B", problem_b, label_b)):
-        spectra[which] = ui.run_job(
-            key("compare-hessian", which, problem), hessian_job(problem), f"{label}: lambda_max"
-        )
-
 
 def metrics(problem, lines, spectrum) -> dict:
     out = {k: v for k, v in problem.base.items() if k.split("_", 1)[0] in splits}
@@ -178,6 +202,7 @@ def metrics(problem, lines, spectrum) -> dict:
     return out
 
 
+st.subheader("Metrics")
 metrics_a = metrics(problem_a, lines_a, spectra.get("A"))
 metrics_b = metrics(problem_b, lines_b, spectra.get("B"))
 rows = verdict.metric_table(metrics_a, metrics_b)

@@ -1,0 +1,210 @@
+"""End-to-end: the dashboard in a real browser (Debian's Chromium driven by Playwright).
+
+A module-scoped fixture warms the demos in this test session's cache, starts
+``streamlit run app.py --server.headless true`` on a free port, and waits for
+``/_stcore/health``. Every wait is on the app's state (script run state, elements
+appearing), never a sleep. Screenshots of each page go to ``test-output/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output" / "screenshots"
+CHART = '[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]'
+WARM = ("digits-mlp", "digits-seeds", "digits-bn-cnn", "logistic-blobs")
+# url path -> whether the page must draw a chart with its defaults
+PAGES = {
+    "": True,  # Surface (default page)
+    "interpolation": True,
+    "sharpness": True,
+    "trajectory": True,
+    "compare": True,
+    "text": True,
+    "your_model": False,
+    "guide": False,
+}
+
+OWN_PAGES = ("", "compare")  # this frame's pages: a chart is required with the defaults
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)  # polling interval of the health endpoint (server start-up, not app state)
+    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["LANDSCAPE_CACHE_DIR"] = os.environ["LANDSCAPE_CACHE_DIR"]  # this test session's cache (conftest)
+    warm = f"from landscape_core import demos; [demos.load(n) for n in {WARM!r}]"
+    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=env, check=True, timeout=600)
+    port = _free_port()
+    (ROOT / "test-output").mkdir(exist_ok=True)
+    log = open(ROOT / "test-output" / "streamlit-e2e.log", "w")  # noqa: SIM115  (closed in finally)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 2200}, accept_downloads=True)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def wait_for_app_run(page, timeout: float = 120_000) -> None:
+    """Connected, and the script (not only a fragment) is not running."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def open_page(page, url: str, path: str) -> None:
+    page.goto(f"{url}/{path}")
+    wait_for_app_run(page)
+
+
+def no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
+
+
+def nav_paths(page) -> list[str]:
+    links = page.locator('[data-testid="stSidebarNavLink"]')
+    links.first.wait_for(timeout=60_000)
+    return [re.sub(r"^https?://[^/]+/?", "", links.nth(i).get_attribute("href") or "") for i in range(links.count())]
+
+
+def test_every_page_renders_without_exception(app_url, page):
+    open_page(page, app_url, "")
+    paths = nav_paths(page)
+    assert paths[0] == "" and "compare" in paths and "guide" in paths
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems, slow = [], []
+    for path in paths:
+        open_page(page, app_url, path)
+        try:
+            if PAGES.get(path, False):
+                # a chart, or (for a page whose default job is long) its running job widget
+                wanted = CHART if path in OWN_PAGES else f'{CHART}, [data-testid="stProgress"]'
+                page.locator(wanted).first.wait_for(timeout=120_000)
+                if page.locator(CHART).count() == 0:
+                    slow.append(path)
+            no_exception(page)
+        except Exception as exc:  # record, screenshot, and go on to the next page
+            problems.append(f"/{path}: {str(exc).splitlines()[0]}")
+        page.screenshot(path=str(SHOTS / f"{path or 'surface'}.png"), full_page=True)
+    assert not problems, problems
+    if slow:
+        print(f"pages still computing their default result when screenshotted: {slow}")
+
+
+def test_small_job_runs_to_completion_then_download(app_url, page):
+    open_page(page, app_url, "")
+    # the coarse pass, then the 21x21 plane; done when no progress bar is left
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=120_000)
+    page.locator('[data-testid="stProgress"]').first.wait_for(state="detached", timeout=120_000)
+    wait_for_app_run(page)
+    no_exception(page)
+    readout = page.get_by_text(re.compile(r"train loss at the base point")).first
+    assert readout.is_visible()
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name=re.compile("CSV")).first.click()
+    download = info.value
+    assert download.suggested_filename.endswith(".csv")
+    assert Path(download.path()).read_text().startswith("alpha,beta,quantity,value")
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name=re.compile("PNG")).first.click()
+    assert Path(info.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_large_job_can_be_cancelled(app_url, page):
+    open_page(page, app_url, "")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=120_000)
+    # a new seed and the finest grid: a 101 x 101 plane, far too long to finish here
+    seed = page.get_by_label("Seed")
+    seed.fill("7")
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Steps per axis").get_by_role("slider")
+    slider.focus()
+    slider.press("End")
+    page.get_by_role("button", name="Run").click()
+    cancel = page.get_by_role("button", name="Cancel")
+    cancel.first.wait_for(timeout=120_000)
+    # let the coarse pass finish, so the cancel hits the 101 x 101 job
+    page.get_by_text(re.compile(r"101x101 plane: .* points")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Cancel").first.click()
+    page.get_by_text(re.compile(r"101x101 plane: cancelled after")).first.wait_for(timeout=60_000)
+    wait_for_app_run(page)
+    no_exception(page)
+    assert page.get_by_role("button", name="Run again").is_visible()
+    page.screenshot(path=str(SHOTS / "surface-cancelled.png"), full_page=True)

@@ -30,6 +30,11 @@ BN_LABELS = {
     "interpolate": "interpolate A's and B's statistics",
     "keep": "keep A's statistics",
 }
+BN_SHORT = {
+    "recompute": "recomputed statistics",
+    "interpolate": "interpolated statistics",
+    "keep": "A's statistics kept",
+}
 BN_COLORS = {"recompute": "#2b8a3e", "interpolate": "#7048e8", "keep": "#c92a2a"}
 BARRIER_COLOR = "#212529"
 BN_NOTE = (
@@ -175,11 +180,18 @@ def loss_chart(path, splits: list[str], log: bool, title: str) -> alt.LayerChart
                 tooltip=[alt.Tooltip("label:N", title="barrier"), alt.Tooltip("alpha:Q", format=".3f")],
             )
         )
-        layers.append(
-            alt.Chart(bar_frame)
-            .mark_text(align="left", dx=6, dy=-4, color=BARRIER_COLOR, fontWeight="bold")
-            .encode(x="alpha:Q", y=alt.Y("top:Q", scale=y_scale), text="label:N")
-        )
+        for i, row in enumerate(bars):  # alternate sides so two splits' labels do not collide
+            layers.append(
+                alt.Chart(pd.DataFrame([row]))
+                .mark_text(
+                    align="left" if i % 2 == 0 else "right",
+                    dx=6 if i % 2 == 0 else -6,
+                    dy=-6,
+                    color=BARRIER_COLOR,
+                    fontWeight="bold",
+                )
+                .encode(x="alpha:Q", y=alt.Y("top:Q", scale=y_scale), text="label:N")
+            )
     layers.append(endpoint_rules())
     return alt.layer(*layers).properties(title=title, width="container", height=340)
 
@@ -279,6 +291,39 @@ def readout(path, splits: list[str], name_a: str, name_b: str) -> list[str]:
     if not lines:
         lines.append("The span does not contain both endpoints (alpha = 0 and 1), so no barrier is defined.")
     return lines
+
+
+def bn_readout(paths: dict, split: str) -> str:
+    """How far each BatchNorm option moves the barrier and the ends from the recomputed path."""
+    q = f"{split}_loss"
+    if "recompute" not in paths:
+        return ""
+    ref = paths["recompute"].barrier.get(q) or {}
+    if ref.get("height") is None:
+        return "The recomputed path is not finite everywhere, so the options cannot be compared."
+    parts = [f"With recomputed statistics the {split} barrier is **{ref['height']:.4g}**."]
+    for mode in ("interpolate", "keep"):
+        if mode not in paths:
+            continue
+        info = paths[mode].barrier.get(q) or {}
+        if info.get("height") is None:
+            parts.append(f"With {BN_SHORT[mode]} the path diverges somewhere (no finite barrier).")
+            continue
+        change = (info["height"] - ref["height"]) / max(abs(ref["height"]), 1e-12)
+        text = f"With {BN_SHORT[mode]} it is **{info['height']:.4g}** ({change:+.0%})"
+        stored = paths[mode].endpoint_values.get(q)
+        if (
+            stored is not None
+            and np.isfinite(stored[1])
+            and abs(info["loss_b"] - stored[1]) > 0.05 * abs(stored[1]) + 1e-3
+        ):
+            text += (
+                f", and B itself scores {info['loss_b']:.4g} instead of its own {stored[1]:.4g}: the chord is drawn "
+                "to a wrong end, so even the barrier's baseline is off"
+            )
+        parts.append(text + ".")
+    parts.append("Only the recomputed path shows the landscape itself rather than stale statistics.")
+    return " ".join(parts)
 
 
 def barrier_table(path, splits: list[str]) -> pd.DataFrame:
@@ -428,14 +473,7 @@ if bn_model:
             info = p.barrier.get(f"{split}_loss") or {}
             rows.append({"BatchNorm statistics": BN_LABELS[mode], f"{split} barrier": info.get("height")})
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        heights = {m: (p.barrier.get(f"{split}_loss") or {}).get("height") for m, p in paths.items()}
-        if all(h is not None for h in heights.values()) and "recompute" in heights and "keep" in heights:
-            st.markdown(
-                f"With recomputed statistics the {split} barrier is **{heights['recompute']:.4g}**; keeping A's "
-                f"statistics gives **{heights['keep']:.4g}**"
-                + (f" and interpolating them **{heights['interpolate']:.4g}**" if "interpolate" in heights else "")
-                + ". The difference is the error stale BatchNorm statistics add to the picture."
-            )
+        st.markdown(bn_readout(paths, split))
     else:
         st.caption("Tick 'Also draw the other two BatchNorm options' to see how much the choice changes the path.")
 

@@ -170,14 +170,16 @@ def test_usage_error_exits_2(capsys):
 
 
 def test_missing_engine_is_one_line(spec, capsys, monkeypatch):
-    real = cli.importlib.import_module
+    import importlib
+
+    real = importlib.import_module
 
     def fake(name):
         if name == "landscape_core.sharpness":
             raise ImportError("No module named 'landscape_core.sharpness'")
         return real(name)
 
-    monkeypatch.setattr(cli.importlib, "import_module", fake)
+    monkeypatch.setattr(importlib, "import_module", fake)
     code, _, stderr = run(capsys, "sharpness", "--spec", spec, "--quiet")
     assert code == 1
     assert stderr.strip() == (

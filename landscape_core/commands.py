@@ -1,0 +1,377 @@
+"""What each ``landscape`` subcommand computes: workspace loading and thin adapters over the engines.
+
+Every command takes the parsed arguments, the workspace and a progress callback, calls the
+library with the dashboard's default settings (so results land under the same cache keys as
+the pages' first screens) and returns ``(result, summary)``: a ``ResultIO`` result and a
+JSON-ready dict. An engine that is not installed fails with one sentence (``CommandError``).
+Argument parsing and exit codes live in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import time
+
+import numpy as np
+
+PAGE_COARSE_STEPS = 11  # the Surface page shows an 11 x 11 pass first (pages/surface.py)
+
+
+class CommandError(Exception):
+    """A user error the CLI reports as one line (exit status 1)."""
+
+
+# -- progress -------------------------------------------------------------------------------------
+class ProgressBar:
+    """``progress(done, total)`` callback drawing a plain-text bar on ``stream``.
+
+    On a terminal the bar is redrawn in place (at most 10 times a second); otherwise one line
+    is written per quarter, so logs stay short.
+    """
+
+    def __init__(self, label: str, stream=None, enabled: bool = True, width: int = 30):
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.width = width
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        self.last_quarter = -1
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((int(done), int(total)))
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        fraction = min(1.0, done / total)
+        elapsed = now - self.start
+        eta = elapsed * (total - done) / done if done else None
+        text = (
+            f"{self.label} [{'#' * int(self.width * fraction):<{self.width}}] {done}/{total} "
+            f"{100 * fraction:3.0f}% {elapsed:5.1f}s" + (f" eta {eta:.0f}s" if eta is not None and done < total else "")
+        )
+        if self.tty:
+            if done >= total or now - self.last_draw >= 0.1:
+                self.stream.write("\r" + text + ("\n" if done >= total else ""))
+                self.stream.flush()
+                self.last_draw = now
+        else:
+            quarter = int(4 * fraction)
+            if quarter != self.last_quarter:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                self.last_quarter = quarter
+
+    @property
+    def cached(self) -> bool | None:
+        """True when the engine reported the whole total at once (served from the cache); ``None``
+        when the engine reports no progress (then the CLI cannot tell)."""
+        if not self.calls:
+            return None
+        return self.calls[0][0] >= self.calls[0][1] > 0
+
+
+# -- workspace --------------------------------------------------------------------------------------
+def _engine(name: str, command: str):
+    """Import ``landscape_core.<name>`` or fail with one line saying the command is not available."""
+    try:
+        return importlib.import_module(f"landscape_core.{name}")
+    except ImportError as exc:
+        raise CommandError(
+            f"'{command}' needs landscape_core.{name}, which is not available in this install ({exc})."
+        ) from None
+
+
+def load_workspace(args):
+    """The workspace named by ``--spec`` or ``--demo``."""
+    if bool(args.spec) == bool(args.demo):
+        raise CommandError("give exactly one of --spec PATH.py:build or --demo NAME.")
+    if args.spec:
+        from .spec import SpecError, load_spec
+
+        try:
+            return load_spec(args.spec)
+        except SpecError as exc:
+            if args.traceback and exc.traceback:
+                sys.stderr.write(exc.traceback)
+            hint = " (--traceback shows where)" if exc.traceback and not args.traceback else ""
+            raise CommandError(str(exc) + hint) from None
+    demos = _engine("demos", f"--demo {args.demo}")
+    names = demos.list_demos()
+    if args.demo not in names:
+        raise CommandError(f"unknown demo {args.demo!r}; available: {', '.join(names)}.")
+    return demos.load(args.demo)
+
+
+def problem_of(args, workspace):
+    problem = workspace.problem if args.model == "A" else workspace.compare
+    if problem is None:
+        raise CommandError(f"workspace {workspace.name!r} has no model B (--model B).")
+    if args.subset:
+        problem = problem.subset(args.subset, seed=0)  # the dashboard's subset draw
+    return problem
+
+
+def _splits(args, problem) -> list[str]:
+    if not args.splits:
+        return list(problem.splits)
+    unknown = [s for s in args.splits if s not in problem.splits]
+    if unknown:
+        raise CommandError(f"unknown split(s) {unknown}; this problem has {list(problem.splits)}.")
+    return list(args.splits)
+
+
+def _call(fn, **kwargs):
+    """Call an engine function with the keyword arguments it accepts (engines differ in options)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_surface(args, workspace, bar):
+    from . import directions, guards, surface
+    from .results import Surface
+
+    problem = problem_of(args, workspace)
+    splits = _splits(args, problem)
+    span = (-args.span, args.span)
+    if args.dims == 2:
+        guards.check_grid(problem, args.steps, args.steps, budget=args.memory_budget)
+        d = directions.random(problem, count=2, norm=args.norm, ignore=tuple(args.ignore), seed=args.seed)
+        result = surface.plane(
+            problem, d[0], d[1], span=span, steps=args.steps, splits=splits, progress=bar, use_cache=not args.no_cache
+        )
+        return result, _surface_summary(result, splits)
+    steps = args.steps
+    guards.check_points(problem, steps * args.lines, f"{args.lines} lines of {steps} steps", args.memory_budget)
+    d = directions.random(problem, count=args.lines, norm=args.norm, ignore=tuple(args.ignore), seed=args.seed)
+    parts = []
+    for i in range(args.lines):
+
+        def report(done, total, i=i):
+            bar(i * steps + done, args.lines * steps)
+
+        parts.append(
+            surface.line(
+                problem, d[i], span=span, steps=steps, splits=splits, progress=report, use_cache=not args.no_cache
+            )
+        )
+    values = {f"{q}@line{i + 1}": p.values[q] for i, p in enumerate(parts) for q in p.values}
+    result = Surface(
+        alphas=parts[0].alphas, values=values, settings={"kind": "lines", "lines": [p.settings for p in parts]}
+    )
+    return result, _surface_summary(parts[0], splits) | {"lines": args.lines}
+
+
+def _surface_summary(result, splits) -> dict:
+    out = {"shape": list(np.shape(next(iter(result.values.values())))), "nonfinite": result.nonfinite}
+    for s in splits:
+        q = f"{s}_loss"
+        if q in result.values:
+            v = result.values[q]
+            finite = v[np.isfinite(v)]
+            out[q] = {
+                "center": result.center_value(q),
+                "min": float(finite.min()) if finite.size else None,
+                "max": float(finite.max()) if finite.size else None,
+            }
+    return out
+
+
+def _checkpoint(workspace, spec: str | None, default_index: int):
+    """``(theta, buffers, name)`` for ``A:name``/``B:name``/``name``/``A``/``B`` (model's base point)."""
+    if spec is None:
+        if len(workspace.checkpoints) >= 2:
+            c = workspace.checkpoints[default_index]
+            return c.theta, c.buffers, c.name
+        if workspace.compare is not None and default_index == -1:
+            return workspace.compare.theta0, workspace.compare.buffers, workspace.labels[1]
+        if default_index == 0:
+            return workspace.problem.theta0, workspace.problem.buffers, workspace.labels[0]
+        raise CommandError("this workspace has fewer than two checkpoints and no model B; name --from and --to.")
+    side, _, name = spec.rpartition(":")
+    if not side and spec in ("A", "B"):
+        problem = workspace.problem if spec == "A" else workspace.compare
+        if problem is None:
+            raise CommandError("this workspace has no model B.")
+        return problem.theta0, problem.buffers, spec
+    pool = workspace.compare_checkpoints if side == "B" else workspace.checkpoints
+    for c in pool:
+        if c.name == name:
+            return c.theta, c.buffers, c.name
+    raise CommandError(f"no checkpoint {spec!r}; available: {', '.join(c.name for c in pool) or '(none)'}.")
+
+
+def cmd_interpolate(args, workspace, bar):
+    interpolation = _engine("interpolation", "interpolate")
+    from . import guards
+
+    problem = problem_of(args, workspace)
+    if problem is not workspace.problem and args.model == "B":
+        raise CommandError("interpolate runs in model A's space; use --model A.")
+    theta_a, buffers_a, name_a = _checkpoint(workspace, args.from_, 0)
+    theta_b, buffers_b, name_b = _checkpoint(workspace, args.to, -1)
+    if theta_a.shape != theta_b.shape:
+        raise CommandError(f"{name_a} and {name_b} have different architectures; interpolation needs one space.")
+    guards.check_points(problem, args.steps, f"a path of {args.steps} steps", args.memory_budget)
+    result = _call(
+        interpolation.linear,
+        problem=problem,
+        theta_a=theta_a,
+        theta_b=theta_b,
+        steps=args.steps,
+        span=tuple(args.path_span),
+        bn=args.bn,
+        progress=bar,
+        buffers_a=buffers_a,
+        buffers_b=buffers_b,
+        splits=_splits(args, problem),
+        use_cache=not args.no_cache,
+    )
+    summary = {"from": name_a, "to": name_b}
+    barrier = getattr(result, "barrier", None)
+    if isinstance(barrier, dict):
+        summary["barrier"] = barrier
+    return result, summary
+
+
+def cmd_hessian(args, workspace, bar):
+    hessian = _engine("hessian", "hessian")
+    problem = problem_of(args, workspace)
+    if args.what == "eigenvalues":
+        result = _call(
+            hessian.top_eigenvalues,
+            problem=problem,
+            k=args.k,
+            which=args.which,
+            seed=args.seed,
+            use_cache=not args.no_cache,
+        )
+        summary = {"eigenvalues": [float(v) for v in np.asarray(result.values)]}
+        if hasattr(result, "residuals"):
+            summary["residuals"] = [float(r) for r in np.asarray(result.residuals)]
+        return result, summary
+    fn = getattr(hessian, args.what, None)
+    if fn is None:
+        fn = getattr(_engine(args.what, f"hessian --what {args.what}"), args.what)
+    result = _call(
+        fn, problem=problem, seed=args.seed, budget=args.budget, iters=args.iters, use_cache=not args.no_cache
+    )
+    summary = {}
+    for name in ("estimate", "stderr", "lambda_max", "lambda_min", "hvp_count"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            summary[name] = float(value) if isinstance(value, (int, float, np.number)) else value
+    return result, summary
+
+
+SHARPNESS_RADIUS = {"epsilon": ("eps", 1e-3), "adaptive": ("rho", 0.05), "average": ("sigma", 1e-2)}  # page defaults
+
+
+def cmd_sharpness(args, workspace, bar):
+    sharpness = _engine("sharpness", "sharpness")
+    problem = problem_of(args, workspace)
+    fn = getattr(sharpness, args.kind, None)
+    if fn is None:
+        raise CommandError(f"landscape_core.sharpness has no {args.kind!r} measure in this install.")
+    name, default = SHARPNESS_RADIUS[args.kind]
+    radius = default if args.radius is None else args.radius
+    kwargs = {"problem": problem, "seed": args.seed, name: radius}
+    if args.kind == "average":
+        kwargs["samples"] = args.samples
+    result = _call(fn, **kwargs)
+    summary = {"kind": result.kind, name: radius}
+    for key in ("value", "stderr", "base_loss", "perturbed_loss"):
+        value = getattr(result, key, None)
+        if isinstance(value, (int, float, np.number)):
+            summary[key] = float(value)
+    return result, summary
+
+
+def cmd_trajectory(args, workspace, bar):
+    trajectory = _engine("trajectory", "trajectory")
+    pool = workspace.compare_checkpoints if args.model == "B" else workspace.checkpoints
+    if len(pool) < 3:
+        raise CommandError(f"a trajectory needs at least 3 checkpoints; model {args.model} has {len(pool)}.")
+    fn = getattr(trajectory, args.method)
+    result = _call(fn, thetas=pool, seed=args.seed)
+    summary = {"checkpoints": len(pool)}
+    for name in ("explained_variance_ratio", "trustworthiness"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            summary[name] = np.asarray(value).tolist() if value is not None else None
+    return result, summary
+
+
+PAGE_COMPARE_LINES = 4  # the Compare page's slice-rise lines: seed + 1, 21 steps (pages/compare.py)
+
+
+def _precompute_compare(name: str, workspace, quiet: bool) -> None:
+    """The Compare page's defaults: B's plane on A's settings, 1D lines of both, lambda_max of both."""
+    from . import directions, surface
+
+    a, b = workspace.problem, workspace.compare
+    splits = [s for s in a.splits if s in b.splits] or ["train"]
+    for label, problem in (("A", a), ("B", b)):
+        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
+        bar = ProgressBar(f"{name} {label} plane", enabled=not quiet)
+        surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=21, splits=splits, progress=bar)
+        lines = directions.random(problem, count=PAGE_COMPARE_LINES, norm="filter", ignore=("bias", "norm"), seed=1)
+        bar = ProgressBar(f"{name} {label} lines", enabled=not quiet)
+        for i in range(PAGE_COMPARE_LINES):
+            surface.line(
+                problem,
+                lines[i],
+                span=(-1.0, 1.0),
+                steps=21,
+                splits=splits,
+                progress=lambda done, total, i=i, bar=bar: bar(i * 21 + done, PAGE_COMPARE_LINES * 21),
+            )
+        try:
+            hessian = importlib.import_module("landscape_core.hessian")
+        except ImportError:
+            continue
+        hessian.top_eigenvalues(problem, k=1, which="largest", seed=0)
+
+
+def cmd_demo(args):
+    """Train (or load) each demo and precompute its first screens (Surface page, and Compare for A/B demos)."""
+    demos = _engine("demos", "demo")
+    from . import directions, surface
+
+    names = args.names or demos.list_demos()
+    unknown = [n for n in names if n not in demos.list_demos()]
+    if unknown:
+        raise CommandError(f"unknown demo(s) {unknown}; available: {', '.join(demos.list_demos())}.")
+    report = []
+    for name in names:
+        start = time.monotonic()
+        workspace = _call(demos.load, name=name, progress=ProgressBar(f"{name} training", enabled=not args.quiet))
+        loaded = time.monotonic() - start
+        problem = workspace.problem
+        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
+        for steps in sorted({PAGE_COARSE_STEPS, args.steps}):
+            bar = ProgressBar(f"{name} {steps}x{steps}", enabled=not args.quiet)
+            surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=steps, progress=bar)
+        if workspace.compare is not None and not args.surface_only:
+            _precompute_compare(name, workspace, args.quiet)
+        report.append(
+            {"demo": name, "load_s": round(loaded, 2), "total_s": round(time.monotonic() - start, 2)}
+            | {"parameters": problem.space.size, "checkpoints": len(workspace.checkpoints)}
+        )
+    return report
+
+
+COMMANDS = {
+    "surface": cmd_surface,
+    "interpolate": cmd_interpolate,
+    "hessian": cmd_hessian,
+    "sharpness": cmd_sharpness,
+    "trajectory": cmd_trajectory,
+}

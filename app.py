@@ -57,6 +57,7 @@ usable, hidden = usable_pages()
 navigation = st.navigation(
     [st.Page(f"pages/{f}", title=title, icon=icon, default=f == "surface.py") for f, title, icon in usable]
 )
+st.session_state["ui_frame"] = True  # this run came through the navigation (see ui.require_frame)
 ui.sidebar()
 if hidden:
     st.sidebar.caption("Not available in this install: " + "; ".join(hidden))

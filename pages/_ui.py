@@ -7,6 +7,9 @@ Stable API
 ----------
 Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets them):
 
+- ``require_frame()``: call first on a page that does not call ``workspace()``; reruns
+  through ``app.py`` when a first visit went straight to the page file (no sidebar).
+
 - ``workspace() -> Workspace``: the workspace picked in the sidebar (a demo or a spec),
   loaded once per process (``st.cache_resource``). Shows a readable error and stops the
   page if it cannot be loaded.
@@ -65,6 +68,33 @@ SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 POLL_SECONDS = 0.5
 
 
+# -- the frame ----------------------------------------------------------------------------------
+def _prefer_navigation() -> None:
+    """Make Streamlit route every session through ``app.py``'s ``st.navigation``.
+
+    Until some session has run ``st.navigation`` in this process, Streamlit treats the
+    ``pages/`` folder as a legacy multipage app: a first visit straight to ``/compare``
+    would run that file alone, without the sidebar. Clearing the legacy flag here (the
+    first page import) makes every later run start at ``app.py``.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+    except Exception:  # a Streamlit without this internal: the legacy fallback stays
+        pass
+
+
+_prefer_navigation()
+
+
+def require_frame() -> None:
+    """Rerun through ``app.py`` if this page was started without it (see ``_prefer_navigation``)."""
+    if not st.session_state.get("ui_frame"):
+        st.session_state["ui_frame"] = True
+        st.rerun()
+
+
 # -- workspace ------------------------------------------------------------------------------
 def spec_from_argv(argv: list[str] | None = None) -> str | None:
     """The ``--spec path.py:build`` given after ``--`` on the ``streamlit run`` line, if any."""
@@ -119,6 +149,7 @@ def workspace_id() -> str:
 
 def workspace():
     """The sidebar's workspace; on a load error, say so readably and stop the page."""
+    require_frame()
     wid = workspace_id()
     try:
         return _load_workspace(wid)

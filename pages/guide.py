@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import _ui as ui
+
+ui.require_frame()
+
 st.title("Guide: reading loss landscapes without fooling yourself")
 st.markdown(
     "Every picture here is computed exactly (full-split means, unless you choose a subset in the sidebar) and "

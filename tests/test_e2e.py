@@ -146,7 +146,10 @@ def nav_paths(page) -> list[str]:
 
 
 def test_every_page_renders_without_exception(app_url, page):
-    open_page(page, app_url, "")
+    # the first visit of this server goes straight to a page, not to "/": it must still get
+    # the app's navigation and sidebar (Streamlit's legacy pages/ folder mode is overridden)
+    open_page(page, app_url, "guide")
+    page.get_by_text("Workspace", exact=True).wait_for(timeout=60_000)
     paths = nav_paths(page)
     assert paths[0] == "" and "compare" in paths and "guide" in paths
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def spectrum_chart(spectrum) -> alt.LayerChart:
         scale=alt.Scale(domain=list(END_COLORS), range=list(END_COLORS.values())),
     )
     x = alt.X("rank:O", title="eigenvalue (sorted, largest first)")
-    y = alt.Y("eigenvalue:Q", title="Hessian eigenvalue (loss units per parameter unit squared)")
+    y = alt.Y("eigenvalue:Q", title="Hessian eigenvalue")
     tooltip = [
         alt.Tooltip("eigenvalue:Q", format=".5g"),
         alt.Tooltip("residual:Q", title="residual ||Hv - lambda v||", format=".2e"),
@@ -130,19 +130,20 @@ def density_chart(dens, log: bool, spectrum=None) -> alt.LayerChart:
             x=alt.X("eigenvalue:Q", title="Hessian eigenvalue"),
             y=alt.Y(
                 "density:Q",
-                title="spectral density (fraction of eigenvalues per unit)" + (", log scale" if log else ""),
+                title="density of eigenvalues" + (" (log)" if log else ""),
                 scale=y_scale,
             ),
             tooltip=[alt.Tooltip("eigenvalue:Q", format=".4g"), alt.Tooltip("density:Q", format=".3g")],
         )
     )
-    nodes = pd.DataFrame({"eigenvalue": dens.nodes, "weight": dens.weights})
+    bottom = float(frame["density"].min()) if log else 0.0
+    nodes = pd.DataFrame({"eigenvalue": dens.nodes, "weight": dens.weights, "bottom": bottom})
     rug = (
         alt.Chart(nodes)
-        .mark_tick(color="#868e96", thickness=1, size=12)
+        .mark_tick(color="#868e96", thickness=1.5, size=14)
         .encode(
             x="eigenvalue:Q",
-            y=alt.value(300 - 6),
+            y=alt.Y("bottom:Q", scale=y_scale),
             tooltip=[
                 alt.Tooltip("eigenvalue:Q", title="quadrature node", format=".4g"),
                 alt.Tooltip("weight:Q", format=".3g"),
@@ -180,11 +181,18 @@ def spectrum_readout(spectrum, trace_est, dimension: int) -> list[str]:
     if np.isfinite(lam_min):
         flat = abs(lam_min) <= 1e-3 * scale
         if lam_min < 0 and not flat:
-            ratio = f" ({abs(lam_min) / lam_max:.1%} of lambda_max)" if np.isfinite(lam_max) and lam_max > 0 else ""
-            lines.append(
+            relative = abs(lam_min) / lam_max if np.isfinite(lam_max) and lam_max > 0 else float("inf")
+            ratio = f" ({relative:.1%} of lambda_max)" if np.isfinite(relative) else ""
+            text = (
                 f"**Negative eigenvalue {lam_min:.3g}**{ratio}: this point is a **saddle** along that direction: the "
                 f"loss goes *down* along its eigenvector, so it is not a minimum, however flat random slices look."
             )
+            if relative < 0.05:
+                text += (
+                    " The downward curvature is weak next to the sharpest direction: trained networks often stop at "
+                    "such near-minima, where a few directions still slope gently down."
+                )
+            lines.append(text)
         elif flat:
             lines.append(
                 f"**Smallest eigenvalue {lam_min:.3g}** is about 0 next to lambda_max: the loss is flat (not curved "
@@ -419,7 +427,7 @@ if spectrum is not None:
                 "end": spectrum.ends,
                 "eigenvalue": spectrum.values,
                 "residual ||Hv - lambda v||": spectrum.residuals,
-                "converged": spectrum.converged.astype(bool),
+                "converged": np.where(spectrum.converged, "yes", "NO"),
             }
         ),
         hide_index=True,

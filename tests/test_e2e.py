@@ -181,13 +181,15 @@ def test_small_job_runs_to_completion_then_download(app_url, page):
     no_exception(page)
     readout = page.get_by_text(re.compile(r"train loss at the base point")).first
     assert readout.is_visible()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "surface-finished.png"), full_page=True)
     with page.expect_download(timeout=60_000) as info:
-        page.get_by_role("button", name=re.compile("CSV")).first.click()
+        page.get_by_test_id("stDownloadButton").filter(has_text="CSV").first.click()
     download = info.value
     assert download.suggested_filename.endswith(".csv")
     assert Path(download.path()).read_text().startswith("alpha,beta,quantity,value")
     with page.expect_download(timeout=60_000) as info:
-        page.get_by_role("button", name=re.compile("PNG")).first.click()
+        page.get_by_test_id("stDownloadButton").filter(has_text="PNG").first.click()
     assert Path(info.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

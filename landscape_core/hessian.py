@@ -202,12 +202,15 @@ def slice_curvature(
     seed: int = 0,
     dtype=None,
     hvp_method: str = "auto",
+    progress=None,
+    cancel=None,
 ) -> SliceCurvature:
     """Curvature ``d^T H d / ||d||^2`` along each row of ``directions`` ``(d, P)`` (or one ``(P,)``).
 
     ``spectrum`` (with ``which="both"`` or ``"largest"``) and ``trace_estimate`` are computed
     if not given (``k=1, which="both"``; Hutch++ with ``trace_budget`` products), on ``mask``
     (then the directions must be zero outside it, so ``d^T H d`` is a quadratic form of the block).
+    ``progress(done, total)`` counts the directions; ``cancel`` is checked before every product.
     """
     rows = directions if directions.dim() == 2 else directions[None]
     problem.space.check(rows, "directions", batched=True)
@@ -217,10 +220,14 @@ def slice_curvature(
     if mask is not None and bool((rows[:, ~mask.to(rows.device, torch.bool)] != 0).any()):
         raise ValueError("directions have entries outside mask; with a mask, give directions that are zero outside it.")
     if spectrum is None:
-        spectrum = top_eigenvalues(problem, k=1, which="both", mask=mask, seed=seed, dtype=dtype, hvp_method=hvp_method)
+        spectrum = top_eigenvalues(
+            problem, 1, "both", mask=mask, seed=seed, dtype=dtype, hvp_method=hvp_method, cancel=cancel
+        )
     if trace_estimate is None:
-        trace_estimate = trace(problem, budget=trace_budget, seed=seed, mask=mask, dtype=dtype, hvp_method=hvp_method)
-    op = HessianOperator(problem, dtype=dtype, method=hvp_method)
+        trace_estimate = trace(
+            problem, trace_budget, seed, mask=mask, dtype=dtype, hvp_method=hvp_method, cancel=cancel
+        )
+    op = HessianOperator(problem, dtype=dtype, method=hvp_method, progress=progress, cancel=cancel, expected=len(rows))
     curvatures = []
     for row, norm in zip(rows, norms):
         u = row.to("cpu", torch.float64) / norm

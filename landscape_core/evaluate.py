@@ -99,10 +99,11 @@ def evaluate_points(
             for s in split_names:
                 acc = {q: torch.zeros(stop - start, dtype=torch.float64, device=problem.device) for q in quantities}
                 for b, (X, y, w) in enumerate(problem.splits[s].batches()):
-                    outputs = runner.outputs(c, X, (s, b))
-                    acc["loss"] += w * _per_point(problem.loss, outputs, y).double()
-                    for name, fn in problem.metrics.items():
-                        acc[name] += w * _per_point(fn, outputs, y).double()
+                    # segments of points that ran together; each gets its own loss call, so a
+                    # point's value does not depend on its neighbours (the centre equals the base)
+                    segments = runner.outputs(c, X, (s, b))
+                    for name, fn in (("loss", problem.loss), *problem.metrics.items()):
+                        acc[name] += w * torch.cat([_per_point(fn, o, y).double() for o in segments])
                 for q in quantities:
                     out[f"{s}_{q}"][start:stop] = acc[q].cpu().numpy()
         if progress is not None:
@@ -110,8 +111,41 @@ def evaluate_points(
     return out
 
 
+def _is_plain_cross_entropy(fn: Callable) -> bool:
+    """``F.cross_entropy`` or an ``nn.CrossEntropyLoss()`` with default settings (batch mean)."""
+    if fn is F.cross_entropy:
+        return True
+    return (
+        type(fn) is nn.CrossEntropyLoss
+        and fn.weight is None
+        and fn.reduction == "mean"
+        and fn.label_smoothing == 0.0
+        and fn.ignore_index < 0
+    )
+
+
 def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``fn(outputs[i], y)`` for every point i, vmapped when ``fn`` allows it."""
+    """``fn(outputs[i], y)`` for every point i, vmapped when ``fn`` allows it.
+
+    Plain cross-entropy on logits ``(k, n, C)`` with class labels ``(n,)`` (none of them the
+    ignore index) is computed directly as the per-point mean of per-sample losses: the same
+    value without vmap's overhead.
+    """
+    if (
+        outputs.dim() == 3
+        and y.dim() == 1
+        and not y.is_floating_point()
+        and _is_plain_cross_entropy(fn)
+        and bool((y >= 0).all())
+    ):
+        k, n, classes = outputs.shape
+        class_major = outputs.transpose(1, 2)
+        if class_major.is_contiguous():  # (k, C, n) storage from the affine path: softmax over strided classes
+            per_sample = F.cross_entropy(class_major, y.expand(k, n), reduction="none")
+        else:
+            per_sample = F.cross_entropy(outputs.reshape(k * n, classes), y.repeat(k), reduction="none").view(k, n)
+        return per_sample.mean(dim=1)
+    outputs = outputs.contiguous()
     try:
         return torch.func.vmap(fn, in_dims=(0, None))(outputs, y).reshape(-1)
     except Exception:
@@ -135,6 +169,7 @@ class _Runner:
         self.frozen = problem.space.frozen
         self._prefix_cache: dict = {}
         self._partial_cache: dict = {}
+        self._scratch: dict = {}
         self.split_at = self._affine_split()
         self.strategy = self._choose()
 
@@ -188,8 +223,9 @@ class _Runner:
             return self.center.expand(c.shape[0], -1)
         return self.center + c.to(self.basis.dtype) @ self.basis
 
-    def outputs(self, c: torch.Tensor, X: torch.Tensor, batch_key) -> torch.Tensor:
-        """Model outputs ``(kc, n_b, ...)`` for the chunk's points on one batch."""
+    def outputs(self, c: torch.Tensor, X: torch.Tensor, batch_key) -> list[torch.Tensor]:
+        """Model outputs for the chunk's points on one batch, as consecutive segments
+        ``(g, n_b, ...)`` (their ``g`` add up to the chunk's points)."""
         thetas = self.thetas(c)
         if self.strategy is Strategy.AFFINE:
             try:
@@ -199,11 +235,11 @@ class _Runner:
                 logger.warning("affine-prefix evaluation failed (%s); using %s", exc, self.strategy.value)
         if self.strategy is Strategy.VMAP:
             try:
-                return self._vmap(self.problem.model, thetas, X)
+                return [self._vmap(self.problem.model, thetas, X)]
             except Exception as exc:
                 self.strategy = Strategy.LOOP
                 logger.warning("vmap over points failed (%s); using a per-point loop", exc)
-        return torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])
+        return [torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])]
 
     def _state(self, params: dict) -> dict:
         return {**self.buffers, **self.frozen, **params}
@@ -235,16 +271,22 @@ class _Runner:
             self._prefix_cache[batch_key] = (layer_out(self.center), z_basis)
         return self._prefix_cache[batch_key]
 
-    def _affine(self, c, thetas, X, batch_key) -> torch.Tensor:
+    def _affine(self, c, thetas, X, batch_key) -> list[torch.Tensor]:
         index, _ = self.split_at
         z_center, z_basis = self._prefix(X, batch_key)
         rest = self.problem.model[index + 1 :]
         if self.strategy is Strategy.VMAP or self.problem.device.type != "cpu":
             z = z_center if z_basis is None else z_center + torch.tensordot(c.to(z_basis.dtype), z_basis, dims=1)
-            return self._vmap(rest, thetas, z.expand(c.shape[0], *z_center.shape), batched_input=True)
+            return [self._vmap(rest, thetas, z.expand(c.shape[0], *z_center.shape), batched_input=True)]
         params = self.space.unflatten(thetas)
         plan = self._plan(rest)
         group = max(1, GROUP_BYTES // (z_center.numel() * z_center.element_size()))
+        # one scratch buffer for the first-layer outputs of a group, reused (no page faults)
+        scratch = self._scratch.get(z_center.shape)
+        if scratch is None:
+            scratch = self._scratch[z_center.shape] = torch.empty(
+                (group, *z_center.shape), dtype=z_center.dtype, device=z_center.device
+            )
         rows = c.tolist()
         outputs = []
         start = 0
@@ -258,14 +300,23 @@ class _Runner:
                 while stop < len(rows) and stop - start < group and rows[stop][:-1] == lead and any(rows[stop]):
                     stop += 1
             partial = self._partial(batch_key, lead, z_center, z_basis)
+            z = scratch[: stop - start]
             if z_basis is None:
-                z = partial.unsqueeze(0).repeat(stop - start, *([1] * partial.dim()))
+                z.copy_(partial.unsqueeze(0).expand_as(z))
             else:
                 last = c[start:stop, -1].to(partial.dtype).view(-1, *([1] * partial.dim()))
-                z = torch.addcmul(partial.unsqueeze(0), last, z_basis[-1].unsqueeze(0))
-            outputs.append(_run_plan(plan, {n: v[start:stop] for n, v in params.items()}, self._state, z))
+                torch.addcmul(partial.unsqueeze(0), last, z_basis[-1].unsqueeze(0), out=z)
+            group_params = {n: v[start:stop] for n, v in params.items()}
+            if not any(rows[start]):
+                # small matmuls may take alignment-dependent paths: give the centre freshly
+                # allocated (aligned) parameters, as for the base value, so it rounds the same
+                group_params = {n: v.clone() for n, v in group_params.items()}
+            out = _run_plan(plan, group_params, self._state, z)
+            if out.untyped_storage().data_ptr() == scratch.untyped_storage().data_ptr():
+                out = out.clone()  # the scratch buffer is overwritten by the next group
+            outputs.append(out)
             start = stop
-        return torch.cat(outputs)
+        return outputs
 
     def _partial(self, batch_key, lead: list[float], z_center, z_basis):
         """``z_center + sum_j lead[j] z_basis[j]``, kept for the last ``lead`` of each batch."""
@@ -316,7 +367,7 @@ def _run_plan(plan, params: dict, state, x: torch.Tensor) -> torch.Tensor:
     parameters ``params[name]`` ``(g, *shape)``, on the same ``n`` samples. ``x`` must be a
     fresh tensor (it is overwritten in place). Linear layers run as one batched matmul."""
     g = x.shape[0]
-    for step in plan:
+    for position, step in enumerate(plan):
         kind = step[0]
         if kind == "relu":
             x = torch.relu_(x)
@@ -327,7 +378,14 @@ def _run_plan(plan, params: dict, state, x: torch.Tensor) -> torch.Tensor:
         elif kind == "layer":
             _, module, weight, bias = step
             w, b = params[weight], (params[bias] if bias else None)
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and position == len(plan) - 1 and x.dim() == 3:
+                # last layer: (g, out, n) = W x^T + b, stored class-major, returned as a (g, n, out)
+                # view; a narrow output (10 classes) multiplies about 2x faster this way round and
+                # cross-entropy's softmax over a strided class axis is much faster than over rows of 10
+                xt = x.transpose(1, 2)
+                y = torch.bmm(w, xt) if b is None else torch.baddbmm(b.unsqueeze(2), w, xt)
+                x = y.transpose(1, 2)
+            elif isinstance(module, nn.Linear):
                 flat = x.reshape(g, -1, x.shape[-1])
                 wt = w.transpose(1, 2)
                 y = torch.bmm(flat, wt) if b is None else torch.baddbmm(b.unsqueeze(1), flat, wt)

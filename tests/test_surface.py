@@ -97,7 +97,9 @@ def mlp_problem(val=True, seed=0, batch_size=None):
     return Problem(model, F.cross_entropy, (X, y), val=(Xv, yv) if val else None, batch_size=batch_size)
 
 
-@pytest.mark.parametrize(("steps", "batch_size"), [(5, None), (11, None), (21, None), (11, 16), (31, 35)])
+@pytest.mark.parametrize(
+    ("steps", "batch_size"), [(5, None), (11, None), (21, None), (41, None), (11, 16), (31, 35), (15, 9), (9, 3)]
+)
 def test_centre_cell_is_the_base_value_exactly(steps, batch_size):
     problem = mlp_problem(batch_size=batch_size)
     d1, d2 = directions.random(problem, seed=3)

@@ -57,8 +57,8 @@ usable, hidden = usable_pages()
 navigation = st.navigation(
     [st.Page(f"pages/{f}", title=title, icon=icon, default=f == "surface.py") for f, title, icon in usable]
 )
-st.session_state["ui_frame"] = True  # this run came through the navigation (see ui.require_frame)
 ui.sidebar()
 if hidden:
     st.sidebar.caption("Not available in this install: " + "; ".join(hidden))
-navigation.run()
+with ui.frame():  # pages see that the sidebar is drawn (see ui.require_frame)
+    navigation.run()

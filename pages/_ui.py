@@ -53,9 +53,11 @@ Charts (from ``pages/_charts.py``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import threading
 import traceback
 
 import streamlit as st
@@ -88,11 +90,43 @@ def _prefer_navigation() -> None:
 _prefer_navigation()
 
 
+def _legacy_mode() -> bool | None:
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        return PagesManager.uses_pages_directory
+    except Exception:
+        return None
+
+
+_FRAME = threading.local()  # .ran: app.py is running in this script thread right now
+
+
+@contextlib.contextmanager
+def frame():
+    """Used by ``app.py`` around ``navigation.run()``: pages know the sidebar is drawn."""
+    _FRAME.ran = True
+    try:
+        yield
+    finally:
+        _FRAME.ran = False
+
+
 def require_frame() -> None:
-    """Rerun through ``app.py`` if this page was started without it (see ``_prefer_navigation``)."""
-    if not st.session_state.get("ui_frame"):
-        st.session_state["ui_frame"] = True
+    """Make sure this run has the app's sidebar, even if Streamlit ran the page file alone.
+
+    That happens on a first visit straight to a page (see ``_prefer_navigation``): the page
+    is rerun once through ``app.py``; if Streamlit still runs it alone (``AppTest`` does, on
+    every rerun), the sidebar is drawn here instead, so its settings are never lost.
+    """
+    if getattr(_FRAME, "ran", False):
+        st.session_state.pop("ui_frame_rerun", None)
+        return
+    if _legacy_mode() is False and not st.session_state.get("ui_frame_rerun"):
+        st.session_state["ui_frame_rerun"] = True  # the next run goes through app.py
         st.rerun()
+    st.set_page_config(page_title="Loss landscapes", layout="wide")
+    sidebar()
 
 
 # -- workspace ------------------------------------------------------------------------------

@@ -23,9 +23,11 @@ def synchronous_jobs(monkeypatch):
 
 def _app(page: str | None = None, subset: int | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
     if subset:
-        at.sidebar.selectbox(key="ui_subset").set_value(subset)
+        # sidebar settings go in before the first run: AppTest reruns a page file alone
+        # (Streamlit's legacy pages/ mode), and the page then draws the sidebar itself
+        at.session_state["ui_subset"] = subset
+    at.run()
     if page:
         at.switch_page(page)
     at.run()
@@ -54,6 +56,7 @@ def test_surface_defaults_draw_heatmaps_3d_and_downloads():
 
 def test_surface_widget_changes_the_result():
     at = _app(subset=256)
+    assert at.selectbox(key="ui_subset").value == 256  # the sidebar is drawn on every run
     first = next(m.value for m in at.markdown if m.value.startswith("**train loss**"))
     at.number_input(key="surface_seed").set_value(3)
     _submit(at)
@@ -85,8 +88,8 @@ def test_compare_defaults_show_shared_maps_table_and_verdict():
 
 def test_compare_needs_two_models():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = "logistic-blobs"
     at.run()
-    at.sidebar.selectbox(key="ui_workspace").set_value("logistic-blobs")
     at.switch_page("pages/compare.py")
     at.run()
     assert not at.exception
@@ -154,3 +157,44 @@ def test_app_hides_pages_whose_engine_is_missing(monkeypatch):
     titles = [title for _, title, _ in usable]
     assert "Surface" not in titles and "Compare" not in titles and "Guide" in titles
     assert "Surface (needs landscape_core.surface)" in hidden
+
+
+def test_a_spec_that_fails_is_reported_in_the_sidebar(monkeypatch, tmp_path):
+    spec = tmp_path / "broken_spec.py"
+    spec.write_text("def build():\n    raise RuntimeError('the data folder is missing')\n")
+    monkeypatch.setattr("sys.argv", ["app.py", "--spec", f"{spec}:build"])
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="ui_workspace").value == f"spec:{spec}:build"
+    messages = [e.value for e in at.error]
+    assert messages and all("Traceback" not in m for m in messages)
+    assert any("the data folder is missing" in m for m in messages)
+    # the demos are still there to pick
+    assert "digits-mlp" in at.selectbox(key="ui_workspace").options
+
+
+def test_spec_argument_parsing():
+    from pages import _ui as ui
+
+    assert ui.spec_from_argv(["app.py", "--spec", "examples/cnn.py:build"]) == "examples/cnn.py:build"
+    assert ui.spec_from_argv(["app.py"]) is None
+
+
+def test_sidebar_labels_the_subset_honestly():
+    at = _app()
+    subset = at.selectbox(key="ui_subset")
+    assert subset.options[0] == "all samples (exact)"
+    assert "subset of 256 samples per split (noisier)" in subset.options
+    assert at.selectbox(key="ui_device").options[0] == "CPU"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_problem_moves_to_cuda():
+    from pages import _ui as ui
+
+    problem = ui._page_problem("logistic-blobs", "A", 0, "cuda")
+    assert problem.theta0.is_cuda and problem.splits["train"].X.is_cuda
+    cpu = ui._page_problem("logistic-blobs", "A", 0, "cpu")
+    assert abs(problem.base["train_loss"] - cpu.base["train_loss"]) < 1e-5

@@ -122,13 +122,11 @@ def gap_frame(gap, traj, quantity: str) -> pd.DataFrame:
 def gap_chart(gap, traj, quantity: str) -> alt.LayerChart:
     label = ui.quantity_label(quantity)
     epochs = epochs_of(traj)
-    rows = [{"epoch": e, "value": v, "which": f"true {label}"} for e, v in zip(epochs, gap.true_values[quantity])]
-    rows += [
-        {"epoch": e, "value": v, "which": f"{label} at the projection on the plane"}
-        for e, v in zip(epochs, gap.projected_values[quantity])
-    ]
+    true_name, plane_name = "true value", "value on the plane"
+    rows = [{"epoch": e, "value": v, "which": true_name} for e, v in zip(epochs, gap.true_values[quantity])]
+    rows += [{"epoch": e, "value": v, "which": plane_name} for e, v in zip(epochs, gap.projected_values[quantity])]
     frame = pd.DataFrame(rows)
-    domain = [f"true {label}", f"{label} at the projection on the plane"]
+    domain = [true_name, plane_name]
     return (
         alt.Chart(frame)
         .mark_line(point=True)

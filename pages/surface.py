@@ -35,7 +35,8 @@ def _imports(*names: str) -> bool:
 checkpoints = list(ws.checkpoints)
 DIRECTION_KINDS = {"random": "Random (Gaussian, normalized)"}
 if _imports("landscape_core.hessian"):
-    DIRECTION_KINDS["hessian"] = "Hessian eigenvectors (sharpest directions)"
+    DIRECTION_KINDS["hessian"] = "Hessian: the largest eigenvectors (sharpest directions)"
+    DIRECTION_KINDS["hessian-both"] = "Hessian: largest and smallest eigenvector (saddle check)"
 if len(checkpoints) >= 3 and _imports("landscape_core.trajectory", "landscape_core.trajectory_plane"):
     DIRECTION_KINDS["pca"] = "PCA of the training trajectory (2D)"
 if len(checkpoints) >= 3 and _imports("landscape_core.checkpoint_plane"):
@@ -78,13 +79,14 @@ with st.form("surface-settings"):
 
 def _directions(count: int):
     """The directions for this page's settings: ``(count, P)`` tensor, registered."""
-    if kind == "hessian":
+    if kind.startswith("hessian"):
         from landscape_core import hessian
 
-        which = "largest"
-        spectrum = hessian.top_eigenvalues(problem, k=count, which=which, seed=int(seed))
+        # "both" with k = 1 gives [largest, smallest]; 1D lines need `count` largest ones
+        k, which = (1, "both") if kind == "hessian-both" and count == 2 else (count, "largest")
+        spectrum = hessian.top_eigenvalues(problem, k=k, which=which, seed=int(seed))
         basis = spectrum.vectors.to(problem.device, problem.dtype)
-        return directions.register(basis, {"kind": "hessian", "k": count, "which": which, "seed": int(seed)})
+        return directions.register(basis, {"kind": "hessian", "k": k, "which": which, "seed": int(seed)})
     return directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
 
 
@@ -99,10 +101,11 @@ base_settings = {
     "splits": splits,
 }
 
-if kind == "hessian":
+if kind.startswith("hessian"):
     st.info(
-        "Hessian directions are unit-norm eigenvectors of the top eigenvalues, so alpha is in parameter units; "
-        "a random slice, by contrast, sees only the average curvature (trace / P)."
+        "Hessian directions are unit-norm eigenvectors (Lanczos on exact Hessian-vector products), so alpha is in "
+        "parameter units; a random slice, by contrast, sees only the average curvature (trace / P). A negative "
+        "smallest eigenvalue means the base point is a saddle, which a random slice would hide."
     )
 
 if kind in ("pca", "through"):
@@ -196,10 +199,20 @@ if shape == "2D plane":
         values = result.values[q0]
         finite = values[np.isfinite(values)]
         bad = int((~np.isfinite(values)).sum())
-        at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind in ("random", "hessian") else ""
+        at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind not in ("pca", "through") else ""
         readout = f"**{ui.quantity_label(q0)}** {at_base}over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
         if bad:
             readout += f" **{bad} points diverged** (NaN/inf) and are drawn grey."
+        if kind.startswith("hessian"):
+            info = result.settings["directions"][0]
+            from landscape_core import hessian
+
+            spectrum = hessian.top_eigenvalues(problem, k=info["k"], which=info["which"], seed=info["seed"])  # cached
+            readout += (
+                " Eigenvalues of the two directions: "
+                + ", ".join(f"{v:.4g} (residual {r:.1g})" for v, r in zip(spectrum.values, spectrum.residuals))
+                + "."
+            )
         st.markdown(readout)
         try:
             code = snippet.surface_code(result, ui.source())

@@ -198,3 +198,33 @@ def test_problem_moves_to_cuda():
     assert problem.theta0.is_cuda and problem.splits["train"].X.is_cuda
     cpu = ui._page_problem("logistic-blobs", "A", 0, "cpu")
     assert abs(problem.base["train_loss"] - cpu.base["train_loss"]) < 1e-5
+
+
+def test_surface_hessian_saddle_check_plane():
+    at = _app(subset=256)
+    at.selectbox(key="surface_kind").set_value("hessian-both")
+    at.select_slider(key="surface_steps").set_value(11)
+    _submit(at)
+    assert len(at.get("vega_lite_chart")) >= 2
+    readout = next(m.value for m in at.markdown if m.value.startswith("**train loss**"))
+    eigenvalues = [float(v.split(" ")[0]) for v in readout.split("Eigenvalues of the two directions: ")[1].split(", ")]
+    assert eigenvalues[0] > 0 and eigenvalues[0] >= eigenvalues[1]
+    assert any("which='both'" in c.value for c in at.code)
+
+
+def test_heatmap_draws_diverged_cells_and_contours():
+    import numpy as np
+
+    from landscape_core.results import Surface
+    from pages import _charts
+
+    alphas = np.linspace(-1, 1, 9)
+    values = alphas[:, None] ** 2 + alphas[None, :] ** 2 + 0.1
+    values[0, 0] = np.nan
+    surface = Surface(alphas=alphas, betas=alphas, values={"train_loss": values}, settings={"center": "theta0"})
+    spec = _charts.heatmap(surface, "train_loss", log=True).to_dict()
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+    assert marks[:3] == ["rect", "rect", "rule"] and marks[-1] == "point"  # cells, diverged, contours, base
+    datasets = spec["datasets"]
+    diverged = [d for d in datasets.values() if d and "status" in d[0]]
+    assert len(diverged) == 1 and len(diverged[0]) == 1 and diverged[0][0]["alpha"] == -1.0

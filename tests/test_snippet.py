@@ -106,3 +106,17 @@ def test_spec_and_model_b_sources():
         "problem = ws.compare  # model B",
         "problem = problem.subset(256, seed=0)  # the dashboard's evaluation subset",
     ]
+
+
+def test_hessian_plane_snippet(demo_ws):
+    from landscape_core import hessian
+
+    problem = demo_ws.problem
+    spectrum = hessian.top_eigenvalues(problem, k=1, which="both", seed=0)
+    basis = directions.register(
+        spectrum.vectors.to(problem.device, problem.dtype), {"kind": "hessian", "k": 1, "which": "both", "seed": 0}
+    )
+    result = surface.plane(problem, basis[0], basis[1], span=(-0.3, 0.3), steps=3, use_cache=False)
+    code = snippet.surface_code(result, {"workspace": "tiny"})
+    assert "hessian.top_eigenvalues(problem, k=1, which='both', seed=0)" in code
+    np.testing.assert_array_equal(_run(code).values["train_loss"], result.values["train_loss"])

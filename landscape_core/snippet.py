@@ -18,6 +18,8 @@ def problem_code(source: dict) -> list[str]:
     wid = source.get("workspace")
     if not isinstance(wid, str) or not wid:
         raise ValueError(f"source['workspace'] must name a demo or 'spec:<target>'; got {wid!r}.")
+    if wid.startswith("upload:"):
+        raise NotImplementedError("an uploaded workspace has no code to rebuild it from; write a spec for it.")
     if wid.startswith("spec:"):
         lines = ["from landscape_core import spec", f"ws = spec.load_spec({wid[5:]!r})"]
     else:

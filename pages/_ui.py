@@ -13,7 +13,9 @@ Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets
 - ``workspace() -> Workspace``: the workspace picked in the sidebar (a demo or a spec),
   loaded once per process (``st.cache_resource``). Shows a readable error and stops the
   page if it cannot be loaded.
-- ``workspace_id() -> str``: its id (``"digits-mlp"`` or ``"spec:path.py:build"``).
+- ``workspace_id() -> str``: its id (``"digits-mlp"``, ``"spec:path.py:build"`` or
+  ``"upload:<name>:<hash>"`` for a workspace registered by ``landscape_core.uploads.register``).
+- ``available_workspaces() -> list[str]``: the ids the sidebar offers (spec, uploads, demos).
 - ``problem_for_page(ws=None, which="A") -> Problem``: model A (``ws.problem``) or B
   (``ws.compare``) with the sidebar's evaluation subset and device applied (cached).
 - ``chosen_splits(problem) -> list[str]``: the data splits ticked in the sidebar that
@@ -151,6 +153,9 @@ def available_workspaces() -> list[str]:
     spec = spec_from_argv()
     if spec:
         ids.append(f"spec:{spec}")
+    uploads = _module("landscape_core.uploads")
+    if uploads is not None and hasattr(uploads, "registered_ids"):
+        ids.extend(reversed(uploads.registered_ids()))  # newest upload first
     demos = _module("landscape_core.demos")
     if demos is not None:
         ids.extend(demos.list_demos())
@@ -164,6 +169,11 @@ def _load_workspace(workspace_id: str):
         if spec is None:
             raise ValueError("specs need landscape_core.spec, which is not installed in this version.")
         return spec.load_spec(workspace_id[len("spec:") :])
+    if workspace_id.startswith("upload:"):
+        uploads = _module("landscape_core.uploads")
+        if uploads is None:
+            raise ValueError("uploaded workspaces need landscape_core.uploads, which is not installed.")
+        return uploads.registered(workspace_id)
     demos = _module("landscape_core.demos")
     if demos is None:
         raise ValueError("no workspace: landscape_core.demos is not available and no --spec was given.")
@@ -248,6 +258,14 @@ def source(which: str = "A") -> dict:
     return {"workspace": workspace_id(), "model": which, "subset": _subset() or None, "device": _device()}
 
 
+def _workspace_label(wid: str) -> str:
+    if wid.startswith("spec:"):
+        return f"your spec: {wid[5:]}"
+    if wid.startswith("upload:"):
+        return f"upload: {wid.split(':')[1]}"
+    return wid
+
+
 def sidebar() -> None:
     """Draw the sidebar controls (called by ``app.py`` on every run, before the page)."""
     ids = available_workspaces()
@@ -262,8 +280,9 @@ def sidebar() -> None:
             "Problem",
             ids,
             key="ui_workspace",
-            format_func=lambda w: f"your spec: {w[5:]}" if w.startswith("spec:") else w,
-            help="A built-in demo (trained once, then cached) or the spec named on the command line.",
+            format_func=_workspace_label,
+            help="A built-in demo (trained once, then cached), the spec named on the command line, or an upload "
+            "from the Your model page.",
         )
         try:
             ws = _load_workspace(st.session_state["ui_workspace"])

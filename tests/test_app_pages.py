@@ -228,3 +228,18 @@ def test_heatmap_draws_diverged_cells_and_contours():
     datasets = spec["datasets"]
     diverged = [d for d in datasets.values() if d and "status" in d[0]]
     assert len(diverged) == 1 and len(diverged[0]) == 1 and diverged[0][0]["alpha"] == -1.0
+
+
+def test_uploaded_workspace_is_listed_and_opens():
+    from landscape_core import demos, uploads
+    from landscape_core.workspace import Workspace
+
+    wid = uploads.register(Workspace("my-upload", demos.load("logistic-blobs").problem))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = wid
+    at.run()
+    assert not at.exception
+    picker = at.selectbox(key="ui_workspace")
+    assert picker.value == wid and "digits-mlp" in picker.options
+    assert len(at.get("vega_lite_chart")) >= 2
+    assert any(c.value.startswith("# not available: an uploaded workspace") for c in at.code)

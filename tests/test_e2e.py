@@ -131,6 +131,12 @@ def wait_for_app_run(page, timeout: float = 120_000) -> None:
 def open_page(page, url: str, path: str) -> None:
     page.goto(f"{url}/{path}")
     wait_for_app_run(page)
+    settle(page)
+
+
+def settle(page) -> None:
+    """Widgets whose code is still loading show grey skeletons: wait until none is left."""
+    page.locator('[data-testid="stSkeleton"]').first.wait_for(state="detached", timeout=60_000)
 
 
 def no_exception(page) -> None:
@@ -166,6 +172,7 @@ def test_every_page_renders_without_exception(app_url, page):
             no_exception(page)
         except Exception as exc:  # record, screenshot, and go on to the next page
             problems.append(f"/{path}: {str(exc).splitlines()[0]}")
+        settle(page)
         page.screenshot(path=str(SHOTS / f"{path or 'surface'}.png"), full_page=True)
     assert not problems, problems
     if slow:

@@ -120,3 +120,8 @@ def test_hessian_plane_snippet(demo_ws):
     code = snippet.surface_code(result, {"workspace": "tiny"})
     assert "hessian.top_eigenvalues(problem, k=1, which='both', seed=0)" in code
     np.testing.assert_array_equal(_run(code).values["train_loss"], result.values["train_loss"])
+
+
+def test_uploaded_workspaces_have_no_recipe():
+    with pytest.raises(NotImplementedError, match="write a spec"):
+        snippet.problem_code({"workspace": "upload:mine:abc123"})

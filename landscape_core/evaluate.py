@@ -8,9 +8,15 @@ speed work lives in one place:
   points; a per-point loop where the model refuses vmap or runs in train mode);
 * for an ``nn.Sequential`` that starts with a ``Linear``/``Conv`` layer, that layer's output is
   affine in the point, so it is computed once for the centre and once per basis vector and
-  combined per point ("affine prefix"); the dominant matmul of a small MLP then disappears;
-* chunk size follows a memory budget; progress ``(done, total)`` is reported and a cancel
-  event is checked between chunks.
+  combined per point ("affine prefix"); the dominant matmul of a small MLP then disappears.
+  On CPU the combination reuses ``z_center + alpha z_1`` along a grid row (one fused
+  ``addcmul`` per group of points), the rest of the net runs with batched matmuls, the last
+  Linear is computed class-major (``W x^T``) and plain cross-entropy is taken on that layout
+  without vmap (``bench/bench_surface.py``: about 3.4x ``loss-landscapes`` on 2 cores);
+* the centre point (all coefficients 0) runs alone with freshly allocated parameters, in the
+  shapes of the base evaluation, so a grid's centre cell equals ``problem.base`` bit for bit;
+* chunk size and the affine prefix's cache follow a memory budget; progress ``(done, total)``
+  is reported and a cancel event is checked between chunks.
 
 Values are exact sample-weighted means over the batches of each split, accumulated in float64.
 """
@@ -83,7 +89,7 @@ def evaluate_points(
         if s not in problem.splits:
             raise ValueError(f"split {s!r} is not available; this problem has {list(problem.splits)}.")
     buffers = problem.buffers if buffers is None else buffers
-    runner = _Runner(problem, center, basis, buffers)
+    runner = _Runner(problem, center, basis, buffers, memory_budget)
     k = coeffs.shape[0]
     chunk = chunk_size or runner.chunk_size(memory_budget)
     quantities = ("loss", *problem.metrics)
@@ -155,13 +161,16 @@ def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Te
 class _Runner:
     """Runs chunks of points through the model with the fastest strategy that works.
 
-    On CPU a per-point loop is faster than ``vmap`` (measured on the digits MLP: 1.6k vs
-    0.7k points/s), so CPU loops and CUDA vmaps. Both reuse the affine prefix when the
-    model is an ``nn.Sequential`` starting with a ``Linear``/``Conv`` layer.
+    CPU: the affine prefix with batched matmuls when the model is an ``nn.Sequential``
+    starting with a ``Linear``/``Conv`` layer and the basis has at most ``MAX_AFFINE_BASIS``
+    vectors (lines, planes), else a per-point loop (faster than ``vmap`` on CPU). CUDA: vmap
+    over points. Train mode: the loop. ``problem.strategy = "affine" | "vmap" | "loop"``
+    forces one (tests, benchmarks); a failing strategy falls back with a logged warning.
     """
 
-    def __init__(self, problem, center, basis, buffers):
+    def __init__(self, problem, center, basis, buffers, memory_budget: int = DEFAULT_MEMORY_BUDGET):
         self.problem = problem
+        self.memory_budget = memory_budget
         self.space = problem.space
         self.center = center
         self.basis = basis
@@ -190,7 +199,21 @@ class _Runner:
         # the affine prefix pays off for lines and planes (a few basis vectors shared by many
         # points); for a stack of unrelated points (basis = the points) it would only add work
         few = self.basis.shape[0] <= MAX_AFFINE_BASIS
-        return Strategy.AFFINE if self.split_at is not None and few else Strategy.LOOP
+        if self.split_at is None or not few or self._prefix_bytes() > self.memory_budget:
+            return Strategy.LOOP
+        return Strategy.AFFINE
+
+    def _prefix_bytes(self) -> int:
+        """Memory the affine path keeps: first-layer outputs at the centre, along each basis
+        vector and one partial sum, for every sample of every split."""
+        index, layer = self.split_at
+        x = self.problem.splits["train"].X[:2]
+        with torch.no_grad():
+            for module in list(self.problem.model)[: index + 1]:
+                x = module(x)
+        per_sample = x[0].numel() * x.element_size()
+        samples = sum(s.n for s in self.problem.splits.values())
+        return (2 + self.basis.shape[0]) * samples * per_sample
 
     def _affine_split(self):
         """``(index, layer)`` of the first parametrised layer of a Sequential if it is affine."""

@@ -205,6 +205,21 @@ def test_single_point_and_bad_arguments():
         evaluate_points(problem, problem.theta0, torch.zeros(2, 5), np.zeros((3, 2)))
 
 
+def test_affine_prefix_respects_the_memory_budget():
+    problem = make_problem("mlp")
+    basis = directions.random(problem, count=2, seed=9)
+    assert _Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.AFFINE
+    # centre, two basis vectors and a partial sum of 8 float64 features for 33 + 17 samples
+    need = 4 * 50 * 8 * 8
+    assert _Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need).strategy is Strategy.AFFINE
+    small = _Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need - 1)
+    assert small.strategy is Strategy.LOOP
+    coeffs = plane_coeffs()
+    a = evaluate_points(problem, problem.theta0, basis, coeffs)
+    b = evaluate_points(problem, problem.theta0, basis, coeffs, memory_budget=need - 1)
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-13)
+
+
 def test_unknown_strategy_is_refused():
     problem = make_problem("mlp")
     problem.strategy = "fast"

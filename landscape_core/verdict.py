@@ -38,6 +38,11 @@ METRICS: dict[str, MetricInfo] = {
     "epsilon_sharpness": MetricInfo("epsilon-sharpness", "by epsilon-sharpness", True),
     "adaptive_sharpness": MetricInfo("adaptive sharpness", "by adaptive sharpness", True),
     "average_sharpness": MetricInfo("average sharpness", "by average sharpness", True),
+    "adaptive_average_sharpness": MetricInfo(
+        "adaptive average sharpness (mean loss rise under noise relative to |theta|)",
+        "by adaptive average sharpness",
+        True,
+    ),
     "slice_rise": MetricInfo("1D slice rise (mean loss increase at +/- span)", "its 1D slices rise"),
     "train_loss": MetricInfo("train loss", "train loss"),
     "val_loss": MetricInfo("validation loss", "validation loss"),

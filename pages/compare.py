@@ -34,6 +34,11 @@ try:
     from landscape_core import hessian
 except Exception:  # the curvature engine is optional for this page
     hessian = None
+try:
+    from landscape_core import sharpness
+except Exception:
+    sharpness = None
+SIGMA, SAMPLES = 0.05, 32  # adaptive average sharpness: noise 5% of each |weight|
 
 with st.form("compare-settings"):
     c1, c2, c3 = st.columns(3)
@@ -103,6 +108,15 @@ def hessian_job(problem):
     return run
 
 
+def sharpness_job(problem):
+    def run(progress, cancel):
+        return sharpness.average(
+            problem, sigma=SIGMA, samples=SAMPLES, adaptive=True, seed=int(seed), progress=progress, cancel=cancel
+        )
+
+    return run
+
+
 def key(kind: str, which: str, problem, **extra) -> str:
     return jobs.job_key(kind, {**common, **extra, "model": problem.model_hash(), "source": ui.source(which)})
 
@@ -121,6 +135,14 @@ if want_hessian and hessian is not None:
     for which, problem, label in (("A", problem_a, label_a), ("B", problem_b, label_b)):
         spectra[which] = ui.run_job(
             key("compare-hessian", which, problem), hessian_job(problem), f"{label}: lambda_max"
+        )
+averages = {}
+if sharpness is not None:
+    for which, problem, label in (("A", problem_a, label_a), ("B", problem_b, label_b)):
+        averages[which] = ui.run_job(
+            key("compare-average", which, problem, sigma=SIGMA, samples=SAMPLES),
+            sharpness_job(problem),
+            f"{label}: adaptive average sharpness",
         )
 
 
@@ -191,7 +213,7 @@ if plane_a is not None and plane_b is not None:
     ui.downloads(both, chart=diff_chart, name="compare_planes", snippet=code)
 
 
-def metrics(problem, lines, spectrum) -> dict:
+def metrics(problem, lines, spectrum, average) -> dict:
     out = {k: v for k, v in problem.base.items() if k.split("_", 1)[0] in splits}
     if lines is not None:
         for s in splits:
@@ -199,12 +221,14 @@ def metrics(problem, lines, spectrum) -> dict:
             out[f"{s}_slice_rise" if s != "train" else "slice_rise"] = verdict.slice_rise(lines.alphas, curves)
     if spectrum is not None:
         out["lambda_max"] = spectrum.lambda_max
+    if average is not None:
+        out["adaptive_average_sharpness"] = average.value
     return out
 
 
 st.subheader("Metrics")
-metrics_a = metrics(problem_a, lines_a, spectra.get("A"))
-metrics_b = metrics(problem_b, lines_b, spectra.get("B"))
+metrics_a = metrics(problem_a, lines_a, spectra.get("A"), averages.get("A"))
+metrics_b = metrics(problem_b, lines_b, spectra.get("B"), averages.get("B"))
 rows = verdict.metric_table(metrics_a, metrics_b)
 table = pd.DataFrame(
     {
@@ -226,6 +250,13 @@ for which, label in (("A", label_a), ("B", label_b)):
     if spectrum is not None:
         state = "converged" if spectrum.all_converged else "NOT converged"
         notes.append(f"lambda_max of {label}: residual {spectrum.residuals[0]:.2g} ({state}).")
+for which, label in (("A", label_a), ("B", label_b)):
+    average = averages.get(which)
+    if average is not None:
+        notes.append(
+            f"Adaptive average sharpness of {label}: {average.value:.3g} +/- {average.stderr:.2g} (standard error; "
+            f"{SAMPLES} samples of Gaussian noise with sigma = {SIGMA:g} x |theta| per weight)."
+        )
 if not same_space:
     notes.append("The two models have different architectures: compare the size-free metrics (ratios), not raw maps.")
 for note in notes:

@@ -256,13 +256,21 @@ class _Runner:
             except Exception as exc:
                 self.strategy = Strategy.LOOP if self.problem.device.type == "cpu" else Strategy.VMAP
                 logger.warning("affine-prefix evaluation failed (%s); using %s", exc, self.strategy.value)
+        segments = []
+        for start, stop in _centre_apart(c):
+            # a fresh (aligned) stack per segment; the centre alone, as in the base evaluation
+            part = thetas[start:stop] if stop - start > 1 or c[start].any() else thetas[start:stop].clone()
+            segments.append(self._whole_model(part, X))
+        return segments
+
+    def _whole_model(self, thetas: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         if self.strategy is Strategy.VMAP:
             try:
-                return [self._vmap(self.problem.model, thetas, X)]
+                return self._vmap(self.problem.model, thetas, X)
             except Exception as exc:
                 self.strategy = Strategy.LOOP
                 logger.warning("vmap over points failed (%s); using a per-point loop", exc)
-        return [torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])]
+        return torch.stack([self.problem.forward(t, X, self.buffers) for t in thetas])
 
     def _state(self, params: dict) -> dict:
         return {**self.buffers, **self.frozen, **params}
@@ -357,6 +365,21 @@ class _Runner:
         if not hasattr(self, "_plan_cache"):
             self._plan_cache = _make_plan(seq, self.space)
         return self._plan_cache
+
+
+def _centre_apart(c: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, stop)`` runs of the chunk's points, with every all-zero row on its own."""
+    zero = (~(c != 0).any(dim=1)).tolist()
+    runs, start = [], 0
+    for i, is_zero in enumerate(zero):
+        if is_zero:
+            if i > start:
+                runs.append((start, i))
+            runs.append((i, i + 1))
+            start = i + 1
+    if start < len(zero):
+        runs.append((start, len(zero)))
+    return runs
 
 
 def _apply_layer(layer: nn.Module, weight, bias, x):

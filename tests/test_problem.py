@@ -186,6 +186,17 @@ def test_evaluate_many_points_and_nan_points_stay_isolated():
     assert seen[-1] == (150, 150)
 
 
+def test_subset_equals_a_problem_on_those_samples():
+    X, y = classification_data(n=60)
+    problem = Problem(mlp(), F.cross_entropy, (X, y), batch_size=8)
+    small = problem.subset(25, seed=3)
+    assert small.splits["train"].n == 25
+    idx = torch.randperm(60, generator=torch.Generator().manual_seed(3))[:25]
+    direct = Problem(mlp(), F.cross_entropy, (X[idx], y[idx]))
+    assert small.base["train_loss"] == pytest.approx(direct.base["train_loss"], rel=1e-12)
+    assert problem.splits["train"].n == 60  # the original is untouched
+
+
 def test_full_and_batch_loss_are_differentiable():
     X, y = classification_data()
     problem = Problem(mlp(), F.cross_entropy, (X, y), batch_size=11)

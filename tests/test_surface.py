@@ -113,6 +113,34 @@ def test_centre_cell_is_the_base_value_exactly(steps, batch_size):
     assert plane.center_value() == problem.base["train_loss"]
 
 
+class Residual(nn.Module):
+    """Not a Sequential: evaluated by the per-point loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.b(x + torch.tanh(self.a(x)))
+
+
+@pytest.mark.parametrize("strategy", [None, "loop", "vmap"])
+def test_centre_cell_is_exact_for_every_strategy(strategy):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    X, y = torch.randn(50, 4, generator=gen), torch.randint(0, 3, (50,), generator=gen)
+    problem = Problem(Residual(), F.cross_entropy, (X, y), val=(X[:21], y[:21]), batch_size=16)
+    problem.strategy = strategy
+    problem = problem.at(problem.theta0)  # base value recomputed with this strategy
+    d1, d2 = directions.random(problem, seed=2)
+    plane = surface.plane(problem, d1, d2, steps=15, use_cache=False)
+    line = surface.line(problem, d2, steps=9, use_cache=False)
+    for q, base in problem.base.items():
+        assert plane.values[q][7, 7] == base, q
+        assert line.values[q][4] == base, q
+
+
 def test_plane_matches_pointwise_evaluation():
     problem = mlp_problem()
     d1, d2 = directions.random(problem, seed=4)

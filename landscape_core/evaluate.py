@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .problem import accuracy
+
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of activations per chunk
 MAX_CHUNK = 256
 MAX_AFFINE_BASIS = 3  # basis vectors up to which the affine prefix is used
@@ -151,11 +153,30 @@ def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Te
         else:
             per_sample = F.cross_entropy(outputs.reshape(k * n, classes), y.repeat(k), reduction="none").view(k, n)
         return per_sample.mean(dim=1)
+    if fn is accuracy and outputs.dim() == 3 and y.dim() == 1 and not y.is_floating_point():
+        return _accuracy(outputs, y)
     outputs = outputs.contiguous()
     try:
         return torch.func.vmap(fn, in_dims=(0, None))(outputs, y).reshape(-1)
     except Exception:
         return torch.stack([torch.as_tensor(fn(o, y)).reshape(()) for o in outputs])
+
+
+def _accuracy(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-point accuracy ``(k,)`` of logits ``(k, n, C)``: the built-in metric without vmap.
+
+    Where every sample has a unique largest logit, "label's logit is the largest" is the
+    arg-max test and much faster on the class-major layout; otherwise (ties, NaN) arg-max
+    itself decides, so the value is always that of ``accuracy``.
+    """
+    k, n, _ = outputs.shape
+    class_major = outputs.transpose(1, 2)
+    largest = class_major.amax(dim=1)
+    ties = (class_major == largest.unsqueeze(1)).sum(dim=1)
+    if bool((ties == 1).all()):  # NaN compares unequal: ties 0, arg-max path
+        picked = class_major.gather(1, y.expand(k, n).unsqueeze(1)).squeeze(1)
+        return (picked == largest).to(outputs.dtype).mean(dim=1)
+    return (outputs.argmax(dim=-1) == y).to(outputs.dtype).mean(dim=1)
 
 
 class _Runner:

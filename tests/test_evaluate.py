@@ -220,6 +220,30 @@ def test_affine_prefix_respects_the_memory_budget():
     np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-13)
 
 
+@pytest.mark.parametrize("layout", ["row-major", "class-major"])
+def test_fast_accuracy_and_cross_entropy_equal_the_plain_functions(layout):
+    from landscape_core.evaluate import _per_point
+    from landscape_core.problem import accuracy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 40, 4, generator=gen, dtype=torch.float64)
+    logits[1, 3] = 0.5  # a four-way tie: arg-max takes class 0
+    logits[2, 7, 1:] = logits[2, 7, 0]  # tie again
+    logits[3, 9, 2] = float("nan")
+    y = torch.randint(0, 4, (40,), generator=gen)
+    y[3] = 0
+    if layout == "class-major":
+        logits = logits.transpose(1, 2).contiguous().transpose(1, 2)
+    want_acc = [float(accuracy(o, y)) for o in logits]
+    want_ce = [float(F.cross_entropy(o, y)) for o in logits]
+    np.testing.assert_array_equal(_per_point(accuracy, logits, y).numpy(), want_acc)
+    np.testing.assert_allclose(_per_point(F.cross_entropy, logits, y).numpy(), want_ce, rtol=1e-14)
+    np.testing.assert_allclose(_per_point(nn.CrossEntropyLoss(), logits, y).numpy(), want_ce, rtol=1e-14)
+    # a cross-entropy with options goes the generic (vmap) way and keeps its meaning
+    smooth = nn.CrossEntropyLoss(label_smoothing=0.1)
+    np.testing.assert_allclose(_per_point(smooth, logits, y).numpy(), [float(smooth(o, y)) for o in logits], rtol=1e-14)
+
+
 def test_unknown_strategy_is_refused():
     problem = make_problem("mlp")
     problem.strategy = "fast"

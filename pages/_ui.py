@@ -1,7 +1,8 @@
 """Shared UI of the dashboard: sidebar state, the job widget, downloads, errors.
 
 Pages import from here (``from pages import _ui as ui``) and keep only their own layout.
-Charts live in ``pages/_charts.py`` and are re-exported here.
+Charts live in ``pages/_charts.py``, the frame (sidebar, workspace loading, errors) in
+``pages/_frame.py``; both are re-exported here, so this docstring is the whole API.
 
 Stable API
 ----------
@@ -54,268 +55,30 @@ Charts (from ``pages/_charts.py``):
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
 import os
-import sys
-import threading
-import traceback
 
 import streamlit as st
-import torch
 
 from landscape_core import jobs
 from pages._charts import heatmap, line_chart, quantity_label, surface_3d, value_domain  # noqa: F401
+from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
+    SUBSET_CHOICES,
+    _load_workspace,
+    _page_problem,
+    available_workspaces,
+    chosen_splits,
+    error_box,
+    frame,
+    problem_for_page,
+    require_frame,
+    sidebar,
+    source,
+    spec_from_argv,
+    workspace,
+    workspace_id,
+)
 
-SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 POLL_SECONDS = 0.5
-
-
-# -- the frame ----------------------------------------------------------------------------------
-def _prefer_navigation() -> None:
-    """Make Streamlit route every session through ``app.py``'s ``st.navigation``.
-
-    Until some session has run ``st.navigation`` in this process, Streamlit treats the
-    ``pages/`` folder as a legacy multipage app: a first visit straight to ``/compare``
-    would run that file alone, without the sidebar. Clearing the legacy flag here (the
-    first page import) makes every later run start at ``app.py``.
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-
-        PagesManager.uses_pages_directory = False
-    except Exception:  # a Streamlit without this internal: the legacy fallback stays
-        pass
-
-
-_prefer_navigation()
-
-
-def _legacy_mode() -> bool | None:
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-
-        return PagesManager.uses_pages_directory
-    except Exception:
-        return None
-
-
-_FRAME = threading.local()  # .ran: app.py is running in this script thread right now
-
-
-@contextlib.contextmanager
-def frame():
-    """Used by ``app.py`` around ``navigation.run()``: pages know the sidebar is drawn."""
-    _FRAME.ran = True
-    try:
-        yield
-    finally:
-        _FRAME.ran = False
-
-
-def require_frame() -> None:
-    """Make sure this run has the app's sidebar, even if Streamlit ran the page file alone.
-
-    That happens on a first visit straight to a page (see ``_prefer_navigation``): the page
-    is rerun once through ``app.py``; if Streamlit still runs it alone (``AppTest`` does, on
-    every rerun), the sidebar is drawn here instead, so its settings are never lost.
-    """
-    if getattr(_FRAME, "ran", False):
-        st.session_state.pop("ui_frame_rerun", None)
-        return
-    if _legacy_mode() is False and not st.session_state.get("ui_frame_rerun"):
-        st.session_state["ui_frame_rerun"] = True  # the next run goes through app.py
-        st.rerun()
-    st.set_page_config(page_title="Loss landscapes", layout="wide")
-    sidebar()
-
-
-# -- workspace ------------------------------------------------------------------------------
-def spec_from_argv(argv: list[str] | None = None) -> str | None:
-    """The ``--spec path.py:build`` given after ``--`` on the ``streamlit run`` line, if any."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--spec", default=None)
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args.spec
-
-
-def _module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def available_workspaces() -> list[str]:
-    """Workspace ids for the sidebar: the spec named on the command line first, then the demos."""
-    ids = []
-    spec = spec_from_argv()
-    if spec:
-        ids.append(f"spec:{spec}")
-    uploads = _module("landscape_core.uploads")
-    if uploads is not None and hasattr(uploads, "registered_ids"):
-        ids.extend(reversed(uploads.registered_ids()))  # newest upload first
-    demos = _module("landscape_core.demos")
-    if demos is not None:
-        ids.extend(demos.list_demos())
-    return ids
-
-
-@st.cache_resource(show_spinner="Loading the workspace (a demo trains once, then it is cached)...", max_entries=6)
-def _load_workspace(workspace_id: str):
-    if workspace_id.startswith("spec:"):
-        spec = _module("landscape_core.spec")
-        if spec is None:
-            raise ValueError("specs need landscape_core.spec, which is not installed in this version.")
-        return spec.load_spec(workspace_id[len("spec:") :])
-    if workspace_id.startswith("upload:"):
-        uploads = _module("landscape_core.uploads")
-        if uploads is None:
-            raise ValueError("uploaded workspaces need landscape_core.uploads, which is not installed.")
-        return uploads.registered(workspace_id)
-    demos = _module("landscape_core.demos")
-    if demos is None:
-        raise ValueError("no workspace: landscape_core.demos is not available and no --spec was given.")
-    return demos.load(workspace_id)
-
-
-def workspace_id() -> str:
-    ids = available_workspaces()
-    chosen = st.session_state.get("ui_workspace")
-    if chosen not in ids:
-        if not ids:
-            st.error("No workspace available: give a spec (`streamlit run app.py -- --spec file.py:build`).")
-            st.stop()
-        chosen = ids[0]
-    return chosen
-
-
-def workspace():
-    """The sidebar's workspace; on a load error, say so readably and stop the page."""
-    require_frame()
-    wid = workspace_id()
-    try:
-        return _load_workspace(wid)
-    except Exception as exc:
-        error_box(exc, f"Could not open workspace {wid!r}")
-        st.stop()
-
-
-def _device() -> str:
-    return st.session_state.get("ui_device", "cpu")
-
-
-def _subset() -> int:
-    return int(st.session_state.get("ui_subset", 0) or 0)
-
-
-@st.cache_resource(show_spinner="Preparing the data subset...", max_entries=16)
-def _page_problem(wid: str, which: str, subset: int, device: str):
-    from landscape_core.problem import Problem
-
-    ws = _load_workspace(wid)
-    problem = ws.problem if which == "A" else ws.compare
-    if problem is None:
-        raise ValueError(f"workspace {wid!r} has no model B to compare with.")
-    if torch.device(device) != problem.device:
-        data = {name: (s.X.to(device), s.y.to(device)) for name, s in problem.splits.items()}
-        problem = Problem(
-            problem.model,
-            problem.loss,
-            data["train"],
-            data.get("val"),
-            metrics=problem.metrics,
-            batch_size=problem.batch_size,
-            device=device,
-            mode=problem.mode,
-        )
-    if subset:
-        problem = problem.subset(subset, seed=0)
-    return problem
-
-
-def problem_for_page(ws=None, which: str = "A"):
-    """Model ``which`` ("A" or "B") of the sidebar's workspace, with its subset and device."""
-    if which not in ("A", "B"):
-        raise ValueError(f"which must be 'A' or 'B'; got {which!r}.")
-    try:
-        return _page_problem(workspace_id(), which, _subset(), _device())
-    except Exception as exc:
-        error_box(exc, f"Could not prepare model {which}")
-        st.stop()
-
-
-def chosen_splits(problem) -> list[str]:
-    """Splits ticked in the sidebar that ``problem`` has (at least one)."""
-    wanted = st.session_state.get("ui_splits") or list(problem.splits)
-    splits = [s for s in problem.splits if s in wanted]
-    return splits or list(problem.splits)[:1]
-
-
-def source(which: str = "A") -> dict:
-    """How the current problem is built, for "copy as Python" snippets."""
-    return {"workspace": workspace_id(), "model": which, "subset": _subset() or None, "device": _device()}
-
-
-def _workspace_label(wid: str) -> str:
-    if wid.startswith("spec:"):
-        return f"your spec: {wid[5:]}"
-    if wid.startswith("upload:"):
-        return f"upload: {wid.split(':')[1]}"
-    return wid
-
-
-def sidebar() -> None:
-    """Draw the sidebar controls (called by ``app.py`` on every run, before the page)."""
-    ids = available_workspaces()
-    with st.sidebar:
-        st.markdown("### Workspace")
-        if not ids:
-            st.error("No demos available and no `--spec` given.")
-            return
-        if st.session_state.get("ui_workspace") not in ids:
-            st.session_state["ui_workspace"] = ids[0]
-        st.selectbox(
-            "Problem",
-            ids,
-            key="ui_workspace",
-            format_func=_workspace_label,
-            help="A built-in demo (trained once, then cached), the spec named on the command line, or an upload "
-            "from the Your model page.",
-        )
-        try:
-            ws = _load_workspace(st.session_state["ui_workspace"])
-        except Exception as exc:
-            error_box(exc, "Could not open this workspace")
-            return
-        if ws.description:
-            with st.expander("About this workspace"):
-                st.caption(ws.description)
-        problem = ws.problem
-        sizes = {name: s.n for name, s in problem.splits.items()}
-        st.multiselect(
-            "Data splits",
-            list(sizes),
-            default=list(sizes),
-            key="ui_splits",
-            format_func=lambda s: f"{s} ({sizes[s]} samples)",
-            help="Which splits every page evaluates.",
-        )
-        largest = max(sizes.values())
-        choices = [c for c in SUBSET_CHOICES if c == 0 or c < largest]
-        st.selectbox(
-            "Evaluate on",
-            choices,
-            key="ui_subset",
-            format_func=lambda c: "all samples (exact)" if c == 0 else f"subset of {c} samples per split (noisier)",
-            help="A random subset (seed 0) is faster; its values are an estimate of the full-data values.",
-        )
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        st.selectbox("Device", devices, key="ui_device", format_func=str.upper)
-        st.caption(f"Model A: {ws.labels[0]} - {problem.space.size:,} parameters")
-        if ws.compare is not None:
-            st.caption(f"Model B: {ws.labels[1]} - {ws.compare.space.size:,} parameters")
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -383,19 +146,6 @@ def run_job(key: str, fn, label: str, auto: bool = True):
 
 
 # -- output -----------------------------------------------------------------------------------
-def error_box(exc: BaseException | str, what: str = "", tb: str | None = None) -> None:
-    """A readable error next to the control that caused it; the traceback folded away."""
-    if isinstance(exc, BaseException):
-        message = str(exc) or type(exc).__name__
-        if not isinstance(exc, (ValueError, KeyError, TypeError)):
-            message = f"{type(exc).__name__}: {message}"
-        tb = tb or "".join(traceback.format_exception(exc))
-    else:
-        message = str(exc)
-    st.error(f"{what}: {message}" if what else message)
-    if tb:
-        with st.expander("Technical details (traceback)"):
-            st.code(tb, language="text")
 
 
 def _chart_bytes(chart, fmt: str) -> bytes | str:

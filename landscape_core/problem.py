@@ -137,6 +137,13 @@ class Problem:
             raise ValueError(f"mode must be one of {[m.value for m in Mode]}; got {mode!r}.")
         self.mode = Mode(mode)
         first = next(iter(model.parameters()), None)
+        if device is not None:
+            try:
+                torch.empty(0, device=device)
+            except Exception as exc:
+                raise ValueError(
+                    f"device {str(device)!r} is not usable here ({exc}); use 'cpu' or an available one."
+                ) from exc
         self.device = torch.device(device) if device is not None else (first.device if first is not None else "cpu")
         self.model = copy.deepcopy(model).to(self.device)
         self.model.train(self.mode is Mode.TRAIN)

@@ -300,6 +300,7 @@ def test_labels_out_of_range():
         ({"metrics": ["f1"]}, r"unknown metric 'f1'; built-ins are \['accuracy'\]"),
         ({"train": [1, 2, 3]}, r"train must be an \(X, y\) tuple"),
         ({"model": "net"}, "model must be a torch.nn.Module; got str"),
+        ({"device": "nodevice"}, "device 'nodevice' is not usable here"),
     ],
 )
 def test_bad_arguments(kwargs, pattern):
@@ -307,6 +308,13 @@ def test_bad_arguments(kwargs, pattern):
     args = {"model": mlp(), "loss": F.cross_entropy, "train": (X, y), **kwargs}
     with pytest.raises(ValueError, match=pattern):
         Problem(**args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    X, y = classification_data()
+    with pytest.raises(ValueError, match="device 'cuda' is not usable here"):
+        Problem(mlp(), F.cross_entropy, (X, y), device="cuda")
 
 
 def test_evaluate_rejects_wrong_length():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_core import Problem
+from landscape_core.threads import single_thread
 from landscape_core.workspace import Checkpoint, Workspace
 
 SMOOTHING = 0.1
@@ -49,17 +50,13 @@ def build(steps: int = 300, seed: int = 0) -> Workspace:
     train, val = spirals(512, seed), spirals(256, seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     snapshots = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model trains fastest on one thread
-    try:
+    with single_thread():  # a tiny model trains fastest on one thread
         for step in range(1, steps + 1):
             optimizer.zero_grad()
             smoothed_cross_entropy(model(train[0]), train[1]).backward()
             optimizer.step()
             if step % (steps // 4) == 0:
                 snapshots.append((step, torch.cat([p.detach().flatten() for p in model.parameters()]).clone()))
-    finally:
-        torch.set_num_threads(threads)
     problem = Problem(
         model, smoothed_cross_entropy, train=train, val=val, metrics={"accuracy": _accuracy, "brier": brier}
     )

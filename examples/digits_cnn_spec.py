@@ -22,6 +22,7 @@ from torch import nn
 
 from landscape_core import Problem, checkpoints
 from landscape_core.cache import cache_dir
+from landscape_core.threads import single_thread
 from landscape_core.workspace import Workspace
 
 EPOCHS = 8
@@ -64,9 +65,7 @@ def train(folder: Path, train_data, seed: int = 0) -> None:
     X, y = train_data
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model trains fastest on one thread
-    try:
+    with single_thread():  # a tiny model trains fastest on one thread
         for epoch in range(1, EPOCHS + 1):
             for batch in torch.randperm(len(y), generator=gen).split(64):
                 optimizer.zero_grad()
@@ -75,8 +74,6 @@ def train(folder: Path, train_data, seed: int = 0) -> None:
             part = folder / f"epoch_{epoch}.pt.part"
             torch.save({"model": model.state_dict(), "epoch": epoch}, part)
             part.replace(folder / f"epoch_{epoch}.pt")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def build() -> Workspace:

@@ -9,8 +9,7 @@ machine with the same torch build, however many cores it has and whatever else i
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,27 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .threads import single_thread
+
 EpochHook = Callable[[], None]
 
 DIGITS_TRAIN = 1347  # of the 1797 digits; the other 450 are the validation split
 BLOBS_TRAIN, BLOBS_VAL = 400, 200
 BLOB_MEANS = ((-1.0, 0.0), (1.0, 0.5))  # class 0, class 1; unit isotropic covariance, so the classes overlap
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(1)``, restoring the previous count after.
-
-    Tiny models train faster on one thread (two threads on a busy two-core machine spin and
-    can be ten times slower), and one thread makes the floating-point reduction order, hence
-    the trained bits, independent of the core count.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # -- data --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import cache
 from . import demo_models as dm
 from .problem import Problem
+from .threads import single_thread
 from .workspace import Checkpoint, Workspace
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def load(name: str, progress: Progress | None = None, *, use_cache: bool = True)
                 cache.put(key, runs_to_bytes(runs, data))
         else:
             _finish(progress, RECIPES[name])
-        with dm.single_thread():  # tiny evaluations: one thread is faster than two contending ones
+        with single_thread():  # tiny evaluations: one thread is faster than two contending ones
             workspace = _build(name, runs, data)
         if use_cache:
             _memo[name] = workspace
@@ -239,7 +240,7 @@ def train(name: str, progress: Progress | None = None, data: dict | None = None)
             progress(done, total)
 
     runs: dict[str, dm.Run] = {}
-    with dm.single_thread():
+    with single_thread():
         if name == "logistic-blobs":
             spec = recipe["A"]
             model = dm.logistic(spec["init_seed"])

@@ -36,39 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .evaluate import Cancelled
+from .threads import single_thread  # noqa: F401  (re-exported: emb.single_thread)
 
 Progress = Callable[[int, int], None]
-
-
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 1
-
-
-@contextlib.contextmanager
-def single_thread(enabled: bool = True):
-    """Run the block with one intra-op torch thread (restored when the last user leaves).
-
-    The per-input work here is many tiny forward/backward passes: on a busy two-core machine
-    two contending threads were measured 15x slower than one (worst case on the text demo,
-    150 inputs: 6.9 s vs 0.4 s). Reference-counted, so overlapping jobs restore correctly.
-    """
-    global _threads_users, _threads_saved
-    if not enabled:
-        yield
-        return
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved)
 
 
 # -- the embedding layer ------------------------------------------------------------------

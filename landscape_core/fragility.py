@@ -27,6 +27,7 @@ from . import embeddings as emb
 from . import input_hessian
 from .directions import digest
 from .results import ResultIO
+from .threads import single_thread
 
 ALGORITHM_VERSION = 2
 DEFAULT_RADII = (0.0, 0.025, 0.05, 0.1, 0.2, 0.3)
@@ -209,7 +210,7 @@ def fragility(
 
     common = {"theta": access.theta, "embedding": embedding, "seed": seed, "relative": relative}
     small = problem.device.type == "cpu" and problem.space.size <= SINGLE_THREAD_MAX_PARAMS
-    with emb.single_thread(small):
+    with single_thread(small):
         average, stderr = emb.average_case(
             problem, X, y, r, samples=samples, progress=report(0, r.size), cancel=cancel, **common
         )

@@ -16,7 +16,6 @@ the corpus bytes and every training setting; training is deterministic for a see
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -33,6 +32,7 @@ from torch import nn
 
 from . import cache as cache_mod
 from .problem import Problem
+from .threads import single_thread
 from .workspace import Checkpoint, Workspace
 
 CORPUS_PATH = Path(__file__).parent / "data" / "text_corpus.tsv"
@@ -53,18 +53,6 @@ DESCRIPTION = (
     "embeddings page: it ranks the validation sentences by how fast their loss rises when their token "
     "embeddings are perturbed (negations top the list), and draws the loss when only the embedding matrix moves."
 )
-
-
-@contextlib.contextmanager
-def _single_thread():
-    """One intra-op thread for the block: tiny models train faster without two contending
-    threads, and the reduction order (hence the trained bits) no longer depends on the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # -- corpus -------------------------------------------------------------------------
@@ -332,7 +320,7 @@ def load_workspace(seed: int = 0, max_length: int = 20) -> TextWorkspace:
     problems, checkpoints = [], []
     for label, settings in (("A", SETTINGS_A), ("B", SETTINGS_B)):
         settings = dataclasses.replace(settings, seed=settings.seed + seed)
-        with _single_thread():
+        with single_thread():
             model, snaps = _train_cached(len(tokenizer), enc["train"].ids, y["train"], settings, sha)
             problem = Problem(model, F.cross_entropy, (enc["train"].ids, y["train"]), (enc["val"].ids, y["val"]))
         problems.append(problem)

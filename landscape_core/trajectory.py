@@ -24,6 +24,7 @@ import torch
 
 from .directions import register
 from .results import ResultIO
+from .threads import single_thread
 from .workspace import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -346,16 +347,12 @@ def autoencoder(
         ).double()
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny steps: worker threads only add waits (36x slower measured)
-    try:
+    with single_thread():  # thousands of tiny steps: worker threads only add waits (36x slower measured)
         for _ in range(int(epochs)):
             optimizer.zero_grad()
             loss = ((decoder(encoder(Z)) - Z) ** 2).sum()
             loss.backward()
             optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
     with torch.no_grad():
         coords = encoder(Z)
         error = float(((decoder(coords) - Z) ** 2).sum() / (Z**2).sum())

@@ -5,6 +5,8 @@ import tempfile
 
 import pytest
 
+from landscape_core.threads import single_thread
+
 _CACHE = tempfile.mkdtemp(prefix="landscape-test-cache-")
 os.environ.setdefault("LANDSCAPE_CACHE_DIR", _CACHE)
 
@@ -14,3 +16,15 @@ def fresh_cache(tmp_path, monkeypatch):
     """A private, empty cache directory for one test."""
     monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a whole test module, restored after it.
+
+    Tiny models and tensors run fastest, and steadiest on a busy two-core machine, on one
+    thread (see ``landscape_core.threads``). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    with single_thread():
+        yield

@@ -9,14 +9,7 @@ from torch import nn
 from landscape_core import Problem, batchnorm, curves
 from landscape_core.evaluate import evaluate_points
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Thousands of tiny SGD steps: intra-op threads only add waits on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

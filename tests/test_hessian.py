@@ -21,14 +21,7 @@ from landscape_core import Problem, directions, hessian
 from landscape_core.hessian import Spectrum
 from landscape_core.hvp import HessianOperator, NonFiniteHVP
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and steadiest on a busy machine) on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from landscape_core.evaluate import evaluate_points
 SWAP = [[0.0, 1.0], [1.0, 0.0]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add waits on a busy 2-core machine (measured 36x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def half_mse(output, target):

@@ -5,13 +5,7 @@ import torch
 
 from landscape_core.lanczos import eigsh, tridiagonal
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _matrix(eigenvalues, seed=0):

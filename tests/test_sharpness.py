@@ -10,13 +10,7 @@ from torch import nn
 from landscape_core import Problem, sharpness
 from landscape_core.sharpness import Sharpness
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # quadratic 0.5 (x - x*)^T H (x - x*), H = diag(1, 4), x* = (1, -2), evaluated at x = x*

@@ -56,7 +56,7 @@ class Estimate:
 
 
 def _activation_numel(problem) -> int:
-    from .evaluate import _activation_numel as numel  # the evaluator's own proxy
+    from .execution import activation_numel as numel  # the evaluator's own proxy
 
     return numel(problem)
 

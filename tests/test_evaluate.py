@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_core import Cancelled, Problem, directions
-from landscape_core.evaluate import Strategy, _Runner, evaluate_points
+from landscape_core.evaluate import evaluate_points
+from landscape_core.execution import Runner, Strategy
 
 
 def data(n=33, shape=(6,), classes=4, seed=0):
@@ -91,7 +92,7 @@ def test_strategies_agree_with_each_other_and_the_direct_call(name, caplog):
         results[strategy] = evaluate_points(problem, problem.theta0, basis, coeffs)
     assert not [r for r in caplog.records if "failed" in r.getMessage()]  # no silent fallback
     problem.strategy = None
-    default = _Runner(problem, problem.theta0, basis, problem.buffers).strategy
+    default = Runner(problem, problem.theta0, basis, problem.buffers).strategy
     assert default is (Strategy.AFFINE if name != "residual" else Strategy.LOOP)
     # the direct call: a plain model with the point's parameters, in eval mode
     model = problem.model
@@ -208,11 +209,11 @@ def test_single_point_and_bad_arguments():
 def test_affine_prefix_respects_the_memory_budget():
     problem = make_problem("mlp")
     basis = directions.random(problem, count=2, seed=9)
-    assert _Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.AFFINE
+    assert Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.AFFINE
     # centre, two basis vectors and a partial sum of 8 float64 features for 33 + 17 samples
     need = 4 * 50 * 8 * 8
-    assert _Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need).strategy is Strategy.AFFINE
-    small = _Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need - 1)
+    assert Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need).strategy is Strategy.AFFINE
+    small = Runner(problem, problem.theta0, basis, problem.buffers, memory_budget=need - 1)
     assert small.strategy is Strategy.LOOP
     coeffs = plane_coeffs()
     a = evaluate_points(problem, problem.theta0, basis, coeffs)
@@ -257,4 +258,4 @@ def test_train_mode_bn_is_per_batch_and_loops():
     problem = make_problem("bn", mode="train", metrics={})
     problem.model.eval()  # only the problem's mode counts
     basis = directions.random(problem, count=2, seed=8)
-    assert _Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.LOOP
+    assert Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.LOOP

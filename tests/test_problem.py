@@ -223,13 +223,13 @@ def test_at_and_describe():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_uses_vmap_and_matches_cpu():
-    from landscape_core.evaluate import Strategy, _Runner
+    from landscape_core.execution import Runner, Strategy
 
     X, y = classification_data()
     cpu = Problem(mlp(), F.cross_entropy, (X, y))
     gpu = Problem(mlp(), F.cross_entropy, (X, y), device="cuda")
     basis = torch.randn(2, cpu.space.size, dtype=torch.float64)
-    runner = _Runner(gpu, gpu.theta0, basis.cuda(), gpu.buffers)
+    runner = Runner(gpu, gpu.theta0, basis.cuda(), gpu.buffers)
     assert runner.strategy is Strategy.VMAP
     thetas = cpu.theta0 + 0.3 * torch.randn(5, cpu.space.size, dtype=torch.float64)
     a, b = cpu.evaluate(thetas), gpu.evaluate(thetas.cuda())

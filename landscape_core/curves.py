@@ -25,8 +25,18 @@ import torch
 from . import batchnorm
 from . import cache as cache_mod
 from .directions import digest
-from .evaluate import Cancelled, Progress, evaluate_points
-from .interpolation import BNMode, Path, _buffers_digest, _check_theta, barrier, linear, path_alphas
+from .evaluate import Cancelled, Progress
+from .interpolation import (
+    BNMode,
+    Path,
+    _buffers_digest,
+    _check_theta,
+    barrier,
+    from_nearer_end,
+    linear,
+    path_alphas,
+    with_buffers_per_point,
+)
 from .results import ResultIO
 
 ALGORITHM_VERSION = 1
@@ -72,17 +82,11 @@ def evaluate_curve(problem, theta_a, bend, theta_b, ts, splits=None, buffers=Non
     ``phi(t) = A + 2t(1-t)(bend - A) + t^2 (B - A)`` for t <= 1/2 and the mirror form from B otherwise,
     one call of the evaluator per half.
     """
-    ts = np.asarray(ts, dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
-    near_a = ts <= 0.5
-    for mask, center, other, s in ((near_a, theta_a, theta_b, ts), (~near_a, theta_b, theta_a, 1.0 - ts)):
-        if not mask.any():
-            continue
-        basis = torch.stack([bend - center, other - center])
-        coeffs = np.stack([2.0 * s * (1.0 - s), s**2], axis=1)[mask]
-        for q, v in evaluate_points(problem, center, basis, coeffs, splits, None, cancel, buffers).items():
-            out.setdefault(q, np.full(len(ts), np.nan))[mask] = v
-    return out
+
+    def along(center, other, s):
+        return torch.stack([bend - center, other - center]), np.stack([2.0 * s * (1.0 - s), s**2], axis=1)
+
+    return from_nearer_end(problem, theta_a, theta_b, ts, along, splits, buffers, cancel)
 
 
 def _training_model(problem) -> torch.nn.Module:
@@ -169,20 +173,18 @@ def bezier(
     if not has_bn or bn is BNMode.KEEP or problem.mode.value == "train":
         values = evaluate_curve(problem, theta_a, bend, theta_b, ts, splits, buffers_a, cancel)
     else:
-        recomputer = batchnorm.Recomputer(problem) if bn is BNMode.RECOMPUTE else None
-        values = {}
-        for i, t in enumerate(ts):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {i} of {len(ts)} curve points")
-            if recomputer is not None:
-                buffers = recomputer(bezier_point(theta_a, bend, theta_b, float(t)))
-            else:
-                buffers = batchnorm.interpolate_buffers(buffers_a, buffers_b, float(t))
-            part = evaluate_curve(problem, theta_a, bend, theta_b, ts[i : i + 1], splits, buffers, cancel)
-            for q, v in part.items():
-                values.setdefault(q, np.full(len(ts), np.nan))[i] = v[0]
-            if progress is not None:
-                progress(iterations + i + 1, total)
+        values = with_buffers_per_point(
+            problem,
+            ts,
+            lambda t: bezier_point(theta_a, bend, theta_b, t),
+            lambda part, buffers: evaluate_curve(problem, theta_a, bend, theta_b, part, splits, buffers, cancel),
+            bn,
+            buffers_a,
+            buffers_b,
+            cancel,
+            None if progress is None else lambda i: progress(iterations + i, total),
+            what="curve points",
+        )
     line: Path = linear(
         problem, theta_a, theta_b, steps, (0.0, 1.0), bn, None, cancel, buffers_a, buffers_b, splits, use_cache
     )

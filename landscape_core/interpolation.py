@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 
 import numpy as np
@@ -151,21 +151,66 @@ def evaluate_segment(problem, theta_a, theta_b, alphas, splits=None, buffers=Non
     Points with alpha <= 1/2 are built from A (``theta_a + alpha (theta_b - theta_a)``), the others from
     B (``theta_b + (1 - alpha) (theta_a - theta_b)``), so alpha = 0 and 1 are exactly A and B.
     """
-    alphas = np.asarray(alphas, dtype=np.float64)
+
+    def along(center, other, s):
+        return (other - center)[None], s[:, None]
+
+    return from_nearer_end(problem, theta_a, theta_b, alphas, along, splits, buffers, cancel)
+
+
+def from_nearer_end(problem, theta_a, theta_b, params, along: Callable, splits=None, buffers=None, cancel=None) -> dict:
+    """Values at the points of a path from A (``params`` 0) to B (1), each built from the nearer end.
+
+    ``params`` ``(k,)``: the points with ``params <= 1/2`` are ``theta_a + coeffs @ basis`` with
+    ``basis, coeffs = along(theta_a, theta_b, s)`` for their ``s = params``; the others the same
+    from B with ``along(theta_b, theta_a, 1 - params)``, so ``params`` 0 and 1 are exactly A and B.
+    One evaluator call per half; returns ``{quantity: float64 (k,)}``.
+    """
+    params = np.asarray(params, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
-    near_a = alphas <= 0.5
-    for mask, center, other, coeff in (
-        (near_a, theta_a, theta_b, alphas),
-        (~near_a, theta_b, theta_a, 1.0 - alphas),
-    ):
+    near_a = params <= 0.5
+    for mask, center, other, s in ((near_a, theta_a, theta_b, params), (~near_a, theta_b, theta_a, 1.0 - params)):
         if not mask.any():
             continue
-        part = evaluate_points(
-            problem, center, (other - center)[None], coeff[mask][:, None], splits, None, cancel, buffers
-        )
-        for q, v in part.items():
-            out.setdefault(q, np.full(len(alphas), np.nan))[mask] = v
+        basis, coeffs = along(center, other, s[mask])
+        for q, v in evaluate_points(problem, center, basis, coeffs, splits, None, cancel, buffers).items():
+            out.setdefault(q, np.full(len(params), np.nan))[mask] = v
     return out
+
+
+def with_buffers_per_point(
+    problem,
+    params,
+    point_at: Callable[[float], torch.Tensor],
+    evaluate: Callable[[np.ndarray, dict], dict],
+    bn: BNMode,
+    buffers_a: Mapping,
+    buffers_b: Mapping,
+    cancel: threading.Event | None = None,
+    done: Callable[[int], None] | None = None,
+    what: str = "points",
+) -> dict:
+    """Values at each of ``params`` ``(k,)`` in [0, 1], each point with its own BatchNorm buffers.
+
+    ``bn`` RECOMPUTE: the running statistics of the model at ``point_at(param)`` (train split);
+    INTERPOLATE: ``(1 - param) buffers_a + param buffers_b``. ``evaluate(params[i:i+1], buffers)``
+    gives one point's values; ``done(i + 1)`` is called after each point; ``cancel`` is checked
+    before each (``Cancelled`` names the count of ``what``). Returns ``{quantity: float64 (k,)}``.
+    """
+    recomputer = batchnorm.Recomputer(problem) if bn is BNMode.RECOMPUTE else None
+    values: dict[str, np.ndarray] = {}
+    for i, param in enumerate(params):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {i} of {len(params)} {what}")
+        if recomputer is not None:
+            buffers = recomputer(point_at(float(param)))
+        else:
+            buffers = batchnorm.interpolate_buffers(buffers_a, buffers_b, float(param))
+        for q, v in evaluate(params[i : i + 1], buffers).items():
+            values.setdefault(q, np.full(len(params), np.nan))[i] = v[0]
+        if done is not None:
+            done(i + 1)
+    return values
 
 
 def linear(
@@ -231,21 +276,17 @@ def linear(
         if progress is not None:
             progress(total, total)
     else:
-        recomputer = batchnorm.Recomputer(problem) if bn is BNMode.RECOMPUTE else None
-        values = {}
-        for i, alpha in enumerate(alphas):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {i} of {total} points")
-            a = float(alpha)
-            if recomputer is not None:
-                buffers = recomputer(point(theta_a, theta_b, a))
-            else:
-                buffers = batchnorm.interpolate_buffers(buffers_a, buffers_b, a)
-            part = evaluate_segment(problem, theta_a, theta_b, alphas[i : i + 1], splits, buffers, cancel)
-            for q, v in part.items():
-                values.setdefault(q, np.full(total, np.nan))[i] = v[0]
-            if progress is not None:
-                progress(i + 1, total)
+        values = with_buffers_per_point(
+            problem,
+            alphas,
+            lambda a: point(theta_a, theta_b, a),
+            lambda part, buffers: evaluate_segment(problem, theta_a, theta_b, part, splits, buffers, cancel),
+            bn,
+            buffers_a,
+            buffers_b,
+            cancel,
+            None if progress is None else lambda i: progress(i, total),
+        )
     endpoint_values = {q: np.full(2, np.nan) for q in values}
     for i, (theta, buffers) in enumerate(((theta_a, buffers_a), (theta_b, buffers_b))):
         for q, v in evaluate_points(problem, theta, None, None, splits, None, cancel, buffers).items():

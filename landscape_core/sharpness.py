@@ -77,6 +77,21 @@ def _check_positive(name: str, value) -> float:
     return float(value)
 
 
+def _check_iters(iters) -> None:
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be a positive integer; got {iters!r}.")
+
+
+def _check_eta(eta) -> None:
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0; got {eta!r}.")
+
+
+def _scale_definition(adaptive: bool) -> str:
+    """How the perturbation scale ``t`` is defined, for ``settings["definition"]``."""
+    return "t = |theta| + eta" if adaptive else "t = 1"
+
+
 def _loss(problem, theta: torch.Tensor) -> float:
     return float(problem.evaluate(theta.to(problem.device, problem.dtype)[None], splits=["train"])["train_loss"][0])
 
@@ -145,8 +160,7 @@ def epsilon(
     from scipy.optimize import minimize
 
     eps = _check_positive("eps", eps)
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be a positive integer; got {iters!r}.")
+    _check_iters(iters)
     check_curvature_mode(problem)
     index = _index(problem, mask)
     n = index.numel()
@@ -231,10 +245,8 @@ def worst_case(
     rho = _check_positive("rho", rho)
     if not (p == np.inf or (isinstance(p, (int, float)) and p >= 1)):
         raise ValueError(f"p must be a number >= 1 or numpy.inf; got {p!r}.")
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be a positive integer; got {iters!r}.")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0; got {eta!r}.")
+    _check_iters(iters)
+    _check_eta(eta)
     check_curvature_mode(problem)
     index = _index(problem, mask)
     t = _scale(problem, index, adaptive, eta)
@@ -260,8 +272,7 @@ def worst_case(
     top = _loss(problem, problem.theta0.detach().to("cpu", torch.float64) + delta)
     settings = {
         "kind": kind,
-        "definition": "max_{||delta / t||_p <= rho} L(theta + delta) - L(theta), "
-        + ("t = |theta| + eta" if adaptive else "t = 1"),
+        "definition": "max_{||delta / t||_p <= rho} L(theta + delta) - L(theta), " + _scale_definition(adaptive),
         "rho": rho,
         "p": "inf" if p == np.inf else float(p),
         "eta": float(eta),
@@ -322,8 +333,7 @@ def average(
     increases = losses - base
     settings = {
         "kind": "average",
-        "definition": "E_z[L(theta + sigma t z)] - L(theta), z ~ N(0, I), "
-        + ("t = |theta| + eta" if adaptive else "t = 1"),
+        "definition": "E_z[L(theta + sigma t z)] - L(theta), z ~ N(0, I), " + _scale_definition(adaptive),
         "sigma": sigma,
         "samples": samples,
         "adaptive": bool(adaptive),
@@ -360,8 +370,7 @@ def adaptive_curvature(
     Invariant to rescaling a ReLU layer by ``c`` and the next by ``1/c`` (with ``eta = 0``).
     ``vectors`` are in the rescaled coordinates ``u`` (``delta = t * u``), zero outside the mask.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0; got {eta!r}.")
+    _check_eta(eta)
     budget = max(300, 40 * k) if max_iter is None else max_iter
     op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=budget)
     t = _scale(problem, _index(problem, mask), True, eta)

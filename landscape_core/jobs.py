@@ -76,8 +76,11 @@ class Snapshot:
 class Job:
     """One computation in a worker thread. Create through ``JobRegistry.submit``."""
 
-    def __init__(self, key: str, fn: JobFn, label: str = ""):
+    def __init__(self, key: str, fn: JobFn, label: str = "", orphan_after: float | None = None):
         self.key = key
+        self.orphan_after = orphan_after
+        self.orphaned = False  # cancelled because nobody watched, not by a person
+        self.last_seen = time.monotonic()
         self.label = label or key
         self.fn = fn
         self.cancel_event = threading.Event()
@@ -96,9 +99,19 @@ class Job:
 
     # -- called from the worker ---------------------------------------------------
     def progress(self, done: int, total: int) -> None:
-        """Record progress; safe to call from any thread."""
+        """Record progress; safe to call from any thread. Cancels an orphaned job (see ``touch``)."""
         with self._lock:
             self.done, self.total = int(done), int(total)
+            orphaned = self.orphan_after is not None and time.monotonic() - self.last_seen > self.orphan_after
+        if orphaned:
+            self.orphaned = True
+            log.info("job %s: nobody has looked for %.0f s, cancelling", self.label, self.orphan_after)
+            self.cancel_event.set()
+
+    def touch(self) -> None:
+        """Someone is still waiting for this job (a page polls it); see ``orphan_after``."""
+        with self._lock:
+            self.last_seen = time.monotonic()
 
     def _run(self, gate: threading.Semaphore) -> None:
         with gate:
@@ -170,16 +183,22 @@ class JobRegistry:
         self._gate = threading.Semaphore(max_running)
         self.keep = keep
 
-    def submit(self, key: str, fn: JobFn, label: str = "") -> Job:
-        """The job computing ``key``: the existing one if it is live or done, else a new one."""
+    def submit(self, key: str, fn: JobFn, label: str = "", orphan_after: float | None = None) -> Job:
+        """The job computing ``key``: the existing one if it is live or done, else a new one.
+
+        ``orphan_after``: seconds without a ``touch`` after which the job cancels itself at its
+        next progress report (a page that moved on stops paying for work nobody will see;
+        finished chunks stay cached). ``None``: run to the end regardless.
+        """
         if not isinstance(key, str) or not key:
             raise ValueError(f"key must be a non-empty string; got {key!r}.")
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state not in (State.ERROR, State.CANCELLED):
                 self._jobs.move_to_end(key)
+                job.touch()
                 return job
-            job = Job(key, fn, label)
+            job = Job(key, fn, label, orphan_after)
             self._jobs[key] = job
             self._trim()
         job.thread = threading.Thread(target=job._run, args=(self._gate,), name=f"job:{job.label}", daemon=True)

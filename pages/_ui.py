@@ -31,7 +31,8 @@ Background work:
   ``landscape_core.jobs.job_key(kind, settings)``). While it runs, a polling fragment
   shows a progress bar (points done, time left) and a Cancel button, and this returns
   ``None``; when done it returns the result. Errors and cancellations are shown in place
-  with a Retry / Run again button. ``auto=False``: wait for the user's Run button.
+  with a Retry / Run again button. ``auto=False``: wait for the user's Run button. A job that
+  no page has polled for ``ORPHAN_SECONDS`` (the user changed settings or left) cancels itself.
 
 Output:
 
@@ -79,6 +80,7 @@ from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
 )
 
 POLL_SECONDS = 0.5
+ORPHAN_SECONDS = 20.0  # a job no page has polled for this long cancels itself (chunks stay cached)
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -99,6 +101,7 @@ def _job_panel(key: str) -> None:
     job = jobs.registry().get(key)
     if job is None or job.finished:
         st.rerun(scope="app")
+    job.touch()
     snap = job.snapshot()
     if snap.state is jobs.State.QUEUED:
         text = f"{snap.label}: waiting for another computation to finish"
@@ -117,28 +120,32 @@ def run_job(key: str, fn, label: str, auto: bool = True):
     """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``."""
     registry = jobs.registry()
     job = registry.get(key)
+    if job is not None:
+        job.touch()
+        if job.state is jobs.State.CANCELLED and job.orphaned:
+            job = None  # stopped only because nobody was watching: resume (finished chunks are cached)
     if job is None:
         if not auto:
             if st.button(f"Run: {label}", key=f"run:{key}", type="primary"):
-                job = registry.submit(key, fn, label)
+                job = registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             else:
                 return None
         else:
-            job = registry.submit(key, fn, label)
+            job = registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
         job.wait(_job_wait())
     if job.state is jobs.State.DONE:
         return job.result
     if job.state is jobs.State.ERROR:
         error_box(job.error, f"{label} failed", job.error_traceback)
         if st.button("Retry", key=f"retry:{key}"):
-            registry.submit(key, fn, label)
+            registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()
         return None
     if job.state is jobs.State.CANCELLED:
         snap = job.snapshot()
         st.warning(f"{label}: cancelled after {snap.done:,} of {snap.total:,} points. Finished chunks are cached.")
         if st.button("Run again", key=f"again:{key}"):
-            registry.submit(key, fn, label)
+            registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()
         return None
     _job_panel(key)

@@ -62,7 +62,7 @@ with st.form("surface-settings"):
     )
     seed = c2.number_input("Seed", 0, 10_000, 0, key="surface_seed")
     span = c3.slider("Span: alpha (and beta) from -span to +span", 0.1, 3.0, 1.0, 0.1, key="surface_span")
-    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51, 75, 101], value=21, key="surface_steps")
+    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51, 75, 101], value=41, key="surface_steps")
     n_lines = c3.slider("Random 1D lines to overlay", 1, 10, 5, key="surface_lines")
     if "through" in DIRECTION_KINDS:
         picks = st.columns(3)
@@ -166,7 +166,7 @@ if shape == "2D plane":
                 result = fine
             else:
                 st.caption(
-                    f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass while the {steps}x{steps} grid refines."
+                    f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass; the {steps}x{steps} grid is not finished."
                 )
     if result is not None and kind == "pca":
         info = result.settings.get("trajectory", {})

@@ -113,3 +113,26 @@ def test_keys_and_bad_input():
     with pytest.raises(ValueError, match="max_running"):
         JobRegistry(max_running=0)
     assert jobs.registry() is jobs.registry()
+
+
+def test_orphaned_job_cancels_itself_and_a_watched_one_does_not():
+    reg = JobRegistry()
+
+    def fn(progress, cancel):
+        for i in range(1000):
+            if cancel.is_set():
+                raise Cancelled("stopped")
+            progress(i, 1000)
+            cancel.wait(0.01)
+        return "done"
+
+    watched = reg.submit("watched", fn, orphan_after=0.2)
+    orphan = reg.submit("orphan", fn, orphan_after=0.2)
+    while not orphan.finished:
+        watched.touch()
+    assert orphan.state is State.CANCELLED and orphan.orphaned
+    assert watched.state is State.RUNNING and not watched.orphaned
+    watched.cancel()
+    assert watched.wait(5) and watched.state is State.CANCELLED and not watched.orphaned
+    # without orphan_after a job runs on unwatched
+    assert reg.submit("free", lambda p, c: (p(1, 1), "ok")[1]).wait(5)

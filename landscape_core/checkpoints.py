@@ -19,8 +19,10 @@ Every failure is a ``ValueError`` that says which file, what is wrong and what i
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
+import pickletools
 import re
 import warnings
 from collections.abc import Mapping
@@ -38,6 +40,7 @@ SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 STEP_KEYS = ("step", "epoch", "global_step", "iteration")
+_GLOBAL_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST"}  # pickle opcodes that name a class or function
 
 
 # -- names and ordering ---------------------------------------------------------------------
@@ -70,6 +73,54 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
 
 
 # -- reading files --------------------------------------------------------------------------
+def refused_pickle(exc: BaseException, source: str | Path | bytes) -> bool:
+    """Whether ``torch.load(weights_only=True)`` of ``source`` (a path or the bytes) failed with
+    ``exc`` because the pickle builds Python objects, rather than because the bytes are damaged.
+
+    Torch's weights-only unpickler says "Unsupported global: GLOBAL <name>" (or names a blocked
+    GLOBAL, or the ``add_safe_globals`` allowlist) when the file would construct a class or call
+    a function: a whole pickled model, or code that would run while loading. Random or damaged
+    bytes fail in the same unpickler with other messages ("Unsupported operand 102", ...), and so
+    does a plain ``pickle.dump`` (protocol 4+ frames, which that unpickler does not read): for
+    those the stream is parsed, never executed (``pickletools.genops``), and it is refused only if
+    a complete pickle in it names a global. Shared by checkpoint files and uploaded data files.
+    """
+    if not isinstance(exc, pickle.UnpicklingError):
+        return False
+    text = str(exc).lower()
+    if "weights only" in text and "global" in text:
+        return True
+    stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    with stream:
+        if stream.read(4) == b"PK\x03\x04":  # a torch zip archive: its pickle was read above and failed
+            return False
+        stream.seek(0)
+        return _names_a_global(stream)
+
+
+def _names_a_global(stream) -> bool:
+    """Whether a complete pickle at the start of ``stream`` (or one after it) refers to a global."""
+    while stream.read(1):
+        stream.seek(-1, io.SEEK_CUR)
+        try:
+            names = {op.name for op, _arg, _pos in pickletools.genops(stream)}
+        except Exception:  # not (or no longer) a pickle stream: raw storage bytes or damage
+            return False
+        if names & _GLOBAL_OPCODES:
+            return True
+    return False
+
+
+def unpickling_detail(exc: BaseException) -> str:
+    """One line saying why the unpickler gave up: the ``WeightsUnpickler error`` itself, else the first sentence."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        lines = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        if lines and lines[0].strip():
+            return lines[0].strip().rstrip(".")
+    return text.split(". ")[0].strip() or type(exc).__name__
+
+
 def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read one checkpoint file: ``(state_dict, metadata)``, tensors on the CPU.
 
@@ -89,13 +140,16 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             warnings.simplefilter("ignore")  # protocol notes from the weights-only unpickler
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        if refused_pickle(exc, path):
             raise ValueError(
                 f"refused to load {path.name!r}: it contains pickled Python objects other than tensors (for example a "
                 "whole model saved with torch.save(model), or code that would run while loading). For safety only "
                 "plain weights are read. Save model.state_dict() with torch.save, or use .safetensors."
             ) from None
-        raise ValueError(f"checkpoint file {path.name!r} is corrupt (not a readable PyTorch file): {exc}") from None
+        raise ValueError(
+            f"checkpoint file {path.name!r} is corrupt or truncated (not a readable PyTorch file): "
+            f"{unpickling_detail(exc)}."
+        ) from None
     except Exception as exc:  # a damaged file can fail anywhere inside the unpickler or the zip reader
         text = str(exc).split(". ")[0]
         detail = (

@@ -136,8 +136,7 @@ def _read_pt(upload: Upload):
     try:
         return torch.load(io.BytesIO(upload.data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc).lower()
-        if "weights only" in text and ("global" in text or "class" in text):
+        if checkpoints.refused_pickle(exc, upload.data):
             raise UploadError(
                 f"refused to load {upload.name!r}: it contains pickled Python objects other than tensors (which could "
                 "run code while loading). Uploads are data only: save tensors, e.g. torch.save({'X': X, 'y': y}, f)."

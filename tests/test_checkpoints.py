@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_core import Problem, checkpoints
+from landscape_core import Problem, checkpoints, uploads
 from landscape_core.evaluate import evaluate_points
 from landscape_core.workspace import Checkpoint
 
@@ -124,6 +124,22 @@ class _RunsCode:
 
     def __reduce__(self):
         return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [bytes(range(256)) * 8, np.random.default_rng(0).bytes(4096), b"\x80\x02" + np.random.default_rng(1).bytes(4000)],
+    ids=["byte-ramp", "random", "pickle-header-then-random"],
+)
+def test_random_bytes_are_corrupt_not_refused(tmp_path, data):
+    """Torch's weights-only unpickler rejects these with "Unsupported operand": damaged, not unsafe."""
+    (tmp_path / "garbage.pt").write_bytes(data)
+    with pytest.raises(ValueError, match=r"'garbage\.pt' is corrupt or truncated .*: Unsupported operand \d+\.$"):
+        checkpoints.read_file(tmp_path / "garbage.pt")
+    upload = uploads.Upload("garbage.pt", data)
+    for read in (uploads.read_data, uploads.read_state_dict):
+        with pytest.raises(uploads.UploadError, match=r"'garbage\.pt' is corrupt or truncated"):
+            read(upload)
 
 
 def test_unsafe_and_broken_files(problem, tmp_path):

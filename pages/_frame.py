@@ -213,6 +213,19 @@ def _workspace_label(wid: str) -> str:
     return wid
 
 
+_PENDING = "ui_workspace_pending"
+
+
+def open_workspace(workspace_id: str) -> None:
+    """Switch the sidebar to ``workspace_id`` and rerun (safe after the sidebar was drawn).
+
+    A widget's key cannot be set once the widget exists in this run, so the choice waits
+    under a pending key that ``sidebar()`` applies before it draws the selectbox.
+    """
+    st.session_state[_PENDING] = workspace_id
+    st.rerun()
+
+
 def sidebar() -> None:
     """Draw the sidebar controls (called by ``app.py`` on every run, before the page)."""
     ids = available_workspaces()
@@ -221,6 +234,9 @@ def sidebar() -> None:
         if not ids:
             st.error("No demos available and no `--spec` given.")
             return
+        pending = st.session_state.pop(_PENDING, None)
+        if pending in ids:
+            st.session_state["ui_workspace"] = pending
         if st.session_state.get("ui_workspace") not in ids:
             st.session_state["ui_workspace"] = ids[0]
         st.selectbox(

@@ -17,6 +17,7 @@ Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets
 - ``workspace_id() -> str``: its id (``"digits-mlp"``, ``"spec:path.py:build"`` or
   ``"upload:<name>:<hash>"`` for a workspace registered by ``landscape_core.uploads.register``).
 - ``available_workspaces() -> list[str]``: the ids the sidebar offers (spec, uploads, demos).
+- ``open_workspace(id)``: switch the sidebar to that workspace and rerun (from any page code).
 - ``problem_for_page(ws=None, which="A") -> Problem``: model A (``ws.problem``) or B
   (``ws.compare``) with the sidebar's evaluation subset and device applied (cached).
 - ``chosen_splits(problem) -> list[str]``: the data splits ticked in the sidebar that
@@ -70,6 +71,7 @@ from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
     chosen_splits,
     error_box,
     frame,
+    open_workspace,
     problem_for_page,
     require_frame,
     sidebar,

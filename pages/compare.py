@@ -100,10 +100,7 @@ def lines_job(problem):
 
 def hessian_job(problem):
     def run(progress, cancel):
-        progress(0, 1)
-        spectrum = hessian.top_eigenvalues(problem, k=1, which="largest", seed=int(seed))
-        progress(1, 1)
-        return spectrum
+        return hessian.top_eigenvalues(problem, k=1, which="largest", seed=int(seed), progress=progress, cancel=cancel)
 
     return run
 

@@ -94,8 +94,7 @@ def _open(ws) -> None:
     wid = uploads.register(ws)
     st.session_state["ym_last"] = wid
     if wid in ui.available_workspaces():
-        st.session_state["ui_workspace"] = wid
-        st.rerun()
+        ui.open_workspace(wid)
     st.info(
         "The upload is checked and kept for this server. Opening it on every page needs the sidebar to list "
         f"uploaded workspaces (id `{wid}`); until then, use it from Python with "
@@ -126,6 +125,9 @@ with st.form("ym_uploads"):
     train_file = c1.file_uploader("Train data (optional)", type=["pt", "npz"], key="ym_train")
     val_file = c2.file_uploader("Validation data (optional)", type=["pt", "npz"], key="ym_val")
     check = st.form_submit_button("Check and open", type="primary")
+
+if not check and st.session_state.get("ym_last") == ui.workspace_id():
+    _show_workspace(base_ws)  # the upload just opened (the switch to it reran the page)
 
 if check:
     try:

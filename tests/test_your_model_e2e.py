@@ -118,6 +118,12 @@ def _wait_for_run(page, timeout: float = 120_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
+def _no_exception(page) -> None:
+    """Fail with the exception's own text if the page shows one."""
+    shown = page.locator('[data-testid="stException"]')
+    assert shown.count() == 0, shown.first.inner_text()
+
+
 def _upload_and_check(page, paths, form_index=0, button="Check and open") -> None:
     """Put ``paths`` (a list per file uploader of the form) into the form's uploaders and submit."""
     form = page.locator('[data-testid="stForm"]').nth(form_index)
@@ -140,12 +146,12 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     assert "Your model" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     page.get_by_text("Workspace").first.wait_for()  # the frame's sidebar is drawn
     page.get_by_text("The spec in use").wait_for()
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _no_exception(page)
 
     _upload_and_check(page, [files / "epoch_10.pt", files / "epoch_2.pt"])
     page.get_by_text("Accepted:").wait_for()
     table = page.locator('[data-testid="stDataFrame"]').last.inner_text()
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _no_exception(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "your_model_accepted.png"), full_page=True)
     assert table is not None
@@ -156,7 +162,7 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     error = page.locator('[data-testid="stAlert"]').filter(has_text="Upload refused")
     error.first.wait_for()
     assert "'truncated.pt' is corrupt or truncated" in error.first.inner_text()
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _no_exception(page)
     page.screenshot(path=str(SHOTS / "your_model_refused.png"), full_page=True)
 
 
@@ -170,5 +176,5 @@ def test_upload_a_program_with_data_and_no_code(page, app_url, files):
     )
     page.get_by_text("Accepted:").wait_for()
     assert "program net.pt2" in page.locator('[data-testid="stAlert"]').filter(has_text="Accepted").first.inner_text()
-    assert page.locator('[data-testid="stException"]').count() == 0
+    _no_exception(page)
     page.screenshot(path=str(SHOTS / "your_model_program.png"), full_page=True)

@@ -27,7 +27,7 @@ Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets
 
 Background work:
 
-- ``run_job(key, fn, label, auto=True) -> result | None``: ``fn(progress, cancel)`` runs in
+- ``run_job(key, fn, label, auto=True, unit="points") -> result | None``: ``fn(progress, cancel)`` runs in
   a ``landscape_core.jobs`` worker (shared across sessions by ``key``; build keys with
   ``landscape_core.jobs.job_key(kind, settings)``). While it runs, a polling fragment
   shows a progress bar (points done, time left) and a Cancel button, and this returns
@@ -99,7 +99,7 @@ def _job_wait() -> float:
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def _job_panel(key: str) -> None:
+def _job_panel(key: str, unit: str = "points") -> None:
     job = jobs.registry().get(key)
     if job is None or job.finished:
         st.rerun(scope="app")
@@ -108,18 +108,21 @@ def _job_panel(key: str) -> None:
     if snap.state is jobs.State.QUEUED:
         text = f"{snap.label}: waiting for another computation to finish"
     else:
-        text = f"{snap.label}: {snap.done:,} of {snap.total:,} points, {_format_seconds(snap.eta_s)}"
+        text = f"{snap.label}: {snap.done:,} of {snap.total:,} {unit}, {_format_seconds(snap.eta_s)}"
     left, right = st.columns([6, 1], vertical_alignment="bottom")
     left.progress(snap.fraction, text=text)
     if job.cancel_event.is_set():
         right.caption("cancelling...")
-    elif right.button("Cancel", key=f"cancel:{key}", help="Stop after the current chunk of points."):
+    elif right.button("Cancel", key=f"cancel:{key}", help="Stop after the current chunk of work."):
         job.cancel()
         right.caption("cancelling...")
 
 
-def run_job(key: str, fn, label: str, auto: bool = True):
-    """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``."""
+def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
+    """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``.
+
+    ``unit`` names what ``progress(done, total)`` counts ("points", "steps", "products").
+    """
     registry = jobs.registry()
     job = registry.get(key)
     if job is not None:
@@ -145,12 +148,12 @@ def run_job(key: str, fn, label: str, auto: bool = True):
         return None
     if job.state is jobs.State.CANCELLED:
         snap = job.snapshot()
-        st.warning(f"{label}: cancelled after {snap.done:,} of {snap.total:,} points. Finished chunks are cached.")
+        st.warning(f"{label}: cancelled after {snap.done:,} of {snap.total:,} {unit}. Finished chunks are cached.")
         if st.button("Run again", key=f"again:{key}"):
             registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()
         return None
-    _job_panel(key)
+    _job_panel(key, unit)
     return None
 
 

@@ -388,7 +388,12 @@ def compute(progress, cancel) -> dict:
     return out
 
 
-result = ui.run_job(jobs.job_key("sharpness", settings), compute, "Sharpness & Hessian")
+result = ui.run_job(
+    jobs.job_key("sharpness", settings),
+    compute,
+    "Sharpness & Hessian",
+    unit="steps (Hessian-vector products and loss evaluations)",
+)
 if result is None:
     st.stop()
 

@@ -309,6 +309,7 @@ views = ui.run_job(
     ),
     compute_views,
     "Trajectory views",
+    unit="views",
 )
 if views is None:
     st.stop()

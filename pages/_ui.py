@@ -58,6 +58,7 @@ Charts (from ``pages/_charts.py``):
 from __future__ import annotations
 
 import os
+import time
 
 import streamlit as st
 
@@ -118,6 +119,14 @@ def _job_panel(key: str, unit: str = "points") -> None:
         right.caption("cancelling...")
 
 
+def _wait_watching(job, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``job``, touching it so a long wait does not orphan it."""
+    deadline = time.monotonic() + seconds
+    while not job.finished and (left := deadline - time.monotonic()) > 0:
+        job.touch()
+        job.wait(min(left, 1.0))
+
+
 def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
     """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``.
 
@@ -137,7 +146,7 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
                 return None
         else:
             job = registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
-        job.wait(_job_wait())
+        _wait_watching(job, _job_wait())
     if job.state is jobs.State.DONE:
         return job.result
     if job.state is jobs.State.ERROR:

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "screenshots"
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]'
 WARM = ("digits-mlp", "digits-seeds", "digits-bn-cnn", "logistic-blobs")
@@ -45,71 +41,19 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)  # polling interval of the health endpoint (server start-up, not app state)
-    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["LANDSCAPE_CACHE_DIR"] = os.environ["LANDSCAPE_CACHE_DIR"]  # this test session's cache (conftest)
+    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}  # this test session's cache (conftest)
     warm = f"from landscape_core import demos; [demos.load(n) for n in {WARM!r}]"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=env, check=True, timeout=600)
-    port = _free_port()
-    (ROOT / "test-output").mkdir(exist_ok=True)
-    log = open(ROOT / "test-output" / "streamlit-e2e.log", "w")  # noqa: SIM115  (closed in finally)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
+    with streamlit_server([], "streamlit-e2e.log", env) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--headless",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+        browser = launch_chromium(p)
         yield browser
         browser.close()
 
@@ -120,12 +64,6 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
-
-
-def wait_for_app_run(page, timeout: float = 120_000) -> None:
-    """Connected, and the script (not only a fragment) is not running."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
 def open_page(page, url: str, path: str) -> None:

@@ -8,19 +8,12 @@ on the app's run state (no sleeps). Screenshots go to ``test-output/screenshots/
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "screenshots"
 
 pytestmark = [
@@ -46,12 +39,6 @@ def build():
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("your_model_e2e")
@@ -73,49 +60,17 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(files):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    port = _free_port()
-    (ROOT / "test-output").mkdir(exist_ok=True)
-    log = open(ROOT / "test-output" / "streamlit-your-model-e2e.log", "w")  # noqa: SIM115  (closed in finally)
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
-    command += ["--server.port", str(port), "--", "--spec", f"{files / 'upload_spec.py'}:build"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.25)  # polling interval of the health endpoint while the server starts
+    with streamlit_server(["--", "--spec", f"{files / 'upload_spec.py'}:build"], "streamlit-your-model-e2e.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def page():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"])
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1400, "height": 2400})
         yield context.new_page()
         browser.close()
-
-
-def _wait_for_run(page, timeout: float = 120_000) -> None:
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
 def _no_exception(page) -> None:
@@ -133,16 +88,16 @@ def _upload_and_check(page, paths, form_index=0, button="Check and open") -> Non
         for p in group:
             form.get_by_text(p.name).first.wait_for()
     form.get_by_role("button", name=button, exact=True).click()
-    _wait_for_run(page)
+    wait_for_app_run(page)
 
 
 def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     # The first request of a fresh server must be the entry page: until app.py has called
     # st.navigation once, Streamlit serves files under pages/ as stand-alone pages.
     page.goto(app_url)
-    _wait_for_run(page)
+    wait_for_app_run(page)
     page.goto(f"{app_url}/your_model")
-    _wait_for_run(page)
+    wait_for_app_run(page)
     assert "Your model" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     page.get_by_text("Workspace").first.wait_for()  # the frame's sidebar is drawn
     page.get_by_text("The spec in use").wait_for()
@@ -157,7 +112,7 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     assert table is not None
 
     page.goto(f"{app_url}/your_model")
-    _wait_for_run(page)
+    wait_for_app_run(page)
     _upload_and_check(page, [files / "truncated.pt"])
     error = page.locator('[data-testid="stAlert"]').filter(has_text="Upload refused")
     error.first.wait_for()
@@ -168,9 +123,9 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
 
 def test_upload_a_program_with_data_and_no_code(page, app_url, files):
     page.goto(app_url)
-    _wait_for_run(page)
+    wait_for_app_run(page)
     page.goto(f"{app_url}/your_model")
-    _wait_for_run(page)
+    wait_for_app_run(page)
     _upload_and_check(
         page, [[files / "net.pt2"], [files / "data.pt"]], form_index=1, button="Check and open the program"
     )

@@ -73,10 +73,13 @@ def input_texts(ws, split: str, n: int) -> list[str]:
 
 
 # -- tables and charts -----------------------------------------------------------------------------
-def ranking_table(result, texts, tags, class_names, top: int) -> pd.DataFrame:
+def ranking_table(result, texts, tags, class_names, top: int, only_correct: bool = False) -> pd.DataFrame:
     r = float(result.settings["score_radius"])
+    order = [int(i) for i in result.ranking]
+    if only_correct:
+        order = [i for i in order if result.labels[i] == result.predictions[i]]
     rows = []
-    for rank, row in enumerate(result.ranking[:top]):
+    for rank, row in enumerate(order[:top]):
         rows.append(
             {
                 "rank": rank + 1,
@@ -283,12 +286,20 @@ for which, item in results.items():
 
 # ranking tables
 st.subheader("Most fragile inputs")
-top_k = st.slider("Rows", 5, n, min(15, n), key="text_top")
+c_rows, c_only = st.columns([3, 2], vertical_alignment="bottom")
+top_k = c_rows.slider("Rows", 5, n, min(15, n), key="text_top")
+only_correct = c_only.toggle(
+    "Only inputs the model gets right",
+    value=True,
+    key="text_only_correct",
+    help="A misclassified input already sits where the loss is high and steep, so it tops any loss-rise "
+    "ranking; among the inputs the model gets right, the top rows are the ones closest to flipping.",
+)
 columns = st.columns(len(results))
 for col, (which, item) in zip(columns, results.items()):
     col.markdown(f"**{names[which]}**")
     col.dataframe(
-        ranking_table(item["result"], texts, tags, class_names, top_k),
+        ranking_table(item["result"], texts, tags, class_names, top_k, only_correct),
         hide_index=True,
         width="stretch",
         column_config={

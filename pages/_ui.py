@@ -180,53 +180,28 @@ def _chart_bytes(chart, fmt: str) -> bytes | str:
 
 def downloads(result, chart=None, name: str = "result", snippet: str | None = None) -> None:
     """Download buttons for a result (CSV, NPZ, settings JSON), its chart (PNG, SVG), and code."""
-    cols = st.columns(5)
     base = name.replace(" ", "_")
-    cols[0].download_button(
-        "CSV",
-        result.to_csv,
-        f"{base}.csv",
-        "text/csv",
-        key=f"dl:{name}:csv",
-        on_click="ignore",
-        icon=":material/table:",
-    )
-    cols[1].download_button(
-        "NPZ",
-        result.to_bytes,
-        f"{base}.npz",
-        "application/octet-stream",
-        key=f"dl:{name}:npz",
-        on_click="ignore",
-        icon=":material/data_array:",
-    )
-    cols[2].download_button(
-        "Settings",
-        result.settings_json,
-        f"{base}.settings.json",
-        "application/json",
-        key=f"dl:{name}:json",
-        on_click="ignore",
-        icon=":material/tune:",
-    )
+    # (label, bytes or a function making them, file suffix, MIME type, icon); chart images only with a chart
+    buttons = [
+        ("CSV", result.to_csv, "csv", "text/csv", "table"),
+        ("NPZ", result.to_bytes, "npz", "application/octet-stream", "data_array"),
+        ("Settings", result.settings_json, "settings.json", "application/json", "tune"),
+    ]
     if chart is not None:
-        cols[3].download_button(
-            "PNG",
-            lambda: _chart_bytes(chart, "png"),
-            f"{base}.png",
-            "image/png",
-            key=f"dl:{name}:png",
+        buttons += [
+            ("PNG", lambda: _chart_bytes(chart, "png"), "png", "image/png", "image"),
+            ("SVG", lambda: _chart_bytes(chart, "svg"), "svg", "image/svg+xml", "draw"),
+        ]
+    key_suffix = {"settings.json": "json"}
+    for col, (label, data, suffix, mime, icon) in zip(st.columns(5), buttons):
+        col.download_button(
+            label,
+            data,
+            f"{base}.{suffix}",
+            mime,
+            key=f"dl:{name}:{key_suffix.get(suffix, suffix)}",
             on_click="ignore",
-            icon=":material/image:",
-        )
-        cols[4].download_button(
-            "SVG",
-            lambda: _chart_bytes(chart, "svg"),
-            f"{base}.svg",
-            "image/svg+xml",
-            key=f"dl:{name}:svg",
-            on_click="ignore",
-            icon=":material/draw:",
+            icon=f":material/{icon}:",
         )
     if snippet:
         with st.expander("Copy as Python: recompute this result with landscape_core"):

@@ -48,6 +48,17 @@ BN_NOTE = (
 
 
 # -- endpoints --------------------------------------------------------------------------------
+def _checkpoint_choices(checkpoints) -> dict[str, dict]:
+    return {
+        f"checkpoint: {ckpt.name}": {
+            "theta": ckpt.theta,
+            "buffers": ckpt.buffers,
+            "code": f"ws.checkpoint({ckpt.name!r}).theta, ws.checkpoint({ckpt.name!r}).buffers",
+        }
+        for ckpt in checkpoints
+    }
+
+
 def endpoint_choices(ws) -> dict[str, dict]:
     """Every point that can be an end of the path: ``{label: {theta, buffers, code}}``."""
     a_name, b_name = ws.labels
@@ -58,24 +69,14 @@ def endpoint_choices(ws) -> dict[str, dict]:
             "code": "ws.problem.theta0, ws.problem.buffers",
         }
     }
-    for ckpt in ws.checkpoints:
-        choices[f"checkpoint: {ckpt.name}"] = {
-            "theta": ckpt.theta,
-            "buffers": ckpt.buffers,
-            "code": f"ws.checkpoint({ckpt.name!r}).theta, ws.checkpoint({ckpt.name!r}).buffers",
-        }
+    choices.update(_checkpoint_choices(ws.checkpoints))
     if ws.compare is not None and same_space(ws.problem, ws.compare):
         choices[f"{b_name} (final model B)"] = {
             "theta": ws.compare.theta0,
             "buffers": ws.compare.buffers,
             "code": "ws.compare.theta0, ws.compare.buffers",
         }
-        for ckpt in ws.compare_checkpoints:
-            choices[f"checkpoint: {ckpt.name}"] = {
-                "theta": ckpt.theta,
-                "buffers": ckpt.buffers,
-                "code": f"ws.checkpoint({ckpt.name!r}).theta, ws.checkpoint({ckpt.name!r}).buffers",
-            }
+        choices.update(_checkpoint_choices(ws.compare_checkpoints))
     return choices
 
 

@@ -14,6 +14,13 @@ Typical use::
     ckpt = load_checkpoint("final.safetensors", problem)
     save_checkpoint(problem, ckpt, "copy.pt")
 
+Files from outside are read as if an attacker wrote them: a ``.pt`` zip archive first passes
+``archives.check_zip`` (no duplicate or overlapping entries, uncompressed content at most
+``MAX_CHECKPOINT_BYTES``, every entry's CRC-32 verified, since torch's reader checks none) and
+``archives.check_torch_reader`` (torch's reader sees the same entries), then a ``meta`` load
+reads the tensors' storage sizes without their bytes and checks them against the same limit;
+only then does ``torch.load`` read the weights. See ``load_torch``.
+
 Every failure is a ``ValueError`` that says which file, what is wrong and what is allowed.
 """
 
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from . import archives
 from .workspace import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,11 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "wei
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 STEP_KEYS = ("step", "epoch", "global_step", "iteration")
 _GLOBAL_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST"}  # pickle opcodes that name a class or function
+MAX_CHECKPOINT_BYTES = 8 * 2**30  # uncompressed content of one checkpoint file (tensors and pickle)
+CHECKPOINT_HINT = (
+    "(for example a whole model saved with torch.save(model), or code that would run while loading). For safety "
+    "only plain weights are read. Save model.state_dict() with torch.save, or use .safetensors."
+)
 
 
 # -- names and ordering ---------------------------------------------------------------------
@@ -73,7 +86,7 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
 
 
 # -- reading files --------------------------------------------------------------------------
-def refused_pickle(exc: BaseException, source: str | Path | bytes) -> bool:
+def refused_pickle(exc: BaseException, source: archives.Source) -> bool:
     """Whether ``torch.load(weights_only=True)`` of ``source`` (a path or the bytes) failed with
     ``exc`` because the pickle builds Python objects, rather than because the bytes are damaged.
 
@@ -90,9 +103,8 @@ def refused_pickle(exc: BaseException, source: str | Path | bytes) -> bool:
     text = str(exc).lower()
     if "weights only" in text and "global" in text:
         return True
-    stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    with stream:
-        if stream.read(4) == b"PK\x03\x04":  # a torch zip archive: its pickle was read above and failed
+    with archives.opened(source) as stream:
+        if stream.read(4) == archives.ZIP_MAGIC:  # a torch zip archive: its pickle was read above and failed
             return False
         stream.seek(0)
         return _names_a_global(stream)
@@ -121,34 +133,92 @@ def unpickling_detail(exc: BaseException) -> str:
     return text.split(". ")[0].strip() or type(exc).__name__
 
 
-def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+def read_file(path: str | Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, torch.Tensor], dict]:
     """Read one checkpoint file: ``(state_dict, metadata)``, tensors on the CPU.
 
     ``metadata`` holds plain entries found beside the weights (``epoch``, ``step``...) or the
-    safetensors header metadata. Raises ``ValueError`` for a missing, corrupt or unsafe file.
+    safetensors header metadata. ``max_bytes``: the largest content accepted (uncompressed,
+    for a zip archive). Raises ``ValueError`` for a missing, corrupt, oversized or unsafe file.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(
+                f"checkpoint file {path.name!r} is {archives.mib(size)}, over the limit of {archives.mib(max_bytes)}."
+            )
         return _read_safetensors(path)
     if suffix not in TORCH_SUFFIXES:
         raise ValueError(f"checkpoint file {path.name!r} has suffix {suffix!r}; allowed are {', '.join(SUFFIXES)}.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # protocol notes from the weights-only unpickler
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if refused_pickle(exc, path):
+    with open(path, "rb") as f:  # one open file for the checks and the load
+        obj = load_torch(f, path.name, max_bytes)
+    return _unwrap(obj, path.name)
+
+
+def load_torch(source: archives.Source, name: str, max_bytes: int, what: str = "checkpoint file", hint: str = ""):
+    """``torch.load(weights_only=True)`` of ``source`` (bytes, a path or an open file), after every check.
+
+    A zip archive (``torch.save``'s format) passes ``archives.check_zip`` (uncompressed content at
+    most ``max_bytes``, CRC-32 of every entry) and ``archives.check_torch_reader``; a ``meta`` load
+    then reads the tensors' storage sizes without their bytes, checked against ``max_bytes``.
+    An older non-zip file is stored uncompressed and carries no checksum: its size is checked.
+    ``what``/``name`` name the file in messages; ``hint`` ends the refusal of a pickle that builds
+    objects (default: the checkpoint advice). Raises ``ValueError``.
+    """
+    label = f"{what} {name!r}"
+    size = archives.source_size(source)
+    if size == 0:
+        raise ValueError(f"{label} is corrupt or truncated: it is empty (0 bytes).")
+    if size > max_bytes:
+        raise ValueError(f"{label} is {archives.mib(size)}, over the limit of {archives.mib(max_bytes)}.")
+    if archives.is_zip(source):
+        entries = archives.check_zip(source, name, max_bytes, what)
+        archives.check_torch_reader(source, entries, name, what)
+        declared = storage_bytes(_torch_load(source, what, name, hint, map_location="meta"))
+        if declared > max_bytes:
             raise ValueError(
-                f"refused to load {path.name!r}: it contains pickled Python objects other than tensors (for example a "
-                "whole model saved with torch.save(model), or code that would run while loading). For safety only "
-                "plain weights are read. Save model.state_dict() with torch.save, or use .safetensors."
+                f"{label} declares tensors of {archives.mib(declared)}, over the limit of "
+                f"{archives.mib(max_bytes)}; refused before loading."
+            )
+    return _torch_load(source, what, name, hint, map_location="cpu")
+
+
+def storage_bytes(obj) -> int:
+    """Bytes of the distinct tensor storages inside ``obj`` (nested dicts, lists, tuples)."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            key = getattr(storage, "_checkpoint_offset", None)  # a meta load's record offset
+            key = ("record", key) if key is not None else ("object", id(storage), item.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+def _torch_load(source: archives.Source, what: str, name: str, hint: str, map_location: str):
+    label = f"{what} {name!r}"
+    try:
+        with warnings.catch_warnings(), archives.opened(source) as f:
+            warnings.simplefilter("ignore")  # protocol notes from the weights-only unpickler
+            return torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if refused_pickle(exc, source):
+            raise ValueError(
+                f"refused to load {name!r}: it contains pickled Python objects other than tensors "
+                f"{hint or CHECKPOINT_HINT}"
             ) from None
         raise ValueError(
-            f"checkpoint file {path.name!r} is corrupt or truncated (not a readable PyTorch file): "
-            f"{unpickling_detail(exc)}."
+            f"{label} is corrupt or truncated (not a readable PyTorch file): {unpickling_detail(exc)}."
         ) from None
     except Exception as exc:  # a damaged file can fail anywhere inside the unpickler or the zip reader
         text = str(exc).split(". ")[0]
@@ -157,10 +227,7 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             if text and not isinstance(exc, RuntimeError)
             else text or type(exc).__name__
         )
-        raise ValueError(
-            f"checkpoint file {path.name!r} is corrupt or truncated (not a readable PyTorch file): {detail}."
-        ) from None
-    return _unwrap(obj, path.name)
+        raise ValueError(f"{label} is corrupt or truncated (not a readable PyTorch file): {detail}.") from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

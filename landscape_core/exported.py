@@ -16,12 +16,21 @@ tests/test_uploads.py). Two things stand in the way and are handled here:
   fails; ``guards_code`` strings are compiled into Python; symbolic-shape strings go through
   ``sympy.sympify`` (which evaluates Python); and node targets resolve any ``torch.*``
   attribute path (``torch.serialization.os.system`` included). So uploaded bytes are
-  **scanned first** (``scan_program``) and handed to ``torch.export.load`` only if every part
-  is on an allowlist: no pickled payload, no custom/opaque object, no AOTInductor code, no
-  guard code, sample inputs readable with ``weights_only=True`` (so no fallback happens),
+  **scanned first** (``scan_program``) and every part must be on an allowlist: no pickled
+  payload, no custom/opaque object, no AOTInductor code, no guard code, no entry that
+  ``torch.export.save`` does not write, sample inputs readable with ``weights_only=True``,
   every call target a ``torch.ops.aten``/``prims`` operator (file-touching ones excluded) or a
   plain ``_operator`` function, and every symbolic expression made of symbols, numbers and
-  arithmetic. What then runs is a graph of tensor operators, as when evaluating any model.
+  arithmetic. The scan reads the archive the way torch does: ``archives.check_zip`` refuses
+  duplicate or overlapping entries (Python's ``zipfile`` keeps the last copy of a name, torch's
+  reader may keep the first, so a scanner reading one and a loader reading the other would
+  disagree), bounds the unpacked size and verifies every CRC; every part is then read with
+  torch's own reader (``torch._C.PyTorchFileReader``), after checking that it sees the same
+  entries at the same offsets. Finally ``torch.export.load`` never sees the uploaded bytes:
+  it reads an archive written afresh from the checked parts (JSON re-serialized from the
+  checked objects, raw tensor payloads, sample inputs re-saved from plain tensors), which has
+  nothing any of its pickle paths would read. What then runs is a graph of tensor
+  operators, as when evaluating any model.
 
 Limits: parameter kinds come from names only (``ParamSpace`` sees no module types in a
 program), so a BatchNorm weight counts as a weight, not a norm parameter, for "ignore
@@ -36,9 +45,12 @@ import json
 import re
 import types
 import zipfile
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from . import archives, checkpoints
 
 MAX_PROGRAM_BYTES = 200 * 2**20
 
@@ -103,54 +115,113 @@ def _check_expr(text: str, name: str) -> None:
             raise ProgramError(f"{name}: a symbolic shape names the symbol {quoted!r}; expected names like s0.")
 
 
+_FIXED_RECORDS = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id")
+_PAYLOAD_NAMES = {"weights": re.compile(r"^weight_\d+$"), "constants": re.compile(r"^tensor_\d+$")}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The parts of a scanned archive, as torch's reader gave them, ready to be written afresh."""
+
+    model_name: str
+    program: dict
+    configs: dict
+    payloads: dict
+    sample_inputs: object
+    fixed: dict
+    operators: list
+
+
 def scan_program(data: bytes, name: str = "program.pt2") -> dict:
     """Check a ``.pt2`` archive against the allowlist (module docstring) without loading it.
 
-    Returns ``{"operators": sorted targets, "parameters": [...], "buffers": [...]}``.
-    Raises ``ProgramError`` naming the first refused part.
+    Returns ``{"operators": sorted targets}``. Raises ``ProgramError`` naming the first refused part.
     """
+    return {"operators": _check(data, name).operators}
+
+
+def _check(data: bytes, name: str) -> _Checked:
+    """Every check of ``scan_program``; the parts are read with torch's own reader, so they are
+    exactly the bytes ``torch.export.load`` would read from this archive."""
     if len(data) > MAX_PROGRAM_BYTES:
         raise ProgramError(f"{name!r} is {len(data) / 2**20:.1f} MiB, over the limit of {MAX_PROGRAM_BYTES >> 20} MiB.")
+    if not archives.is_zip(data):
+        raise ProgramError(f"{name!r} is not a torch.export archive (not a zip file); save with torch.export.save.")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        files = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ProgramError(
-            f"{name!r} is not a torch.export archive (not a zip file); save with torch.export.save."
-        ) from None
-    roots = {f.split("/", 1)[0] for f in files}
-    if len(roots) != 1:
-        raise ProgramError(f"{name!r} is not a torch.export archive (several top-level folders).")
-    root = roots.pop()
-    inner = [f.split("/", 1)[1] for f in files if "/" in f]
-    models = [f for f in inner if f.startswith("models/") and f.endswith(".json")]
+        entries = archives.check_zip(data, name, MAX_PROGRAM_BYTES, "program")
+        reader = archives.check_torch_reader(data, entries, name, "program")
+    except archives.ArchiveError as exc:
+        raise ProgramError(str(exc)) from None
+    records = set(reader.get_all_records())
+    models = sorted(r for r in records if r.startswith("models/") and r.endswith(".json"))
     if len(models) != 1:
         raise ProgramError(f"{name!r} must hold exactly one exported program; found {len(models)}.")
     model_name = models[0][len("models/") : -len(".json")]
-    for f in inner:
-        if f.startswith(("data/aotinductor", "data/mtia", "data/executorch", "extra/")) or f.endswith(".so"):
-            raise ProgramError(f"{name!r} holds compiled or extra code ({f}); only plain exported programs are read.")
-        if f in (f"data/weights/{model_name}.pt", f"data/constants/{model_name}.pt"):
-            raise ProgramError(f"{name!r} uses the legacy pickled weight format; re-save it with torch.export.save.")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", model_name):
+        raise ProgramError(f"{name!r}: its program is named {model_name!r}; expected a plain name such as 'model'.")
 
-    def read_json(path):
+    def read(record: str) -> bytes:
+        if record not in records:
+            raise ProgramError(f"{name!r} is incomplete or corrupt: it has no {record}.")
+        return reader.get_record(record)
+
+    def read_json(record: str):
         try:
-            return json.loads(archive.read(f"{root}/{path}"))
-        except (KeyError, ValueError):
-            raise ProgramError(f"{name!r} is incomplete or corrupt: cannot read {path}.") from None
+            return json.loads(read(record))
+        except ValueError:
+            raise ProgramError(f"{name!r} is incomplete or corrupt: cannot read {record}.") from None
 
+    configs, payloads = {}, {}
     for kind in ("weights", "constants"):
-        config = read_json(f"data/{kind}/{model_name}_{kind}_config.json").get("config", {})
-        for fqn, meta in config.items():
-            if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+        record = f"data/{kind}/{model_name}_{kind}_config.json"
+        config = read_json(record)
+        entries_of_kind = config.get("config") if isinstance(config, dict) else None
+        if not isinstance(entries_of_kind, dict):
+            raise ProgramError(f"{name!r} is incomplete or corrupt: {record} holds no config.")
+        for fqn, meta in entries_of_kind.items():
+            path_name = meta.get("path_name") if isinstance(meta, dict) else None
+            if (
+                not isinstance(meta, dict)
+                or meta.get("use_pickle") is not False
+                or not isinstance(path_name, str)
+                or not _PAYLOAD_NAMES[kind].match(path_name)
+                or not isinstance(meta.get("tensor_meta"), dict)
+            ):
                 raise ProgramError(f"{name!r}: {kind[:-1]} {fqn!r} is stored as a pickle or custom object; refused.")
-    sample = f"{root}/data/sample_inputs/{model_name}.pt"
-    if sample in files:
-        try:
-            torch.load(io.BytesIO(archive.read(sample)), weights_only=True)
-        except Exception:
-            raise ProgramError(f"{name!r}: its sample inputs are not plain tensors (they would need pickle).") from None
-    program = read_json(f"models/{model_name}.json")
+            payloads[f"data/{kind}/{path_name}"] = read(f"data/{kind}/{path_name}")
+        configs[record] = config
+    sample = f"data/sample_inputs/{model_name}.pt"
+    try:
+        sample_inputs = checkpoints.load_torch(read(sample), f"{name}: {sample}", MAX_PROGRAM_BYTES, what="program")
+    except ValueError as exc:
+        if isinstance(exc, ProgramError):
+            raise
+        raise ProgramError(
+            f"{name!r}: its sample inputs are not plain tensors (they would need pickle): {exc}"
+        ) from None
+    fixed = {r: read(r) for r in _FIXED_RECORDS if r in records}
+    if fixed.get("archive_format") != b"pt2":
+        raise ProgramError(f"{name!r} is not a torch.export archive (no archive_format 'pt2').")
+    expected = {*fixed, *configs, *payloads, sample, models[0]}
+    for record in sorted(records - expected):
+        if record.startswith(("data/aotinductor", "data/mtia", "data/executorch", "extra/")) or record.endswith(".so"):
+            raise ProgramError(
+                f"{name!r} holds compiled or extra code ({record}); only plain exported programs are read."
+            )
+        if record in (f"data/weights/{model_name}.pt", f"data/constants/{model_name}.pt"):
+            raise ProgramError(f"{name!r} uses the legacy pickled weight format; re-save it with torch.export.save.")
+        raise ProgramError(
+            f"{name!r} holds the entry {record!r}, which torch.export.save does not write for a plain program; refused."
+        )
+    program = read_json(models[0])
+    operators = _scan_graph(program, name)
+    return _Checked(model_name, program, configs, payloads, sample_inputs, fixed, operators)
+
+
+def _scan_graph(program, name: str) -> list[str]:
+    """Call targets of the program's graph, after the allowlist checks of every part of its JSON."""
+    if not isinstance(program, dict):
+        raise ProgramError(f"{name!r} is incomplete or corrupt: its program is not a JSON object.")
     if program.get("guards_code"):
         raise ProgramError(f"{name!r} carries Python guard code; refused (export without guards code).")
     operators = set()
@@ -168,7 +239,28 @@ def scan_program(data: bytes, name: str = "program.pt2") -> dict:
                     raise ProgramError(f"{name!r}: inputs/outputs use the container type {type_name}; refused.")
     if not operators:
         raise ProgramError(f"{name!r} holds an empty graph.")
-    return {"operators": sorted(operators)}
+    return sorted(operators)
+
+
+def _rewrite(checked: _Checked) -> bytes:
+    """A new archive holding only the checked parts: the JSON written from the parsed (checked)
+    objects, the raw tensor payloads, and sample inputs saved afresh from plain tensors. It has no
+    entry that any pickle path of ``torch.export.load`` reads (no ``use_pickle`` payload, custom
+    object, legacy weights file, top-level ``version`` for the old-format fallback)."""
+    sample = io.BytesIO()
+    torch.save(checked.sample_inputs, sample)
+    parts = {
+        **checked.fixed,
+        f"models/{checked.model_name}.json": json.dumps(checked.program).encode(),
+        **{record: json.dumps(config).encode() for record, config in checked.configs.items()},
+        **checked.payloads,
+        f"data/sample_inputs/{checked.model_name}.pt": sample.getvalue(),
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for record, content in parts.items():
+            archive.writestr(f"archive/{record}", content)
+    return out.getvalue()
 
 
 _TRAINING_FLAG = {"batch_norm": 5, "dropout": 2, "feature_dropout": 2, "alpha_dropout": 2}
@@ -201,10 +293,14 @@ def _no_mode_change(self, mode: bool = True):
 
 
 def module_from_program(data: bytes, name: str = "program.pt2") -> nn.Module:
-    """Scan, load and return the program's module, ready for ``Problem`` (eval mode only)."""
-    scan_program(data, name)
+    """Scan, load and return the program's module, ready for ``Problem`` (eval mode only).
+
+    ``torch.export.load`` never sees the uploaded bytes: it reads an archive written afresh from
+    the checked parts (``_rewrite``), so what it reads is exactly what was checked.
+    """
+    clean = _rewrite(_check(data, name))
     try:
-        program = torch.export.load(io.BytesIO(data))
+        program = torch.export.load(io.BytesIO(clean))
     except Exception as exc:
         raise ProgramError(f"{name!r} could not be loaded by torch.export.load: {type(exc).__name__}: {exc}") from None
     training = _training_ops(program)

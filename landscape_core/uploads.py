@@ -11,28 +11,28 @@ What can be uploaded (browser or any caller holding bytes):
 * a ``torch.export`` program (``.pt2``) plus data, with no code: see ``exported.py``.
 
 Size limits (``MAX_STATE_DICT_BYTES``, ``MAX_DATA_BYTES``) are checked on the byte count
-before anything is parsed. Every failure is an ``UploadError`` (a ``ValueError``) with one
-sentence naming the file, what is wrong and what is allowed.
+before anything is parsed, and again on what a zip archive (``.pt``, ``.npz``) would unpack to:
+the declared sizes of its entries, the shapes in its ``.npy`` headers and the storage sizes of
+its tensors, before any of it is read (``archives``, ``checkpoints.load_torch``). Every entry's
+CRC is verified first. Every failure is an ``UploadError`` (a ``ValueError``) with one sentence
+naming the file, what is wrong and what is allowed. Accepted uploads are kept per browser
+session by ``upload_registry``.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
-import pickle
 import re
 import tempfile
-import threading
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import checkpoints
+from . import archives, checkpoints
 from .problem import Problem
 from .workspace import Checkpoint, Workspace
 
@@ -98,9 +98,9 @@ def read_state_dict(upload: Upload) -> tuple[dict[str, torch.Tensor], dict]:
         path = Path(folder) / _safe_name(upload.name)
         path.write_bytes(upload.data)
         try:
-            return checkpoints.read_file(path)
-        except ValueError as exc:
-            raise UploadError(str(exc)) from None
+            return checkpoints.read_file(path, max_bytes=MAX_STATE_DICT_BYTES)
+        except ValueError as exc:  # the message names the upload as the user called it, not the temporary copy
+            raise UploadError(str(exc).replace(repr(path.name), repr(upload.name))) from None
 
 
 def checkpoint_from_upload(problem: Problem, upload: Upload) -> Checkpoint:
@@ -134,22 +134,25 @@ def read_data(upload: Upload) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _read_pt(upload: Upload):
     try:
-        return torch.load(io.BytesIO(upload.data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if checkpoints.refused_pickle(exc, upload.data):
-            raise UploadError(
-                f"refused to load {upload.name!r}: it contains pickled Python objects other than tensors (which could "
-                "run code while loading). Uploads are data only: save tensors, e.g. torch.save({'X': X, 'y': y}, f)."
-            ) from None
-        raise UploadError(f"data file {upload.name!r} is corrupt or truncated (not a readable PyTorch file).") from None
-    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError, TypeError) as exc:
-        detail = str(exc).split(". ")[0] or type(exc).__name__
-        raise UploadError(
-            f"data file {upload.name!r} is corrupt or truncated (not a readable PyTorch file): {detail}."
-        ) from None
+        return checkpoints.load_torch(
+            upload.data,
+            upload.name,
+            MAX_DATA_BYTES,
+            what="data file",
+            hint="(which could run code while loading). Uploads are data only: save tensors, e.g. "
+            "torch.save({'X': X, 'y': y}, f).",
+        )
+    except ValueError as exc:
+        raise UploadError(str(exc)) from None
 
 
 def _read_npz(upload: Upload) -> dict:
+    """The arrays of an ``.npz``, after its entries, CRCs and array headers pass the checks."""
+    try:
+        entries = archives.check_zip(upload.data, upload.name, MAX_DATA_BYTES, "data file")
+        archives.npy_headers(upload.data, entries, upload.name, MAX_DATA_BYTES, "data file")
+    except archives.ArchiveError as exc:
+        raise UploadError(str(exc)) from None
     try:
         with np.load(io.BytesIO(upload.data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -234,7 +237,7 @@ def open_uploads(
     val: Upload | None = None,
     name: str | None = None,
 ) -> Workspace:
-    """The workspace ``base`` with uploaded weights and/or data.
+    """The workspace ``base`` with uploaded weights and/or data, named ``"<base> + <file names>"``.
 
     ``state_dicts``: files for ``base``'s architecture, naturally sorted by name; they become
     the checkpoints, and the last one is the base point (model A). ``train``/``val``: data
@@ -282,46 +285,10 @@ def open_uploads(
         parts.append(f"{len(uploads)} uploaded state dict(s) ({', '.join(u.name for u in uploads)})")
     if train is not None or val is not None:
         parts.append("uploaded data (" + ", ".join(u.name for u in (train, val) if u is not None) + ")")
+    files = [u.name for u in (*uploads, train, val) if u is not None]
     return Workspace(
-        name=name or f"{base.name} + uploads",
+        name=name or f"{base.name} + {', '.join(files)}",
         problem=new,
         checkpoints=ckpts,
         description=f"{base.name} with {' and '.join(parts)}.",
     )
-
-
-# -- uploaded workspaces kept for this process ------------------------------------------------------
-_REGISTERED: OrderedDict[str, Workspace] = OrderedDict()
-_REGISTERED_LOCK = threading.Lock()
-MAX_REGISTERED = 8
-
-
-def register(workspace: Workspace) -> str:
-    """Keep an uploaded workspace for this process; returns its id ``"upload:<name>:<hash>"``.
-
-    The id hashes the model and data, so the same upload gets the same id (and the same cache
-    entries). The most recent ``MAX_REGISTERED`` are kept.
-    """
-    problem = workspace.problem
-    digest = hashlib.sha256(f"{problem.model_hash()}:{problem.data_fingerprint()}".encode()).hexdigest()[:12]
-    wid = f"upload:{workspace.name}:{digest}"
-    with _REGISTERED_LOCK:
-        _REGISTERED[wid] = workspace
-        _REGISTERED.move_to_end(wid)
-        while len(_REGISTERED) > MAX_REGISTERED:
-            _REGISTERED.popitem(last=False)
-    return wid
-
-
-def registered(workspace_id: str) -> Workspace:
-    """The workspace registered under ``workspace_id``; ``KeyError`` with the known ids otherwise."""
-    with _REGISTERED_LOCK:
-        if workspace_id not in _REGISTERED:
-            raise KeyError(f"no uploaded workspace {workspace_id!r}; known: {list(_REGISTERED) or 'none'}.")
-        return _REGISTERED[workspace_id]
-
-
-def registered_ids() -> list[str]:
-    """Ids of the uploaded workspaces kept in this process, oldest first."""
-    with _REGISTERED_LOCK:
-        return list(_REGISTERED)

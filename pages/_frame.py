@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import re
 import sys
 import threading
 import traceback
@@ -94,19 +95,51 @@ def _module(name: str):
         return None
 
 
+UPLOAD_PREFIX = "upload:"
+_OWNER = "ui_owner"
+
+
+def owner() -> str:
+    """This browser session's token (made once, kept in its session state): it owns the session's
+    uploads, which no other session can list or open (``landscape_core.upload_registry``)."""
+    token = st.session_state.get(_OWNER)
+    if not isinstance(token, str) or len(token) < 8:
+        from landscape_core.upload_registry import new_owner
+
+        token = st.session_state[_OWNER] = new_owner()
+    return token
+
+
+def plain(text) -> str:
+    """``text`` for a markdown element, shown as typed: every markdown, LaTeX and Streamlit-directive
+    character is backslash-escaped (uploaded file names are never rendered as links or images)."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'])", r"\\\1", str(text)).replace("\n", " ")
+
+
 def available_workspaces() -> list[str]:
-    """Workspace ids for the sidebar: the spec named on the command line first, then the demos."""
+    """Workspace ids for the sidebar: the spec named on the command line first, this session's
+    uploads (newest first), then the demos."""
     ids = []
     spec = spec_from_argv()
     if spec:
         ids.append(f"spec:{spec}")
-    uploads = _module("landscape_core.uploads")
-    if uploads is not None and hasattr(uploads, "registered_ids"):
-        ids.extend(reversed(uploads.registered_ids()))  # newest upload first
+    registry = _module("landscape_core.upload_registry")
+    if registry is not None:
+        ids.extend(reversed(registry.registered_ids(owner())))
     demos = _module("landscape_core.demos")
     if demos is not None:
         ids.extend(demos.list_demos())
     return ids
+
+
+def _open(workspace_id: str, session_owner: str | None = None):
+    """The workspace ``workspace_id``: an upload of ``session_owner`` (default: this session), never
+    cached across sessions, or a spec/demo (loaded once per process)."""
+    if workspace_id.startswith(UPLOAD_PREFIX):
+        from landscape_core import upload_registry
+
+        return upload_registry.registered(workspace_id, session_owner or owner())
+    return _load_workspace(workspace_id)
 
 
 @st.cache_resource(show_spinner="Loading the workspace (a demo trains once, then it is cached)...", max_entries=6)
@@ -116,11 +149,8 @@ def _load_workspace(workspace_id: str):
         if spec is None:
             raise ValueError("specs need landscape_core.spec, which is not installed in this version.")
         return spec.load_spec(workspace_id[len("spec:") :])
-    if workspace_id.startswith("upload:"):
-        uploads = _module("landscape_core.uploads")
-        if uploads is None:
-            raise ValueError("uploaded workspaces need landscape_core.uploads, which is not installed.")
-        return uploads.registered(workspace_id)
+    if workspace_id.startswith(UPLOAD_PREFIX):
+        raise ValueError(f"{workspace_id!r} is an upload; uploads are opened per session, not from this cache.")
     demos = _module("landscape_core.demos")
     if demos is None:
         raise ValueError("no workspace: landscape_core.demos is not available and no --spec was given.")
@@ -143,7 +173,7 @@ def workspace():
     require_frame()
     wid = workspace_id()
     try:
-        return _load_workspace(wid)
+        return _open(wid)
     except Exception as exc:
         error_box(exc, f"Could not open workspace {wid!r}")
         st.stop()
@@ -158,10 +188,10 @@ def _subset() -> int:
 
 
 @st.cache_resource(show_spinner="Preparing the data subset...", max_entries=16)
-def _page_problem(wid: str, which: str, subset: int, device: str):
+def _page_problem(wid: str, which: str, subset: int, device: str, session_owner: str | None = None):
     from landscape_core.problem import Problem
 
-    ws = _load_workspace(wid)
+    ws = _open(wid, session_owner)
     problem = ws.problem if which == "A" else ws.compare
     if problem is None:
         raise ValueError(f"workspace {wid!r} has no model B to compare with.")
@@ -187,7 +217,9 @@ def problem_for_page(ws=None, which: str = "A"):
     if which not in ("A", "B"):
         raise ValueError(f"which must be 'A' or 'B'; got {which!r}.")
     try:
-        return _page_problem(workspace_id(), which, _subset(), _device())
+        wid = workspace_id()
+        session_owner = owner() if wid.startswith(UPLOAD_PREFIX) else None  # part of the cache key
+        return _page_problem(wid, which, _subset(), _device(), session_owner)
     except Exception as exc:
         error_box(exc, f"Could not prepare model {which}")
         st.stop()
@@ -208,8 +240,13 @@ def source(which: str = "A") -> dict:
 def _workspace_label(wid: str) -> str:
     if wid.startswith("spec:"):
         return f"your spec: {wid[5:]}"
-    if wid.startswith("upload:"):
-        return f"upload: {wid.split(':')[1]}"
+    if wid.startswith(UPLOAD_PREFIX):
+        from landscape_core import upload_registry
+
+        try:
+            return f"upload {upload_registry.label(wid, owner())}"
+        except KeyError:
+            return "upload (no longer kept)"
     return wid
 
 
@@ -239,22 +276,24 @@ def sidebar() -> None:
             st.session_state["ui_workspace"] = pending
         if st.session_state.get("ui_workspace") not in ids:
             st.session_state["ui_workspace"] = ids[0]
+        labels = {wid: _workspace_label(wid) for wid in ids}  # looked up now, in this session's run
         st.selectbox(
             "Problem",
             ids,
             key="ui_workspace",
-            format_func=_workspace_label,
-            help="A built-in demo (trained once, then cached), the spec named on the command line, or an upload "
-            "from the Your model page.",
+            format_func=lambda wid: labels.get(wid, wid),
+            help="A built-in demo (trained once, then cached), the spec named on the command line, or one of "
+            "your uploads from the Your model page (kept for this browser tab only, see that page).",
         )
+        chosen = st.session_state["ui_workspace"]
         try:
-            ws = _load_workspace(st.session_state["ui_workspace"])
+            ws = _open(chosen)
         except Exception as exc:
             error_box(exc, "Could not open this workspace")
             return
         if ws.description:
             with st.expander("About this workspace"):
-                st.caption(ws.description)
+                st.caption(plain(ws.description) if chosen.startswith(UPLOAD_PREFIX) else ws.description)
         problem = ws.problem
         sizes = {name: s.n for name, s in problem.splits.items()}
         st.multiselect(

@@ -15,8 +15,13 @@ Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets
   loaded once per process (``st.cache_resource``). Shows a readable error and stops the
   page if it cannot be loaded.
 - ``workspace_id() -> str``: its id (``"digits-mlp"``, ``"spec:path.py:build"`` or
-  ``"upload:<name>:<hash>"`` for a workspace registered by ``landscape_core.uploads.register``).
-- ``available_workspaces() -> list[str]``: the ids the sidebar offers (spec, uploads, demos).
+  ``"upload:<12 hex>"`` for an upload registered by ``landscape_core.upload_registry.register``).
+- ``available_workspaces() -> list[str]``: the ids the sidebar offers (spec, this session's
+  uploads, demos).
+- ``owner() -> str``: this browser session's token; uploads registered under it are listed
+  and opened for this session only.
+- ``plain(text) -> str``: ``text`` escaped for any markdown element, so it shows as typed
+  (use it for every name that came from an upload: file names, checkpoint names).
 - ``open_workspace(id)``: switch the sidebar to that workspace and rerun (from any page code).
 - ``problem_for_page(ws=None, which="A") -> Problem``: model A (``ws.problem``) or B
   (``ws.compare``) with the sidebar's evaluation subset and device applied (cached).
@@ -73,6 +78,8 @@ from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
     error_box,
     frame,
     open_workspace,
+    owner,
+    plain,
     problem_for_page,
     require_frame,
     sidebar,

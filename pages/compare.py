@@ -19,7 +19,7 @@ st.caption(
 ws = ui.workspace()
 if ws.compare is None:
     st.info(
-        f"Workspace **{ws.name}** has a single model. Pick **digits-mlp** (small vs large batch) or "
+        f"Workspace **{ui.plain(ws.name)}** has a single model. Pick **digits-mlp** (small vs large batch) or "
         "**digits-seeds** (two seeds) in the sidebar to compare two models."
     )
     st.stop()

@@ -447,7 +447,7 @@ if paths is None:
     st.stop()
 path = paths[bn]
 
-st.subheader(f"{name_a}  to  {name_b}")
+st.subheader(f"{ui.plain(name_a)}  to  {ui.plain(name_b)}")
 chart = loss_chart(path, splits, log_y, "Loss along the path; dashed: straight chord between the ends; bar: barrier")
 st.altair_chart(chart, width="stretch")
 for line in readout(path, splits, name_a, name_b):

@@ -191,14 +191,14 @@ def gap_readout(gap, traj, quantity: str) -> str:
     worst = int(np.nanargmax(g))
     faithful = [n for n, v, t in zip(gap.names, g, true) if v <= 0.05 * abs(t) + 1e-3]
     text = (
-        f"The largest gap is **{g[worst]:.3g}** at **{gap.names[worst]}** (true {label} {true[worst]:.4g}, "
+        f"The largest gap is **{g[worst]:.3g}** at **{ui.plain(gap.names[worst])}** (true {label} {true[worst]:.4g}, "
         f"{gap.residual_norms[worst]:.3g} away from the plane). "
     )
     if len(faithful) == len(g):
         text += "Every checkpoint's true value is within 5% of what the plane shows under it: the picture is faithful."
     elif faithful:
         text += (
-            f"{len(faithful)} of {len(g)} checkpoints are within 5% of the plane's value (the last: {faithful[-1]}); "
+            f"{len(faithful)} of {len(g)} checkpoints are within 5% of the plane's value (the last: {ui.plain(faithful[-1])}); "
             "where the gap is large, the contour under the path is not the loss the model had."
         )
     else:

@@ -3,7 +3,9 @@
 UI only: specs load through ``landscape_core.spec``, uploads are validated by
 ``landscape_core.uploads`` (state dicts, data) and ``landscape_core.exported`` (.pt2 programs).
 Uploaded files are read as data and never executed. An accepted upload becomes a workspace
-that the sidebar can open (``uploads.register``); every refusal is one readable sentence.
+that this browser session's sidebar opens (``upload_registry.register`` under ``ui.owner()``;
+no other session sees it); every refusal is one readable sentence, and every name that came
+from an upload is shown as plain text (``ui.plain``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from landscape_core import exported, spec, uploads
+from landscape_core import exported, spec, upload_registry, uploads
 from landscape_core.uploads import Upload
 from pages import _ui as ui
 
@@ -77,7 +79,7 @@ def _show_workspace(ws) -> None:
     """Base values and checkpoint losses of an accepted upload."""
     p = ws.problem
     base = {ui.quantity_label(q): v for q, v in p.base.items()}
-    st.success(f"Accepted: **{ws.name}**. {ws.description}")
+    st.success(f"Accepted: **{ui.plain(ws.name)}**. {ui.plain(ws.description)}")
     st.dataframe(pd.DataFrame([base], index=["base point"]), width="stretch")
     if ws.checkpoints:
         thetas = torch.stack([c.theta for c in ws.checkpoints])
@@ -90,29 +92,38 @@ def _show_workspace(ws) -> None:
 
 
 def _open(ws) -> None:
-    """Register the workspace and select it in the sidebar when the frame supports uploaded workspaces."""
-    wid = uploads.register(ws)
+    """Register the workspace for this browser session and select it in the sidebar."""
+    try:
+        wid = upload_registry.register(ws, ui.owner())
+    except upload_registry.RegistryFull as exc:
+        ui.error_box(str(exc), "Upload not kept")
+        return
     st.session_state["ym_last"] = wid
-    if wid in ui.available_workspaces():
-        ui.open_workspace(wid)
-    st.info(
-        "The upload is checked and kept for this server. Opening it on every page needs the sidebar to list "
-        f"uploaded workspaces (id `{wid}`); until then, use it from Python with "
-        "`landscape_core.uploads.registered(...)` or write a spec."
-    )
+    ui.open_workspace(wid)
+
+
+KEPT = (
+    "Uploads stay in this server's memory for this browser tab only: other visitors cannot see, open or remove "
+    f"them. At most {upload_registry.MAX_PER_SESSION} are kept at a time (another upload replaces your oldest); "
+    f"each is dropped {upload_registry.KEEP_SECONDS // 3600} hours after you last opened it, or when the server "
+    "restarts. Reloading or closing this tab ends its session: its uploads can no longer be opened. Results "
+    "computed from them are cached like any other result."
+)
 
 
 st.subheader("Upload weights and data")
 base_ws = ui.workspace()
 problem = base_ws.problem
 st.markdown(
-    f"For the architecture of the current workspace **{base_ws.name}** ({type(problem.model).__name__}, "
+    f"For the architecture of the current workspace **{ui.plain(base_ws.name)}** ({type(problem.model).__name__}, "
     f"{problem.space.size:,} parameters). State dicts: `.pt`/`.pth` (read with `torch.load(weights_only=True)`: "
     "tensors only, no code) or `.safetensors`, up to "
     f"{uploads.MAX_STATE_DICT_BYTES // MIB} MiB each; several files become checkpoints in natural order "
     f"(epoch_2 before epoch_10), the last one the base point. Data: `.pt` or `.npz` holding `X` and `y`, up to "
-    f"{uploads.MAX_DATA_BYTES // MIB} MiB each."
+    f"{uploads.MAX_DATA_BYTES // MIB} MiB each, also once unpacked (a compressed `.npz` or `.pt` may not expand "
+    "past the limit)."
 )
+st.caption(KEPT)
 with st.expander("Expected state-dict keys and shapes"):
     keys = [{"key": k, "shape": str(tuple(v.shape))} for k, v in problem.model.state_dict().items()]
     st.dataframe(pd.DataFrame(keys), width="stretch", hide_index=True)
@@ -138,8 +149,8 @@ if check:
                 train=Upload(train_file.name, train_file.getvalue()) if train_file else None,
                 val=Upload(val_file.name, val_file.getvalue()) if val_file else None,
             )
-    except (ValueError, TypeError) as exc:  # a refused file: one sentence, no traceback
-        ui.error_box(str(exc), "Upload refused")
+    except (ValueError, TypeError) as exc:  # a refused file: one sentence (names as typed), no traceback
+        ui.error_box(ui.plain(str(exc)), "Upload refused")
     else:
         _show_workspace(ws)
         _open(ws)
@@ -153,6 +164,7 @@ st.markdown(
     "The archive is checked before it is loaded: only tensor operators, no pickled objects, no Python guard "
     f"code (up to {exported.MAX_PROGRAM_BYTES // MIB} MiB). It runs in eval mode."
 )
+st.caption(KEPT)
 with st.form("ym_program"):
     program_file = st.file_uploader("Program (.pt2)", type=["pt2"], key="ym_program_file")
     c1, c2, c3 = st.columns(3)
@@ -174,7 +186,7 @@ if check_program:
                     loss=loss,
                 )
         except (ValueError, TypeError) as exc:
-            ui.error_box(str(exc), "Program refused")
+            ui.error_box(ui.plain(str(exc)), "Program refused")
         else:
             _show_workspace(ws)
             _open(ws)

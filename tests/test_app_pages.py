@@ -231,11 +231,13 @@ def test_heatmap_draws_diverged_cells_and_contours():
 
 
 def test_uploaded_workspace_is_listed_and_opens():
-    from landscape_core import demos, uploads
+    from landscape_core import demos, upload_registry
     from landscape_core.workspace import Workspace
 
-    wid = uploads.register(Workspace("my-upload", demos.load("logistic-blobs").problem))
+    owner = upload_registry.new_owner()
+    wid = upload_registry.register(Workspace("my-upload", demos.load("logistic-blobs").problem), owner)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["ui_owner"] = owner  # the session that uploaded it
     at.session_state["ui_workspace"] = wid
     at.run()
     assert not at.exception

@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import crafted
 import pytest
 import torch
 from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run
 
 SHOTS = ROOT / "test-output" / "screenshots"
+MARKDOWN_NAME = "[click](https:example.invalid) *x*.pt"  # a file name that markdown would turn into a link
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,6 +55,9 @@ def files(tmp_path_factory):
     batch = torch.export.Dim("batch")
     program = torch.export.export(model.eval(), (torch.randn(5, 3),), dynamic_shapes=({0: batch},))
     torch.export.save(program, folder / "net.pt2")
+    evil = crafted.differential_pt2((folder / "net.pt2").read_bytes(), folder / "code_ran")
+    (folder / "evil.pt2").write_bytes(evil)
+    (folder / MARKDOWN_NAME).write_bytes(buffer.getvalue())
     X = torch.randn(32, 3, generator=torch.Generator().manual_seed(2))
     torch.save({"X": X, "y": (X[:, 1] > 0).long()}, folder / "data.pt")
     return folder
@@ -133,3 +138,37 @@ def test_upload_a_program_with_data_and_no_code(page, app_url, files):
     assert "program net.pt2" in page.locator('[data-testid="stAlert"]').filter(has_text="Accepted").first.inner_text()
     _no_exception(page)
     page.screenshot(path=str(SHOTS / "your_model_program.png"), full_page=True)
+
+
+def test_a_program_that_would_run_code_is_refused_before_it_runs(page, app_url, files):
+    assert crafted.torch_reads_first_copy((files / "evil.pt2").read_bytes())
+    page.goto(app_url)
+    wait_for_app_run(page)
+    page.goto(f"{app_url}/your_model")
+    wait_for_app_run(page)
+    _upload_and_check(
+        page, [[files / "evil.pt2"], [files / "data.pt"]], form_index=1, button="Check and open the program"
+    )
+    error = page.locator('[data-testid="stAlert"]').filter(has_text="Program refused")
+    error.first.wait_for()
+    assert "'evil.pt2' holds the entry" in error.first.inner_text() and "more than once" in error.first.inner_text()
+    assert not (files / "code_ran").exists()  # the payload would have created it on the server
+    _no_exception(page)
+    page.screenshot(path=str(SHOTS / "your_model_pt2_refused.png"), full_page=True)
+
+
+def test_uploaded_names_are_shown_as_typed(page, app_url, files):
+    page.goto(app_url)
+    wait_for_app_run(page)
+    page.goto(f"{app_url}/your_model")
+    wait_for_app_run(page)
+    form = page.locator('[data-testid="stForm"]').first
+    form.locator('input[type="file"]').first.set_input_files([str(files / MARKDOWN_NAME)])
+    form.get_by_text("*x*.pt").first.wait_for()  # the uploader shortens long names in the middle
+    form.get_by_role("button", name="Check and open", exact=True).click()
+    wait_for_app_run(page)
+    accepted = page.locator('[data-testid="stAlert"]').filter(has_text="Accepted:").first
+    accepted.wait_for()
+    assert MARKDOWN_NAME in accepted.inner_text()  # the literal name, brackets and stars included
+    assert page.locator('a[href*="example.invalid"]').count() == 0  # and no link was made of it
+    _no_exception(page)

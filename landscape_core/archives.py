@@ -289,3 +289,20 @@ def npy_headers(source: Source, entries: dict[str, Entry], name: str, max_bytes:
             f"{label} declares arrays of {mib(total)}, over the limit of {mib(max_bytes)}; refused before loading."
         )
     return headers
+
+
+MAX_STORED_NPZ_BYTES = 2**30  # a result or demo run read back from the cache or a saved .npz file
+
+
+def open_npz(data: bytes, name: str, max_bytes: int | None = None, what: str = "stored result"):
+    """``numpy.load(allow_pickle=False)`` of the ``.npz`` bytes ``data``, after ``check_zip`` and ``npy_headers``.
+
+    For npz bytes read back from the cache or a file (which anyone able to write there could
+    have planted): a bomb, a damaged entry or an object array is refused (``ArchiveError``)
+    before any array is allocated. ``max_bytes`` defaults to ``MAX_STORED_NPZ_BYTES``. Use as a
+    context manager, like ``numpy.load``.
+    """
+    max_bytes = MAX_STORED_NPZ_BYTES if max_bytes is None else max_bytes
+    entries = check_zip(data, name, max_bytes, what)
+    npy_headers(data, entries, name, max_bytes, what)
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cache
+from . import archives, cache
 from . import demo_models as dm
 from .problem import Problem
 from .threads import single_thread
@@ -275,7 +275,7 @@ def runs_from_bytes(blob: bytes) -> tuple[dict[str, dm.Run], dict[str, torch.Ten
     """Inverse of ``runs_to_bytes`` (``allow_pickle=False``): ``(runs, data)``."""
     runs: dict[str, dm.Run] = {}
     data: dict[str, torch.Tensor] = {}
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+    with archives.open_npz(blob, "demo runs") as archive:
         for key in archive.files:
             label, part, *rest = key.split("/", 2)
             if label == "data":

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import archives
+
 FORMAT_VERSION = 1
 
 
@@ -58,7 +60,7 @@ class ResultIO:
 
     @classmethod
     def from_bytes(cls, data: bytes):
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        with archives.open_npz(data, cls.__name__) as npz:
             plain = json.loads(npz["__json__"].tobytes().decode())
             if plain.get("__type__") != cls.__name__:
                 raise ValueError(f"this file holds a {plain.get('__type__')}, not a {cls.__name__}.")

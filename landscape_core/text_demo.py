@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import archives
 from . import cache as cache_mod
 from .problem import Problem
 from .threads import single_thread
@@ -277,7 +278,7 @@ def _train_cached(vocab_size, X, y, settings: TrainSettings, corpus_sha: str):
     )
     stored = cache_mod.get(key)
     if stored is not None:
-        with np.load(io.BytesIO(stored), allow_pickle=False) as npz:
+        with archives.open_npz(stored, "text demo weights") as npz:
             epochs = npz["epochs"].tolist()
             names = [k[len("final/") :] for k in npz.files if k.startswith("final/")]
             final = {k: torch.from_numpy(npz[f"final/{k}"].copy()) for k in names}

@@ -1,9 +1,10 @@
-"""Guide page: what each view shows, its pitfalls, and the demo to try it on."""
+"""Guide page: what each view shows, its pitfalls, the demo to try it on, and who can do what on a shared server."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from landscape_core import checkpoints, upload_registry, uploads
 from pages import _ui as ui
 
 ui.require_frame()
@@ -99,3 +100,57 @@ for title, what, pitfalls, demo in SECTIONS:
         st.markdown(what)
         st.markdown("**Pitfalls**\n" + "\n".join(f"- {p}" for p in pitfalls))
         st.markdown(f"**Try it on:** {demo}")
+
+
+MIB = 2**20
+THREAT_MODEL = {
+    "Who is trusted": [
+        "The person who starts the server: the spec (`--spec`), the checkpoint folders it reads and the cache "
+        "folder (`LANDSCAPE_CACHE_DIR`) are theirs. **A spec is Python and runs with the server's rights, by "
+        "design**: name only specs you would run yourself, and only let people you trust write them.",
+    ],
+    "A visitor of a shared dashboard can": [
+        "open the demos and the server's spec, run any view within the stated limits (steps and points per grid, "
+        "a memory budget per computation) and download every result;",
+        f"upload state dicts, data and `.pt2` programs of up to {uploads.MAX_STATE_DICT_BYTES // MIB} MiB each, "
+        "a limit that also holds for what a compressed file would unpack to; these are read as data only "
+        "(`.pt` with torch's weights-only loader, `.npz` without pickle, `.safetensors` as raw tensors, `.pt2` "
+        "after its scan, through an archive rewritten from the checked parts);",
+        f"keep up to {upload_registry.MAX_PER_SESSION} uploads at a time, for {upload_registry.KEEP_SECONDS // 3600} "
+        "hours after last use, in server memory;",
+        "use the server's CPU and memory within those limits: a busy visitor slows others down (computations "
+        "queue), and a computation with exactly the same settings as another visitor's is shared, so either of "
+        "them can cancel it (finished parts stay cached).",
+    ],
+    "A visitor cannot": [
+        "run code on the server through any upload: pickles that would build objects, pickled or custom parts of "
+        "a `.pt2`, guard code and non-tensor operators are refused before anything is loaded, and so are "
+        "archives whose entries are duplicated or overlap (two readers could see different files) or whose "
+        "checksums do not match;",
+        "see, open or push out another visitor's uploads: they belong to the browser tab that made them "
+        f"(the server as a whole keeps at most {upload_registry.MAX_REGISTERED}; when full, new uploads are "
+        "refused rather than anyone else's dropped);",
+        "make the server unpack a small file into a large one: unpacked sizes are checked before unpacking;",
+        "put links, images or formatting into the page through file names: uploaded names are shown as typed.",
+    ],
+    "A writer of the shared cache folder can": [
+        "plant wrong numbers under a key: the cache is trusted for values, not for code. A plane, barrier or "
+        "spectrum served from a cache that someone else can write is only as honest as they are; if that "
+        "matters, give each person a private `LANDSCAPE_CACHE_DIR`;",
+        "delete entries (they are recomputed) or fill the disk.",
+    ],
+    "A writer of the shared cache folder cannot": [
+        "run code in the dashboard or the CLI that read it: entries are read as raw bytes and arrays without "
+        "pickle; an entry that would unpack past the stated limit, or is damaged, is refused before it is loaded.",
+    ],
+    "A writer of a checkpoint folder can and cannot": [
+        "change the weights a spec loads (values, as for the cache), but not run code through them: `.pt` files "
+        "are read with the weights-only loader after every entry's checksum and unpacked size "
+        f"(at most {checkpoints.MAX_CHECKPOINT_BYTES // 2**30} GiB) are checked; `.safetensors` hold raw tensors.",
+    ],
+}
+
+with st.container(border=True):
+    st.header("Running it for a team: who can do what")
+    for who, points in THREAT_MODEL.items():
+        st.markdown(f"**{who}**\n" + "\n".join(f"- {p}" for p in points))

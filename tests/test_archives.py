@@ -226,3 +226,12 @@ def test_uploads_and_checkpoints_still_load(tmp_path):
     assert ckpt.step == 3 and torch.equal(ckpt.theta, problem.space.flatten(state))
     X, y = uploads.read_data(data_upload())
     assert X.shape == (16, 3) and y.dtype == torch.long
+
+
+def test_stored_results_are_checked_before_loading(monkeypatch):
+    from landscape_core.surface import Surface
+
+    monkeypatch.setattr(archives, "MAX_STORED_NPZ_BYTES", 64 * 2**20)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("loaded before the sizes were checked"))
+    with pytest.raises(archives.ArchiveError, match=r"stored result 'Surface' unpacks to 256\.0 MiB .* 64\.0 MiB"):
+        Surface.from_bytes(crafted.npz_bomb(256))

@@ -173,3 +173,19 @@ def test_uploaded_names_show_as_plain_text(spec_argv):
     upload_state_dicts(at, [(name.replace(".pt", " cut.pt"), state_dict_bytes(1)[:200])])
     refused = next(e.value for e in at.error if e.value.startswith("Upload refused"))
     assert "[click](" not in refused and r"\[click\]\(https\:example\.invalid\) \*x\* \$y\$ cut\.pt" in refused
+
+
+def test_the_threat_model_is_stated(spec_argv):
+    at = session("pages/guide.py")
+    assert [h.value for h in at.header] == ["Running it for a team: who can do what"]
+    text = "\n".join(m.value for m in at.markdown)
+    for claim in (
+        "A spec is Python and runs with the server's rights, by design",
+        "**A visitor cannot**",
+        "see, open or push out another visitor's uploads",
+        "plant wrong numbers under a key: the cache is trusted for values, not for code",
+        "**A writer of the shared cache folder cannot**\n- run code",
+    ):
+        assert claim in text, claim
+    readme = (Path(APP).parent / "README.md").read_text()
+    assert "**A spec is code and runs, by design**" in readme and "## Running it for a team" in readme

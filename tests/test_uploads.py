@@ -221,11 +221,12 @@ def test_not_a_program():
         exported.module_from_program(b"hello, not a zip", "x.pt2")
 
 
-def test_registered_workspaces(base):
-    ws = uploads.open_uploads(base, [Upload("final.pt", pt_bytes(make_model(seed=4).state_dict()))])
-    wid = uploads.register(ws)
-    assert wid.startswith("upload:base + uploads:")
-    assert uploads.register(ws) == wid  # same upload, same id
-    assert uploads.registered(wid) is ws and wid in uploads.registered_ids()
-    with pytest.raises(KeyError, match="no uploaded workspace 'upload:nope'"):
-        uploads.registered("upload:nope")
+def test_uploaded_workspace_is_named_by_its_files(base):
+    X, y = make_data(20, seed=3)
+    ws = uploads.open_uploads(
+        base,
+        [Upload("final.pt", pt_bytes(make_model(seed=4).state_dict()))],
+        train=Upload("train.pt", pt_bytes({"X": X, "y": y})),
+    )
+    assert ws.name == "base + final.pt, train.pt"
+    assert "final.pt" in ws.description and "train.pt" in ws.description

@@ -223,7 +223,7 @@ def _train_bend(problem, theta_a, theta_b, iterations, lr, momentum, batch_size,
         buffers = {k: v.clone() for k, v in problem.buffers.items()}  # train-mode BatchNorm writes into these
         params = problem.space.unflatten(bezier_point(theta_a, bend, theta_b, t))
         output = torch.func.functional_call(model, {**buffers, **frozen, **params}, (split.X[index],))
-        loss = problem.loss(output, split.y[index])
+        loss = problem.loss_value(output, split.y[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

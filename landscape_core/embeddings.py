@@ -123,6 +123,10 @@ class EmbeddingAccess:
         problem.space.check(self.theta, "theta")
         self._vmap_loss = True
 
+    def hook_module(self) -> nn.Embedding:
+        """The embedding layer of the model copy this thread evaluates (``Problem.local_model``): hooks go there."""
+        return self.problem.local_model().get_submodule(self.name)
+
     @property
     def weight_name(self) -> str:
         """Name of the embedding matrix in the parameter space (``"<module>.weight"``)."""
@@ -142,12 +146,12 @@ class EmbeddingAccess:
         return (X != self.pad_id)[..., None]
 
     def embed(self, X: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), _hooked(self.module) as hook:
+        with torch.no_grad(), _hooked(self.hook_module()) as hook:
             self.problem.forward(self.theta, X)
         return hook.captured.detach()
 
     def losses(self, X: torch.Tensor, y: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
-        with _hooked(self.module) as hook:
+        with _hooked(self.hook_module()) as hook:
             hook.delta = delta
             out = self.problem.forward(self.theta, X)
         return self.per_example(out, y)
@@ -373,7 +377,7 @@ def predictions(
     """``(predicted class (n,), probability of that class (n,))`` from the model's logits,
     with the token embeddings perturbed by ``delta`` ``(n, T, D)`` if given."""
     access = EmbeddingAccess(problem, theta)
-    with torch.no_grad(), _hooked(access.module) as hook:
+    with torch.no_grad(), _hooked(access.hook_module()) as hook:
         hook.delta = delta
         out = access.outputs(X.to(problem.device)).double()
     probs = torch.softmax(out, dim=-1)

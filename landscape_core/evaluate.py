@@ -10,7 +10,9 @@ alone so that a grid's centre cell equals ``problem.base`` bit for bit) is
 ``bench/bench_surface.py`` measures about 3.4x ``loss-landscapes`` on 2 cores), progress
 ``(done, total)`` and a cancel event checked between chunks.
 
-Values are exact sample-weighted means over the batches of each split, accumulated in float64.
+Values are exact over the batches of each split, accumulated in float64: each batch value enters
+with its coefficient from ``Problem.weighted_batches`` (its share of the split's weight, e.g. of the
+class weights of a weighted cross-entropy; 1 for a sum; ``landscape_core.weighting``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .execution import DEFAULT_MEMORY_BUDGET, Runner, Strategy
-from .problem import accuracy
+from .metrics import Accuracy
+from .weighting import Reduction
 
 __all__ = ["Cancelled", "Progress", "Strategy", "evaluate_points"]
 
@@ -65,15 +68,14 @@ def evaluate_points(
         coeffs = torch.as_tensor(coeffs, dtype=torch.float64)
         if coeffs.dim() != 2 or coeffs.shape[1] != basis.shape[0]:
             raise ValueError(f"coeffs must have shape (k, {basis.shape[0]}); got {tuple(coeffs.shape)}.")
-    split_names = list(problem.splits) if splits is None else list(splits)
-    for s in split_names:
-        if s not in problem.splits:
-            raise ValueError(f"split {s!r} is not available; this problem has {list(problem.splits)}.")
+    split_names = check_splits(problem, splits)
     buffers = problem.buffers if buffers is None else buffers
     runner = Runner(problem, center, basis, buffers, memory_budget)
     k = coeffs.shape[0]
     chunk = chunk_size or runner.chunk_size(memory_budget)
     quantities = ("loss", *problem.metrics)
+    functions = {q: _batch_function(problem, q) for q in quantities}
+    weighted = {s: {q: problem.weighted_batches(s, q) for q in quantities} for s in split_names}
     out = {f"{s}_{q}": np.full(k, np.nan) for s in split_names for q in quantities}
     if progress is not None:
         progress(0, k)
@@ -85,17 +87,43 @@ def evaluate_points(
         with torch.no_grad():
             for s in split_names:
                 acc = {q: torch.zeros(stop - start, dtype=torch.float64, device=problem.device) for q in quantities}
-                for b, (X, y, w) in enumerate(problem.splits[s].batches()):
+                for b, (X, y, _) in enumerate(problem.splits[s].batches()):
                     # segments of points that ran together; each gets its own loss call, so a
                     # point's value does not depend on its neighbours (the centre equals the base)
                     segments = runner.outputs(c, X, (s, b))
-                    for name, fn in (("loss", problem.loss), *problem.metrics.items()):
-                        acc[name] += w * torch.cat([_per_point(fn, o, y).double() for o in segments])
+                    for name, fn in functions.items():
+                        coefficient = weighted[s][name][b][2]
+                        if coefficient == 0.0:
+                            continue  # every label of the batch ignored: its mean is 0/0 and weighs nothing
+                        acc[name] += coefficient * torch.cat([_per_point(fn, o, y).double() for o in segments])
                 for q in quantities:
                     out[f"{s}_{q}"][start:stop] = acc[q].cpu().numpy()
         if progress is not None:
             progress(stop, k)
     return out
+
+
+def check_splits(problem, splits) -> list[str]:
+    """``splits`` as a non-empty list of split names of ``problem`` (``None``: all of them)."""
+    if splits is None:
+        return list(problem.splits)
+    if isinstance(splits, str):
+        raise ValueError(f"splits must be a list of split names such as [{splits!r}]; got the string {splits!r}.")
+    names = list(splits)
+    if not names:
+        raise ValueError(f"splits is empty; name at least one of {list(problem.splits)} (or None for all).")
+    for s in names:
+        if s not in problem.splits:
+            raise ValueError(f"split {s!r} is not available; this problem has {list(problem.splits)}.")
+    return names
+
+
+def _batch_function(problem, quantity: str) -> Callable:
+    """The function giving one batch value of ``quantity`` (a per-sample loss reduced to its mean)."""
+    fn = problem.loss if quantity == "loss" else problem.metrics[quantity]
+    if problem.weightings[quantity].reduction is Reduction.PER_SAMPLE:
+        return lambda output, target: fn(output, target).mean()
+    return fn
 
 
 def _is_plain_cross_entropy(fn: Callable) -> bool:
@@ -132,8 +160,8 @@ def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Te
         else:
             per_sample = F.cross_entropy(outputs.reshape(k * n, classes), y.repeat(k), reduction="none").view(k, n)
         return per_sample.mean(dim=1)
-    if fn is accuracy and outputs.dim() == 3 and y.dim() == 1 and not y.is_floating_point():
-        return _accuracy(outputs, y)
+    if type(fn) is Accuracy and fn.class_dim == -1 and outputs.dim() == 3 and y.dim() == 1:
+        return _accuracy(outputs, y, fn.ignore_index)
     outputs = outputs.contiguous()
     try:
         return torch.func.vmap(fn, in_dims=(0, None))(outputs, y).reshape(-1)
@@ -141,18 +169,25 @@ def _per_point(fn: Callable, outputs: torch.Tensor, y: torch.Tensor) -> torch.Te
         return torch.stack([torch.as_tensor(fn(o, y)).reshape(()) for o in outputs])
 
 
-def _accuracy(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-point accuracy ``(k,)`` of logits ``(k, n, C)``: the built-in metric without vmap.
+def _accuracy(outputs: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Per-point accuracy ``(k,)`` of logits ``(k, n, C)``: ``Accuracy`` without vmap.
 
     Where every sample has a unique largest logit, "label's logit is the largest" is the
-    arg-max test and much faster on the class-major layout; otherwise (ties, NaN) arg-max
-    itself decides, so the value is always that of ``accuracy``.
+    arg-max test and much faster on the class-major layout; otherwise (ties) arg-max itself
+    decides, so the value is always that of ``Accuracy``. Labels equal to ``ignore_index`` are
+    skipped; a point whose logits hold a NaN or inf is NaN (diverged).
     """
     k, n, _ = outputs.shape
+    valid = y != ignore_index
+    labelled = valid.sum().to(outputs.dtype)
     class_major = outputs.transpose(1, 2)
     largest = class_major.amax(dim=1)
     ties = (class_major == largest.unsqueeze(1)).sum(dim=1)
-    if bool((ties == 1).all()):  # NaN compares unequal: ties 0, arg-max path
+    if bool(valid.all()) and bool((ties == 1).all()):  # NaN compares unequal: ties 0, arg-max path
         picked = class_major.gather(1, y.expand(k, n).unsqueeze(1)).squeeze(1)
-        return (picked == largest).to(outputs.dtype).mean(dim=1)
-    return (outputs.argmax(dim=-1) == y).to(outputs.dtype).mean(dim=1)
+        correct = picked == largest
+    else:
+        correct = (outputs.argmax(dim=-1) == y) & valid
+    value = correct.sum(dim=1).to(outputs.dtype) / labelled
+    finite = torch.isfinite(outputs).flatten(1).all(dim=1)
+    return torch.where(finite, value, torch.full_like(value, float("nan")))

@@ -57,6 +57,7 @@ class Runner:
 
     def __init__(self, problem, center, basis, buffers, memory_budget: int = DEFAULT_MEMORY_BUDGET):
         self.problem = problem
+        self.model = problem.local_model()  # this thread's copy of the structure (private_model)
         self.memory_budget = memory_budget
         self.space = problem.space
         self.center = center
@@ -96,7 +97,7 @@ class Runner:
         index, layer = self.split_at
         x = self.problem.splits["train"].X[:2]
         with torch.no_grad():
-            for module in list(self.problem.model)[: index + 1]:
+            for module in list(self.model)[: index + 1]:
                 x = module(x)
         per_sample = x[0].numel() * x.element_size()
         samples = sum(s.n for s in self.problem.splits.values())
@@ -104,7 +105,7 @@ class Runner:
 
     def _affine_split(self):
         """``(index, layer)`` of the first parametrised layer of a Sequential if it is affine."""
-        model = self.problem.model
+        model = self.model
         if not isinstance(model, nn.Sequential) or self.problem.mode.value == "train":
             return None
         for i, module in enumerate(model):
@@ -122,7 +123,7 @@ class Runner:
     def chunk_size(self, budget: int) -> int:
         """Points per chunk so that activations of one batch stay within ``budget`` bytes."""
         per_sample = activation_numel(self.problem)
-        largest_batch = max(s.batch_size for s in self.problem.splits.values())
+        largest_batch = max(min(s.batch_size, s.n) for s in self.problem.splits.values())
         elem = torch.finfo(self.problem.dtype).bits // 8
         per_point = (3 * per_sample * largest_batch + 2 * self.space.size) * elem
         return int(max(1, min(MAX_CHUNK, budget // max(per_point, 1))))
@@ -153,7 +154,7 @@ class Runner:
     def _whole_model(self, thetas: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         if self.strategy is Strategy.VMAP:
             try:
-                return self._vmap(self.problem.model, thetas, X)
+                return self._vmap(self.model, thetas, X)
             except Exception as exc:
                 self.strategy = Strategy.LOOP
                 logger.warning("vmap over points failed (%s); using a per-point loop", exc)
@@ -164,7 +165,7 @@ class Runner:
 
     def _vmap(self, module: nn.Module, thetas: torch.Tensor, X: torch.Tensor, batched_input: bool = False):
         params = self.space.unflatten(thetas)
-        if module is not self.problem.model:
+        if module is not self.model:
             own = {n for n, _ in module.named_parameters()}
             params = {n: v for n, v in params.items() if n in own}
 
@@ -178,7 +179,7 @@ class Runner:
         if batch_key not in self._prefix_cache:
             index, layer = self.split_at
             x = X
-            for module in list(self.problem.model)[:index]:
+            for module in list(self.model)[:index]:
                 x = module(x)
 
             def layer_out(theta: torch.Tensor) -> torch.Tensor:
@@ -192,7 +193,7 @@ class Runner:
     def _affine(self, c, thetas, X, batch_key) -> list[torch.Tensor]:
         index, _ = self.split_at
         z_center, z_basis = self._prefix(X, batch_key)
-        rest = self.problem.model[index + 1 :]
+        rest = self.model[index + 1 :]
         if self.strategy is Strategy.VMAP or self.problem.device.type != "cpu":
             z = z_center if z_basis is None else z_center + torch.tensordot(c.to(z_basis.dtype), z_basis, dims=1)
             return [self._vmap(rest, thetas, z.expand(c.shape[0], *z_center.shape), batched_input=True)]
@@ -348,7 +349,8 @@ def activation_numel(problem) -> int:
         if isinstance(output, torch.Tensor):
             total += output[0].numel() if output.dim() else 1
 
-    handles = [m.register_forward_hook(hook) for m in problem.model.modules() if not list(m.children())]
+    model = problem.local_model()  # the copy problem.forward runs in this thread
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
         X = problem.splits["train"].X[:2]  # two samples: train-mode BatchNorm refuses one
         with torch.no_grad():

@@ -1,9 +1,10 @@
 """Hessian-vector products of a problem's full-split loss.
 
 ``HessianOperator(problem)`` is the symmetric linear map ``v -> H v`` with
-``H = d^2 L / d theta^2`` at ``problem.theta0``, where ``L`` is the exact sample-weighted
-mean of the loss over every batch of a split (``sum_b (n_b / n) L_b``), so the product is
-``sum_b (n_b / n) H_b v``: independent of the batch size in eval mode.
+``H = d^2 L / d theta^2`` at ``problem.theta0``, where ``L`` is the exact loss on a whole split,
+``sum_b c_b L_b`` with the coefficients of ``Problem.weighted_batches`` (``n_b / n`` for a plain
+mean; the share of the class weights for a weighted cross-entropy; 1 for a sum), so the product
+is ``sum_b c_b H_b v``: independent of the batch size in eval mode.
 
 Two ways to compute ``H_b v``:
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from . import cache as cache_mod
 from .evaluate import Cancelled
+from .private_model import PrivateModels
 from .problem import Mode
 
 log = logging.getLogger(__name__)
@@ -114,31 +116,32 @@ class LossFunction:
         self.method = choice(HVPMethod, method, "hvp_method")
         self._graphs: tuple[torch.Tensor, list] | None = None  # (theta, [(leaf, grad, weight)])
         self.device = problem.device
+        # batches whose labels are all ignored weigh 0 (their mean is 0/0): left out
+        batches = [(X, y, c) for X, y, c in problem.weighted_batches(split) if c != 0.0]
         if self.dtype == problem.dtype:
-            self.model = problem.model
+            # each thread runs its own copy of the model's structure (private_model)
+            self.local_model = problem.local_model
             # train-mode BatchNorm updates its running statistics in place: work on copies
             train = problem.mode is Mode.TRAIN
             self.buffers = {k: v.clone() for k, v in problem.buffers.items()} if train else problem.buffers
             self.frozen = problem.space.frozen
-            self.batches = list(problem.splits[split].batches())
+            self.batches = batches
         else:
-            self.model = copy.deepcopy(problem.model).to(self.dtype)
+            self.local_model = PrivateModels(_converted(problem.model, self.dtype)).get
             self.buffers = {k: _cast(v, self.dtype) for k, v in problem.buffers.items()}
             self.frozen = {k: _cast(v, self.dtype) for k, v in problem.space.frozen.items()}
-            self.batches = [
-                (_cast(X, self.dtype), _cast(y, self.dtype), w) for X, y, w in problem.splits[split].batches()
-            ]
+            self.batches = [(_cast(X, self.dtype), _cast(y, self.dtype), c) for X, y, c in batches]
         self.space = problem.space
-        self.loss_fn = problem.loss
+        self.loss_value = problem.loss_value
 
     def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         state = {**self.buffers, **self.frozen, **self.space.unflatten(theta)}
-        return self.loss_fn(torch.func.functional_call(self.model, state, (X,)), y)
+        return self.loss_value(torch.func.functional_call(self.local_model(), state, (X,)), y)
 
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
-        """Exact full-split mean loss at ``theta`` (differentiable scalar)."""
+        """Exact full-split loss at ``theta`` (differentiable scalar): ``sum_b c_b L_b``."""
         theta = theta.to(self.device, self.dtype)
-        return sum(w * self.batch_loss(theta, X, y) for X, y, w in self.batches)
+        return sum(c * self.batch_loss(theta, X, y) for X, y, c in self.batches)
 
     def gradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Gradient ``(P,)`` of the full-split loss (zeros where the loss does not depend on theta)."""
@@ -211,6 +214,11 @@ class LossFunction:
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
+
+
+def _converted(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A deep copy of ``model`` in ``dtype`` (``model`` is only read)."""
+    return copy.deepcopy(model).to(dtype)
 
 
 class HessianOperator:

@@ -14,7 +14,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .metrics import BUILTIN_METRICS, Accuracy, accuracy, class_axis
+from .private_model import PrivateModels
 from .space import ParamSpace
+from .weighting import Weighting, ignore_index_of, weighting_of
+
+__all__ = ["BUILTIN_METRICS", "Mode", "Problem", "Split", "accuracy"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,28 +36,29 @@ class Mode(str, Enum):
     TRAIN = "train"
 
 
-def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Fraction of samples whose arg-max logit equals the integer label; output ``(n, C)``."""
-    return (output.argmax(dim=-1) == target).to(output.dtype).mean()
-
-
-BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
 POINTS_PER_CALL = 64  # points per evaluator call in Problem.evaluate
 
 
 class Split:
-    """One data split held as tensors on the problem's device: ``X`` ``(n, ...)``, ``y`` ``(n, ...)``."""
+    """One data split held as tensors on the problem's device: ``X`` ``(n, ...)``, ``y`` ``(n, ...)``.
+
+    ``batch_size``: samples per forward pass, at most ``n`` (a larger request is the whole split).
+    """
 
     def __init__(self, name: str, X: torch.Tensor, y: torch.Tensor, batch_size: int):
         self.name = name
         self.X = X
         self.y = y
         self.n = int(X.shape[0])
-        self.batch_size = batch_size
+        self.batch_size = min(int(batch_size), self.n)
         self._fingerprint: str | None = None
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-        """Yield ``(X_b, y_b, weight)`` with ``weight = n_b / n``; weights sum to 1."""
+        """Yield ``(X_b, y_b, n_b / n)``: the batches with their share of the samples.
+
+        The share of the samples is the exact coefficient of a plain mean over samples only;
+        ``Problem.weighted_batches`` gives each loss's own coefficients.
+        """
         for start in range(0, self.n, self.batch_size):
             stop = min(start + self.batch_size, self.n)
             yield self.X[start:stop], self.y[start:stop], (stop - start) / self.n
@@ -101,19 +107,25 @@ class Problem:
     Parameters
     ----------
     model: the ``nn.Module``; it is deep-copied, the object passed in is never changed.
-    loss: ``loss(output, target) -> scalar``, the mean over the batch (e.g. ``F.cross_entropy``).
+    loss: ``loss(output, target)``: the batch mean (e.g. ``F.cross_entropy``, ``nn.CrossEntropyLoss(weight=w)``),
+        the batch sum (``reduction="sum"``) or one value per sample; values on a split are exact under
+        batching for each (``landscape_core.weighting``: class weights and ``ignore_index`` included; a
+        custom weighted mean declares ``batch_weight(output, target)``).
     train, val: ``(X, y)`` tensors, a ``Dataset`` or a ``DataLoader``; materialized once as tensors.
     metrics: extra quantities, ``{name: fn(output, target) -> batch mean}`` or names of built-ins
-        (``"accuracy"``). ``None``: accuracy is added when the task is classification
-        (2-D logits vs 1-D integer labels).
+        (``"accuracy"``). ``None``: accuracy is added when the task is classification (logits
+        ``(..., C)`` or ``(n, C, ...)`` vs integer labels; labels equal to the loss's ``ignore_index``,
+        -100 by default, are accepted and skipped by accuracy).
     batch_size: samples per forward pass; ``None`` picks the whole split up to 4096.
-        Values never depend on it (exact sample-weighted mean) in eval mode.
+        Values never depend on it (exact weighted means, ``landscape_core.weighting``) in eval mode.
     device: ``"cpu"``, ``"cuda"``... defaults to the model's device.
     mode: ``"eval"`` (default) or ``"train"``, see ``Mode``.
 
     Attributes: ``theta0`` (flat ``(P,)`` trained parameters), ``space`` (``ParamSpace``),
     ``buffers`` (running statistics), ``splits`` (``{"train": Split, "val": Split}``),
-    ``base`` (the quantities at ``theta0``, floats).
+    ``base`` (the quantities at ``theta0``, floats), ``weightings`` (``{"loss" or metric name:
+    Weighting}``, how each combines over batches), ``ignore_index`` (the label value skipped).
+    ``model`` is only read; evaluation runs on each thread's private copy (``local_model()``).
     """
 
     def __init__(
@@ -149,7 +161,10 @@ class Problem:
         self.model.train(self.mode is Mode.TRAIN)
         for p in self.model.parameters():
             p.grad = None
+        self._models = PrivateModels(self.model)
+        self._coefficients: dict[tuple[str, str], list[float]] = {}
         self.loss = loss
+        self.ignore_index = ignore_index_of(loss)
         self.space = ParamSpace(self.model)
         self.dtype = next(self.model.parameters()).dtype
         params = dict(self.model.named_parameters())
@@ -182,35 +197,73 @@ class Problem:
                 raise ValueError(
                     f"{split_name}: the model failed on a batch of inputs of shape {tuple(X.shape)}: {exc}"
                 ) from exc
+        if not isinstance(out, torch.Tensor) or out.dim() == 0:
+            got = type(out).__name__ if not isinstance(out, torch.Tensor) else "a 0-dimensional tensor"
+            raise ValueError(
+                f"{split_name}: the model returned {got}; it must return one tensor with a batch axis (logits or "
+                "predictions of shape (n, ...)). Wrap a model that returns a tuple or dict so that it returns that tensor."
+            )
         return out, y
 
     def _resolve_metrics(self, metrics) -> dict[str, Callable]:
         out, y = self._probe("train")
-        classification = out.dim() == 2 and out.shape[1] >= 2 and y.dim() == 1 and not y.is_floating_point()
-        if classification:
+        class_dim = class_axis(out, y)
+        if class_dim is not None:
+            classes = out.shape[class_dim]
             for split in self.splits.values():
-                low, high = int(split.y.min()), int(split.y.max())
-                if low < 0 or high >= out.shape[1]:
+                labelled = split.y[split.y != self.ignore_index]
+                if labelled.numel() == 0:
                     raise ValueError(
-                        f"{split.name} labels range over [{low}, {high}] but the model outputs {out.shape[1]} "
-                        f"classes; labels must lie in [0, {out.shape[1] - 1}]."
+                        f"every {split.name} label equals the ignore_index {self.ignore_index}; "
+                        "a loss and an accuracy need at least one labelled sample."
+                    )
+                low, high = int(labelled.min()), int(labelled.max())
+                if low < 0 or high >= classes:
+                    raise ValueError(
+                        f"{split.name} labels range over [{low}, {high}] but the model outputs {classes} classes; "
+                        f"labels must lie in [0, {classes - 1}] (or equal the ignore_index {self.ignore_index})."
                     )
         for name in self.splits:
             self._check_loss(name, *self._probe(name))
         if metrics is None:
-            return {"accuracy": accuracy} if classification else {}
-        if isinstance(metrics, Mapping):
+            resolved = {"accuracy": Accuracy(self.ignore_index, class_dim)} if class_dim is not None else {}
+        elif isinstance(metrics, Mapping):
             resolved = dict(metrics)
+        elif isinstance(metrics, str):
+            raise ValueError(f"metrics must be a list of names or a mapping; got the string {metrics!r}.")
         else:
             resolved = {}
             for name in metrics:
                 if name not in BUILTIN_METRICS:
                     raise ValueError(f"unknown metric {name!r}; built-ins are {sorted(BUILTIN_METRICS)}.")
-                resolved[name] = BUILTIN_METRICS[name]
+                if name == "accuracy" and class_dim is not None:
+                    resolved[name] = Accuracy(self.ignore_index, class_dim)
+                else:
+                    resolved[name] = BUILTIN_METRICS[name]
         for name, fn in resolved.items():
             if not callable(fn):
                 raise ValueError(f"metric {name!r} must be callable as fn(output, target).")
+        self.weightings = {"loss": self._weighting("loss", self.loss, out, y)}
+        for name, fn in resolved.items():
+            self.weightings[name] = self._weighting(f"metric {name!r}", fn, out, y)
         return resolved
+
+    @staticmethod
+    def _weighting(what: str, fn: Callable, out: torch.Tensor, y: torch.Tensor) -> Weighting:
+        try:
+            with torch.no_grad():
+                value = fn(out, y)
+        except Exception as exc:
+            raise ValueError(
+                f"{what} failed on the model's output of shape {tuple(out.shape)} and labels of shape "
+                f"{tuple(y.shape)}: {exc}"
+            ) from exc
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        try:
+            return weighting_of(fn, y, value)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
 
     def _check_loss(self, split_name: str, out: torch.Tensor, y: torch.Tensor) -> None:
         """Refuse outputs and labels that do not fit together (before any landscape is drawn)."""
@@ -239,8 +292,8 @@ class Problem:
                 f"{split_name}: loss(output, target) failed for output shape {tuple(out.shape)} and label shape "
                 f"{tuple(y.shape)} ({y.dtype}); they must fit the loss: {exc}"
             ) from exc
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise ValueError(f"loss must return a scalar tensor (the batch mean); got {type(value).__name__}.")
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"loss must return a tensor (the batch mean or sum); got {type(value).__name__}.")
 
     def _check_base(self) -> dict[str, float]:
         from .evaluate import evaluate_points
@@ -271,17 +324,55 @@ class Problem:
             # train-mode BatchNorm updates running statistics in place: give it copies
             buffers = {k: v.clone() for k, v in buffers.items()}
         state = {**buffers, **params}
-        return torch.func.functional_call(self.model, state, (X,))
+        return torch.func.functional_call(self.local_model(), state, (X,))
+
+    def local_model(self) -> nn.Module:
+        """This thread's private copy of the model's structure (shares its tensors; see ``private_model``)."""
+        return self._models.get()
+
+    def loss_value(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of one batch as a scalar: the loss's own value, or the mean of its per-sample values."""
+        return self.weightings["loss"].batch_value(self.loss, output, target)
 
     def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, buffers=None) -> torch.Tensor:
-        """Mean loss of one batch at ``theta``; differentiable w.r.t. ``theta`` (for HVPs and ascent)."""
-        return self.loss(self.forward(theta, X, buffers), y)
+        """Loss of one batch at ``theta`` (``loss_value``); differentiable w.r.t. ``theta`` (for HVPs and ascent)."""
+        return self.loss_value(self.forward(theta, X, buffers), y)
+
+    def weighted_batches(self, split: str = "train", quantity: str = "loss") -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``[(X_b, y_b, c_b)]``: the batches of ``split`` with the coefficients of ``quantity``.
+
+        ``quantity``: ``"loss"`` or a metric name. The value on the whole split is exactly
+        ``sum_b c_b * value_b`` (``landscape_core.weighting``: ``c_b = W_b / W`` for a weighted mean,
+        1 for a sum); a batch with ``c_b = 0`` (every label ignored) contributes nothing.
+        """
+        data = self.splits[split]
+        key = (split, quantity)
+        coefficients = self._coefficients.get(key)
+        if coefficients is None:
+            fn = self.loss if quantity == "loss" else self.metrics[quantity]
+            weighting = self.weightings[quantity]
+            weights = []
+            for X, y, _ in data.batches():
+
+                def output_at(X=X):
+                    with torch.no_grad():
+                        return self.forward(self.theta0, X)
+
+                weights.append(weighting.batch_weight(fn, y, output_at))
+            try:
+                coefficients = weighting.coefficients(weights)
+            except ValueError as exc:
+                raise ValueError(f"{split} {quantity}: {exc}") from None
+            self._coefficients[key] = coefficients
+        return [(X, y, c) for (X, y, _), c in zip(data.batches(), coefficients)]
 
     def full_loss(self, theta: torch.Tensor, split: str = "train") -> torch.Tensor:
-        """Exact full-split mean loss at ``theta`` as a differentiable scalar (sums weighted batches)."""
+        """Exact full-split loss at ``theta`` as a differentiable scalar (``sum_b c_b L_b``, ``weighted_batches``)."""
         total = None
-        for X, y, w in self.splits[split].batches():
-            term = w * self.batch_loss(theta, X, y)
+        for X, y, c in self.weighted_batches(split):
+            if c == 0.0:
+                continue
+            term = c * self.batch_loss(theta, X, y)
             total = term if total is None else total + term
         return total
 
@@ -364,6 +455,7 @@ class Problem:
                 continue
             idx = torch.randperm(s.n, generator=gen)[:max_samples].to(s.X.device)
             clone.splits[name] = Split(name, s.X[idx], s.y[idx], min(s.batch_size, max_samples))
+        clone._coefficients = {}
         clone.base = clone._check_base()
         return clone
 

@@ -338,7 +338,9 @@ class Problem:
         """Loss of one batch at ``theta`` (``loss_value``); differentiable w.r.t. ``theta`` (for HVPs and ascent)."""
         return self.loss_value(self.forward(theta, X, buffers), y)
 
-    def weighted_batches(self, split: str = "train", quantity: str = "loss") -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    def weighted_batches(
+        self, split: str = "train", quantity: str = "loss"
+    ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
         """``[(X_b, y_b, c_b)]``: the batches of ``split`` with the coefficients of ``quantity``.
 
         ``quantity``: ``"loss"`` or a metric name. The value on the whole split is exactly

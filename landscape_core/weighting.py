@@ -135,7 +135,6 @@ class Weighting:
             raise ValueError(f"batch_weight(output, target) must be a finite number >= 0; got {value!r}.")
         return value
 
-
     def coefficients(self, weights: list[float]) -> list[float]:
         """Per-batch coefficients from the weights ``W_b``: ``W_b / W`` for a mean (``W = sum_b W_b``), 1 for a sum.
 
@@ -187,5 +186,3 @@ def weighting_of(fn: Callable, target: torch.Tensor, value: torch.Tensor) -> Wei
     if callable(getattr(fn, "batch_weight", None)):
         return Weighting(Reduction.MEAN, "declared")
     return Weighting(Reduction.MEAN, "samples")
-
-

@@ -25,7 +25,7 @@ import torch
 from . import batchnorm
 from . import cache as cache_mod
 from .directions import digest
-from .evaluate import Cancelled, Progress
+from .evaluate import Cancelled, Progress, check_splits
 from .interpolation import (
     BNMode,
     Path,
@@ -138,7 +138,7 @@ def bezier(
     if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
         raise ValueError(f"lr must be a positive number; got {lr!r}.")
     ts = path_alphas((0.0, 1.0), steps)
-    splits = list(problem.splits) if splits is None else list(splits)
+    splits = check_splits(problem, splits)
     buffers_a = dict(problem.buffers if buffers_a is None else buffers_a)
     buffers_b = dict(problem.buffers if buffers_b is None else buffers_b)
     has_bn = batchnorm.has_batchnorm(problem)

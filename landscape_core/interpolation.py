@@ -27,7 +27,7 @@ import torch
 from . import batchnorm
 from . import cache as cache_mod
 from .directions import digest
-from .evaluate import Cancelled, Progress, evaluate_points
+from .evaluate import Cancelled, Progress, check_splits, evaluate_points
 from .results import ResultIO
 from .surface import check_span, check_steps
 
@@ -244,7 +244,7 @@ def linear(
     if torch.equal(theta_a, theta_b):
         raise ValueError("theta_a and theta_b are identical: the path has zero length; pick two different checkpoints.")
     alphas = path_alphas(span, steps)
-    splits = list(problem.splits) if splits is None else list(splits)
+    splits = check_splits(problem, splits)
     buffers_a = dict(problem.buffers if buffers_a is None else buffers_a)
     buffers_b = dict(problem.buffers if buffers_b is None else buffers_b)
     has_bn = batchnorm.has_batchnorm(problem)

@@ -1,12 +1,19 @@
 """Sharpness of a solution: how much the loss rises under bounded or random perturbations.
 
 * ``epsilon``: Keskar et al. 2017, ``phi = 100 (max_{z in C} L(theta + A z) - L(theta)) / (1 + L(theta))``
-  over the box ``|z_i| <= eps (|(A^+ theta)_i| + 1)``; maximized with L-BFGS-B (scipy) from a
-  random point of the box (the gradient is about zero at a minimum).
+  over the box ``|z_i| <= eps (|(A^+ theta)_i| + 1)``; maximized with L-BFGS-B (scipy) from
+  ``starts`` random points of the box (the gradient is about zero at a minimum).
 * ``worst_case`` / ``adaptive``: ``max L(theta + delta) - L(theta)`` over ``||delta / t||_p <= rho``,
-  ``t = 1`` (plain) or ``t = |theta| + eta`` (adaptive, scale-invariant: Kwon et al. 2021,
-  Andriushchenko et al. 2023), by normalized steepest ascent onto the sphere. For a quadratic at
-  its minimum and ``p = 2`` the value is ``0.5 rho^2 lambda_max(T H T)``, ``T = diag(t)``.
+  ``t = 1`` (plain) or adaptive (scale-invariant), by normalized steepest ascent onto the sphere
+  from ``starts`` random points. For a quadratic at its minimum and ``p = 2`` the value is
+  ``0.5 rho^2 lambda_max(T H T)``, ``T = diag(t)``. Two conventions for the adaptive ``t``
+  (``Convention``): ``"elementwise"``, ``t = |theta| + eta`` on every parameter (Andriushchenko et
+  al. 2023, eta = 0 by default), and ``"asam"``, Kwon et al. 2021's ``T_w``: ``|w| + eta`` on weight
+  tensors (names containing "weight", normalization scales included), 1 on biases, eta = 0.01.
+
+A maximum over a ball or a box is found by local ascent, so ``epsilon`` and ``worst_case`` are
+lower bounds of the true maximum (the best of ``starts`` local maxima; for ``p = inf`` and the
+box the ascent stops at a vertex that is only locally best). ``settings["estimate"]`` says so.
 * ``average``: ``E_z[L(theta + sigma t * z)] - L(theta)``, ``z ~ N(0, I)``, a Monte Carlo mean with
   its standard error; for a quadratic ``0.5 sigma^2 tr(T H T)``.
 * ``adaptive_curvature``: the top eigenvalues of ``T H T``, the curvature that adaptive sharpness
@@ -27,9 +34,37 @@ import torch
 
 from .evaluate import Cancelled
 from .hessian import Spectrum, curvature_settings
-from .hvp import HessianOperator, LossFunction, check_curvature_mode
+from .hvp import HessianOperator, check_curvature_mode
 from .lanczos import eigsh
+from .perturbation import (
+    DEFAULT_ETA,
+    Convention,
+    DivergedPerturbation,
+    Objective,
+    check_eta,
+    check_iters,
+    check_positive,
+    check_starts,
+    convention_of,
+    diverged,
+    lower_bound,
+    scale,
+    scale_definition,
+    selected,
+    train_loss,
+)
 from .results import ResultIO
+
+__all__ = [
+    "Convention",
+    "DivergedPerturbation",
+    "Sharpness",
+    "adaptive",
+    "adaptive_curvature",
+    "average",
+    "epsilon",
+    "worst_case",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +73,9 @@ class Sharpness(ResultIO):
 
     ``kind``: ``"epsilon"``, ``"worst-case"``, ``"adaptive"`` or ``"average"``.
     ``value``: the sharpness (``epsilon``: Keskar's phi, a percentage of ``1 + L``; otherwise the
-    loss increase, loss units). ``base_loss``: ``L(theta0)``. ``perturbed_loss``: the maximizing
-    loss (worst case; a lower bound on the true maximum found by the ascent) or the mean perturbed
-    loss (average). ``stderr``: standard error of ``value`` (average only, else ``None``).
+    loss increase, loss units; for ``epsilon`` and the worst case a lower bound of the true maximum,
+    the best of ``settings["starts"]`` local ascents). ``base_loss``: ``L(theta0)``. ``perturbed_loss``:
+    the maximizing loss found (worst case) or the mean perturbed loss (average). ``stderr``: standard error of ``value`` (average only, else ``None``).
     ``perturbation``: the maximizing ``delta`` ``(P,)`` (worst case) or ``None``. ``samples``:
     float64 ``(samples,)`` loss increases (average) or ``None``.
     """
@@ -71,76 +106,6 @@ class Sharpness(ResultIO):
         return "\n".join(lines) + "\n"
 
 
-def _check_positive(name: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number; got {value!r}.")
-    return float(value)
-
-
-def _check_iters(iters) -> None:
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be a positive integer; got {iters!r}.")
-
-
-def _check_eta(eta) -> None:
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0; got {eta!r}.")
-
-
-def _scale_definition(adaptive: bool) -> str:
-    """How the perturbation scale ``t`` is defined, for ``settings["definition"]``."""
-    return "t = |theta| + eta" if adaptive else "t = 1"
-
-
-def _loss(problem, theta: torch.Tensor) -> float:
-    return float(problem.evaluate(theta.to(problem.device, problem.dtype)[None], splits=["train"])["train_loss"][0])
-
-
-def _index(problem, mask) -> torch.Tensor:
-    if mask is None:
-        return torch.arange(problem.space.size)
-    problem.space.check(mask, "mask")
-    return torch.nonzero(mask.cpu().to(torch.bool)).flatten()
-
-
-def _scale(problem, index, adaptive: bool, eta: float) -> torch.Tensor:
-    """``t`` on the selected coordinates: ``|theta| + eta`` (adaptive) or ones; float64 on the CPU."""
-    theta = problem.theta0.detach().to("cpu", torch.float64)[index]
-    return theta.abs() + eta if adaptive else torch.ones_like(theta)
-
-
-class _Objective:
-    """``L(theta0 + embed(delta))`` and its gradient on the selected coordinates (float64 numpy/tensors)."""
-
-    def __init__(self, problem, index, dtype, progress=None, cancel=None, expected: int = 1):
-        self.progress, self.cancel, self.expected = progress, cancel, expected
-        self.function = LossFunction(problem, dtype=dtype, method="double-backward")
-        self.theta0 = problem.theta0.detach().to(problem.device, self.function.dtype)
-        self.index = index.to(problem.device)
-        self.evaluations = 0
-
-    def theta(self, delta: torch.Tensor) -> torch.Tensor:
-        theta = self.theta0.clone()
-        theta[self.index] += delta.to(theta.device, theta.dtype)
-        return theta
-
-    def value_and_grad(self, delta: torch.Tensor) -> tuple[float, torch.Tensor]:
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("sharpness computation cancelled")
-        theta = self.theta(delta).requires_grad_(True)
-        with torch.enable_grad():
-            value = self.function.loss(theta)
-            if not value.requires_grad:
-                raise ValueError("the loss does not depend on the parameters (argmax inside?); no ascent possible.")
-            (grad,) = torch.autograd.grad(value, theta)
-        self.evaluations += 1
-        if self.progress is not None:
-            self.progress(self.evaluations, max(self.expected, self.evaluations))
-        if not (torch.isfinite(value) and torch.isfinite(grad).all()):
-            raise FloatingPointError("the loss or its gradient is not finite inside the perturbation set.")
-        return float(value.detach()), grad[self.index].detach().to("cpu", torch.float64)
-
-
 def epsilon(
     problem,
     eps: float = 1e-3,
@@ -151,18 +116,24 @@ def epsilon(
     dtype=None,
     progress=None,
     cancel=None,
+    starts: int = 1,
 ) -> Sharpness:
     """Keskar et al. 2017 epsilon-sharpness (see module docstring), maximized by L-BFGS-B.
 
     ``subspace_dim=None``: ``A = I`` (on the mask's coordinates); else ``A`` is a random
-    ``(n, subspace_dim)`` Gaussian matrix with unit columns (seeded). ``iters``: L-BFGS-B iterations.
+    ``(n, subspace_dim)`` Gaussian matrix with unit columns (seeded). ``iters``: L-BFGS-B iterations
+    per start. ``starts``: random starting points of the box; the best local maximum is reported
+    (a lower bound of the true maximum; start 1 is the same for every ``starts``, so more starts
+    never give less). Raises ``DivergedPerturbation`` (a ``ValueError``) if the loss is not finite
+    somewhere the ascent goes.
     """
     from scipy.optimize import minimize
 
-    eps = _check_positive("eps", eps)
-    _check_iters(iters)
+    eps = check_positive("eps", eps)
+    check_iters(iters)
+    starts = check_starts(starts)
     check_curvature_mode(problem)
-    index = _index(problem, mask)
+    index = selected(problem, mask)
     n = index.numel()
     gen = torch.Generator().manual_seed(int(seed))
     theta = problem.theta0.detach().to("cpu", torch.float64)[index]
@@ -175,8 +146,7 @@ def epsilon(
         A /= A.norm(dim=0, keepdim=True)
         coords = torch.linalg.lstsq(A, theta[:, None]).solution[:, 0]  # A^+ theta
     bound = (eps * (coords.abs() + 1)).numpy()
-    z0 = (torch.rand(bound.size, generator=gen, dtype=torch.float64).numpy() * 2 - 1) * bound
-    objective = _Objective(problem, index, dtype, progress, cancel, expected=iters + 1)
+    objective = Objective(problem, index, dtype, progress, cancel, expected=starts * (iters + 1), radius=f"eps={eps:g}")
 
     def negative(z: np.ndarray) -> tuple[float, np.ndarray]:
         zt = torch.from_numpy(z)
@@ -184,13 +154,24 @@ def epsilon(
         grad = grad if A is None else A.T @ grad
         return -value, -grad.numpy()
 
-    out = minimize(
-        negative, z0, jac=True, method="L-BFGS-B", bounds=list(zip(-bound, bound)), options={"maxiter": iters}
-    )
-    z = torch.from_numpy(np.clip(out.x, -bound, bound))
+    best, found = None, []
+    for _ in range(starts):
+        z0 = (torch.rand(bound.size, generator=gen, dtype=torch.float64).numpy() * 2 - 1) * bound
+        out = minimize(
+            negative, z0, jac=True, method="L-BFGS-B", bounds=list(zip(-bound, bound)), options={"maxiter": iters}
+        )
+        z = np.clip(out.x, -bound, bound)
+        value = -negative(z)[0]
+        found.append(value)
+        if best is None or value > best[0]:
+            best = (value, z, out)
+    _, z, out = best
+    z = torch.from_numpy(z)
     delta = z if A is None else A @ z
-    base = _loss(problem, problem.theta0)
-    top = max(_loss(problem, objective.theta(delta)), base)
+    base = train_loss(problem, problem.theta0)
+    top = max(train_loss(problem, objective.theta(delta)), base)
+    if not np.isfinite(top):
+        raise diverged(f"eps={eps:g}", "the loss is not finite at the maximizing point")
     settings = {
         "kind": "epsilon",
         "definition": "Keskar et al. 2017: 100 (max_{|z_i| <= eps(|(A+ theta)_i| + 1)} L(theta + A z) - L) / (1 + L)",
@@ -198,7 +179,10 @@ def epsilon(
         "subspace_dim": subspace_dim,
         "iters": iters,
         "seed": int(seed),
-        "optimizer": "scipy L-BFGS-B from a uniform random point of the box",
+        "starts": starts,
+        "estimate": lower_bound(starts),
+        "start_losses": found,
+        "optimizer": "scipy L-BFGS-B from uniform random points of the box; the best start kept",
         "optimizer_message": str(out.message),
         "loss_evaluations": objective.evaluations,
         **curvature_settings(problem, mask, dtype, "double-backward"),
@@ -227,58 +211,79 @@ def worst_case(
     rho: float,
     p: float = 2,
     adaptive: bool = False,
-    eta: float = 0.0,
+    eta: float | None = None,
     iters: int = 20,
     seed: int = 0,
     mask: torch.Tensor | None = None,
     dtype=None,
     progress=None,
     cancel=None,
+    starts: int = 1,
+    convention: Convention | str = "elementwise",
 ) -> Sharpness:
     """``max_{||delta / t||_p <= rho} L(theta0 + delta) - L(theta0)`` by normalized steepest ascent.
 
-    From a random point of the sphere ``||u||_p = rho`` (``delta = t * u``), each step moves to
+    From ``starts`` random points of the sphere ``||u||_p = rho`` (``delta = t * u``), each step moves to
     ``rho`` times the unit ``p``-norm steepest-ascent direction of the gradient in ``u``; the best
-    loss seen is kept (a lower bound on the maximum; at a quadratic minimum with ``p = 2`` the
-    iteration is a power method and converges to ``0.5 rho^2 lambda_max``). ``p`` in ``[1, inf]``.
+    loss seen over all starts is kept (a lower bound on the maximum; at a quadratic minimum with
+    ``p = 2`` the iteration is a power method and converges to ``0.5 rho^2 lambda_max``; with
+    ``p = inf`` it stops at a vertex of the box that is only locally best, so use several starts).
+    ``p`` in ``[1, inf]``. ``adaptive``: ``t`` by ``convention`` (``"elementwise"`` or ``"asam"``,
+    see ``Convention``); ``eta`` defaults to the convention's (0 and 0.01). Start 1 is the same for
+    every ``starts``, so more starts never give less.
     """
-    rho = _check_positive("rho", rho)
+    rho = check_positive("rho", rho)
     if not (p == np.inf or (isinstance(p, (int, float)) and p >= 1)):
         raise ValueError(f"p must be a number >= 1 or numpy.inf; got {p!r}.")
-    _check_iters(iters)
-    _check_eta(eta)
+    check_iters(iters)
+    starts = check_starts(starts)
+    convention = convention_of(convention)
+    eta = DEFAULT_ETA[convention] if eta is None else eta
+    check_eta(eta)
     check_curvature_mode(problem)
-    index = _index(problem, mask)
-    t = _scale(problem, index, adaptive, eta)
+    index = selected(problem, mask)
+    t = scale(problem, index, adaptive, eta, convention)
     gen = torch.Generator().manual_seed(int(seed))
-    u = torch.randn(index.numel(), generator=gen, dtype=torch.float64)
-    u = rho * u / u.norm(p=p)
-    objective = _Objective(problem, index, dtype, progress, cancel, expected=iters + 1)
-    best_value, best_u = -np.inf, u
-    history = []
-    for _ in range(iters + 1):
-        value, grad = objective.value_and_grad(t * u)
-        history.append(value)
-        if value > best_value:
-            best_value, best_u = value, u
-        g = t * grad
-        if not bool((g != 0).any()):
-            break
-        u = rho * _dual_direction(g, p)
+    radius = f"rho={rho:g}"
+    objective = Objective(problem, index, dtype, progress, cancel, expected=starts * (iters + 1), radius=radius)
+    best_value, best_u = -np.inf, None
+    history, found = [], []
+    for _ in range(starts):
+        u = torch.randn(index.numel(), generator=gen, dtype=torch.float64)
+        u = rho * u / u.norm(p=p)
+        start_best = -np.inf
+        for _ in range(iters + 1):
+            value, grad = objective.value_and_grad(t * u)
+            history.append(value)
+            start_best = max(start_best, value)
+            if value > best_value:
+                best_value, best_u = value, u
+            g = t * grad
+            if not bool((g != 0).any()):
+                break
+            u = rho * _dual_direction(g, p)
+        found.append(start_best)
     kind = "adaptive" if adaptive else "worst-case"
-    base = _loss(problem, problem.theta0)
+    base = train_loss(problem, problem.theta0)
     delta = torch.zeros(problem.space.size, dtype=torch.float64)
     delta[index] = t * best_u
-    top = _loss(problem, problem.theta0.detach().to("cpu", torch.float64) + delta)
+    top = train_loss(problem, problem.theta0.detach().to("cpu", torch.float64) + delta)
+    if not np.isfinite(top):
+        raise diverged(radius, "the loss is not finite at the maximizing point")
     settings = {
         "kind": kind,
-        "definition": "max_{||delta / t||_p <= rho} L(theta + delta) - L(theta), " + _scale_definition(adaptive),
+        "definition": "max_{||delta / t||_p <= rho} L(theta + delta) - L(theta), "
+        + scale_definition(adaptive, convention),
         "rho": rho,
         "p": "inf" if p == np.inf else float(p),
         "eta": float(eta),
+        "convention": convention.value if adaptive else None,
         "iters": iters,
         "seed": int(seed),
-        "optimizer": "normalized steepest ascent onto the p-sphere from a random point; best iterate kept",
+        "starts": starts,
+        "estimate": lower_bound(starts),
+        "start_losses": found,
+        "optimizer": "normalized steepest ascent onto the p-sphere from random points; best iterate kept",
         "ascent_losses": history,
         **curvature_settings(problem, mask, dtype, "double-backward"),
     }
@@ -286,10 +291,23 @@ def worst_case(
 
 
 def adaptive(
-    problem, rho: float, p: float = 2, eta: float = 0.0, iters: int = 20, seed: int = 0, **kwargs
+    problem,
+    rho: float,
+    p: float = 2,
+    eta: float | None = None,
+    iters: int = 20,
+    seed: int = 0,
+    convention: Convention | str = "elementwise",
+    **kwargs,
 ) -> Sharpness:
-    """Adaptive (scale-invariant) worst-case sharpness: ``worst_case`` with ``t = |theta| + eta``."""
-    return worst_case(problem, rho, p=p, adaptive=True, eta=eta, iters=iters, seed=seed, **kwargs)
+    """Adaptive (scale-invariant) worst-case sharpness: ``worst_case`` with ``t`` by ``convention``.
+
+    ``"elementwise"``: ``t = |theta| + eta`` on every parameter (eta 0 by default); ``"asam"``: Kwon et
+    al. 2021's ``T_w``, ``|w| + eta`` on weight tensors and 1 on biases (eta 0.01 by default).
+    """
+    return worst_case(
+        problem, rho, p=p, adaptive=True, eta=eta, iters=iters, seed=seed, convention=convention, **kwargs
+    )
 
 
 def average(
@@ -297,24 +315,30 @@ def average(
     sigma: float,
     samples: int = 100,
     adaptive: bool = False,
-    eta: float = 0.0,
+    eta: float | None = None,
     seed: int = 0,
     mask: torch.Tensor | None = None,
     chunk: int = 64,
     progress=None,
     cancel=None,
+    convention: Convention | str = "elementwise",
 ) -> Sharpness:
     """``E[L(theta0 + sigma t * z)] - L(theta0)``, ``z ~ N(0, I)`` on the mask, with its standard error.
 
-    ``t = |theta| + eta`` if ``adaptive`` else 1. Every perturbed loss is an exact full-split mean
-    from the evaluator; ``stderr`` is the sample standard deviation over ``sqrt(samples)``.
+    ``t`` by ``convention`` if ``adaptive`` (see ``worst_case``) else 1. Every perturbed loss is an
+    exact full-split mean from the evaluator; ``stderr`` is the sample standard deviation over
+    ``sqrt(samples)``. Raises ``DivergedPerturbation`` if a perturbed loss is not finite (the noise
+    reaches where the model diverges: the mean would be meaningless).
     """
-    sigma = _check_positive("sigma", sigma)
+    sigma = check_positive("sigma", sigma)
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2 (a standard error needs two); got {samples!r}.")
+    convention = convention_of(convention)
+    eta = DEFAULT_ETA[convention] if eta is None else eta
+    check_eta(eta)
     check_curvature_mode(problem)
-    index = _index(problem, mask)
-    t = _scale(problem, index, adaptive, eta)
+    index = selected(problem, mask)
+    t = scale(problem, index, adaptive, eta, convention)
     gen = torch.Generator().manual_seed(int(seed))
     theta0 = problem.theta0.detach().to("cpu", torch.float64)
     losses = []
@@ -329,16 +353,21 @@ def average(
         if progress is not None:
             progress(start + count, samples)
     losses = np.concatenate(losses)
-    base = _loss(problem, problem.theta0)
+    bad = int((~np.isfinite(losses)).sum())
+    if bad:
+        raise diverged(f"sigma={sigma:g}", f"{bad} of {samples} perturbed losses are not finite")
+    base = train_loss(problem, problem.theta0)
     increases = losses - base
     settings = {
         "kind": "average",
-        "definition": "E_z[L(theta + sigma t z)] - L(theta), z ~ N(0, I), " + _scale_definition(adaptive),
+        "definition": "E_z[L(theta + sigma t z)] - L(theta), z ~ N(0, I), " + scale_definition(adaptive, convention),
         "sigma": sigma,
         "samples": samples,
         "adaptive": bool(adaptive),
         "eta": float(eta),
+        "convention": convention.value if adaptive else None,
         "seed": int(seed),
+        "estimate": "Monte Carlo mean with its standard error",
         **curvature_settings(problem, mask, None, "auto"),
     }
     return Sharpness(
@@ -355,7 +384,7 @@ def average(
 def adaptive_curvature(
     problem,
     k: int = 1,
-    eta: float = 0.0,
+    eta: float | None = None,
     tol: float = 1e-6,
     max_iter: int | None = None,
     seed: int = 0,
@@ -364,22 +393,27 @@ def adaptive_curvature(
     hvp_method: str = "auto",
     progress=None,
     cancel=None,
+    convention: Convention | str = "elementwise",
 ) -> Spectrum:
-    """Top ``k`` eigenvalues of ``T H T``, ``T = diag(|theta| + eta)``: adaptive sharpness to second order.
+    """Top ``k`` eigenvalues of ``T H T``, ``T = diag(t)`` with ``t`` by ``convention``: adaptive sharpness
+    to second order.
 
-    Invariant to rescaling a ReLU layer by ``c`` and the next by ``1/c`` (with ``eta = 0``).
+    Invariant to rescaling a ReLU layer by ``c`` and the next by ``1/c`` (``"elementwise"`` with ``eta = 0``).
     ``vectors`` are in the rescaled coordinates ``u`` (``delta = t * u``), zero outside the mask.
     """
-    _check_eta(eta)
+    convention = convention_of(convention)
+    eta = DEFAULT_ETA[convention] if eta is None else eta
+    check_eta(eta)
     budget = max(300, 40 * k) if max_iter is None else max_iter
     op = HessianOperator(problem, mask, dtype, hvp_method, progress=progress, cancel=cancel, expected=budget)
-    t = _scale(problem, _index(problem, mask), True, eta)
+    t = scale(problem, selected(problem, mask), True, eta, convention)
     out = eigsh(lambda v: t * op.matvec(t * v), op.size, k, "largest", tol=tol, max_iter=max_iter, seed=seed)
     settings = {
         "kind": "adaptive_curvature",
-        "definition": "top eigenvalues of diag(|theta| + eta) H diag(|theta| + eta)",
+        "definition": "top eigenvalues of T H T, T = diag(t), " + scale_definition(True, convention),
         "k": k,
         "eta": float(eta),
+        "convention": convention.value,
         "tol": float(tol),
         "seed": int(seed),
         "restarts": out.restarts,

@@ -15,7 +15,7 @@ import torch
 
 from . import cache as cache_mod
 from .directions import digest, provenance
-from .evaluate import Progress, evaluate_points
+from .evaluate import Progress, check_splits, evaluate_points
 from .results import Surface
 
 ALGORITHM_VERSION = 1
@@ -94,7 +94,7 @@ def line(
     """
     alphas = grid(span, steps)
     center, basis = _prepare(problem, [direction], center)
-    splits = list(problem.splits) if splits is None else list(splits)
+    splits = check_splits(problem, splits)
     settings = _settings(problem, "line", center, basis, splits, {"span": list(check_span(span)), "steps": steps})
     key = cache_mod.make_key("surface", ALGORITHM_VERSION, settings)
     if use_cache and (hit := cache_mod.get(key)) is not None:
@@ -130,12 +130,16 @@ def plane(
     Finished chunks of rows are cached as they complete; a cancelled run raises
     ``Cancelled`` and the next identical call resumes from them.
     """
+    if rows_per_chunk is not None and (
+        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, int) or rows_per_chunk < 1
+    ):
+        raise ValueError(f"rows_per_chunk must be a positive integer or None (automatic); got {rows_per_chunk!r}.")
     span_y = span if span_y is None else span_y
     steps_y = steps if steps_y is None else steps_y
     alphas = grid(span, steps, "span")
     betas = grid(span_y, steps_y, "span_y", "steps_y")
     center, basis = _prepare(problem, [d1, d2], center)
-    splits = list(problem.splits) if splits is None else list(splits)
+    splits = check_splits(problem, splits)
     settings = _settings(
         problem,
         "plane",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import surface as surface_mod
-from .evaluate import Progress, evaluate_points
+from .evaluate import Progress, check_splits, evaluate_points
 from .results import ResultIO, Surface
 from .trajectory import Trajectory, as_rows
 
@@ -91,7 +91,7 @@ def projection_gap(
     settings = {
         "kind": "projection_gap",
         "trajectory": trajectory.settings,
-        "splits": list(problem.splits) if splits is None else list(splits),
+        "splits": check_splits(problem, splits),
         "problem": problem.describe(),
     }
     return ProjectionGap(

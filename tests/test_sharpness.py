@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from curvature_models import quadratic_problem, scalar_problem
 from torch import nn
 
-from landscape_core import Problem, sharpness
+from landscape_core import Problem, perturbation, sharpness
 from landscape_core.sharpness import Sharpness
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -109,3 +109,119 @@ def test_bad_input():
     train_mode = Problem(model, F.cross_entropy, (torch.randn(10, 3), torch.randint(0, 2, (10,))), mode="train")
     with pytest.raises(ValueError, match="dropout"):
         sharpness.epsilon(train_mode)
+
+
+# -- local maxima: several starts, a stated lower bound -------------------------------------------
+class DenseQuadratic(nn.Module):
+    """``0.5 (x - x*)^T H (x - x*)`` with a dense positive semi-definite ``H``; ignores its input."""
+
+    def __init__(self, H, x_star):
+        super().__init__()
+        self.register_buffer("H", H)
+        self.register_buffer("x_star", x_star.clone())
+        self.x = nn.Parameter(x_star.clone())
+
+    def forward(self, inputs):
+        d = self.x - self.x_star
+        return (0.5 * d @ self.H @ d).reshape(1)
+
+
+def dense_quadratic(seed: int, n: int = 8):
+    """The problem at its minimum, and the true maxima of the quadratic over the box of half-widths ``b``."""
+    import itertools
+
+    from curvature_models import DUMMY, mean_output
+
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    H = A @ A.T / n
+    x_star = torch.randn(n, generator=gen, dtype=torch.float64)
+    problem = Problem(DenseQuadratic(H, x_star), mean_output, DUMMY)
+    vertices = np.array(list(itertools.product([-1.0, 1.0], repeat=n)))
+
+    def box_maximum(b: np.ndarray) -> float:  # a convex function's maximum over a box is at a vertex
+        corners = vertices * b
+        return float(0.5 * np.einsum("ij,jk,ik->i", corners, H.numpy(), corners).max())
+
+    return problem, x_star.numpy(), box_maximum
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_more_starts_never_lose_and_reach_the_true_box_maximum_for_p_inf(seed):
+    problem, _, box_maximum = dense_quadratic(seed)
+    rho = 0.1
+    true_max = box_maximum(np.full(8, rho))
+    values = [sharpness.worst_case(problem, rho, p=np.inf, starts=k, seed=0).value for k in (1, 3, 10, 20)]
+    assert values[0] < 0.99 * true_max  # one start stops at a vertex that is only locally best
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[-1] == pytest.approx(true_max, rel=1e-9)
+    assert all(v <= true_max * (1 + 1e-12) for v in values)  # never above the truth: a lower bound
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_more_starts_never_lose_and_reach_keskar_epsilon_sharpness(seed):
+    problem, x_star, box_maximum = dense_quadratic(seed)
+    eps = 1e-2
+    true_phi = 100 * box_maximum(eps * (np.abs(x_star) + 1))  # L(x*) = 0
+    results = [sharpness.epsilon(problem, eps=eps, starts=k, seed=0) for k in (1, 3, 10, 20)]
+    values = [r.value for r in results]
+    assert values[0] < 0.99 * true_phi
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[-1] == pytest.approx(true_phi, rel=1e-7)
+    assert results[-1].settings["starts"] == 20 and len(results[-1].settings["start_losses"]) == 20
+    assert results[-1].settings["estimate"].startswith("lower bound")
+
+
+def test_worst_case_settings_say_lower_bound():
+    result = sharpness.adaptive(quadratic_problem(), rho=0.1, starts=2)
+    assert result.settings["estimate"].startswith("lower bound: the best of 2 local")
+    assert sharpness.average(quadratic_problem(), sigma=0.1, samples=4).settings["estimate"].startswith("Monte Carlo")
+
+
+def test_asam_convention_scales_weights_by_abs_plus_eta_and_leaves_biases_at_one():
+    """Kwon et al. 2021: T_w = |w| + 0.01 on weight tensors, 1 on biases (their released optimizer)."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (30,), generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    problem = Problem(model, F.cross_entropy, (X, y))
+    theta = problem.theta0.double()
+    t = perturbation.scale(problem, torch.arange(problem.space.size), True, 0.01, perturbation.Convention.ASAM)
+    for p in problem.space.params:
+        want = theta[p.slice].abs() + 0.01 if p.name.endswith("weight") else torch.ones(p.numel, dtype=torch.float64)
+        assert torch.equal(t[p.slice], want), p.name
+    # second order: the top eigenvalue of T H T from the exact Hessian
+    buffers = dict(problem.model.named_buffers())
+
+    def loss(flat):
+        params = problem.space.unflatten(flat)
+        return F.cross_entropy(torch.func.functional_call(problem.model.eval(), {**buffers, **params}, (X,)), y)
+
+    H = torch.func.hessian(loss)(theta)
+    want_top = float(torch.linalg.eigvalsh(t[:, None] * H * t[None, :])[-1])
+    spectrum = sharpness.adaptive_curvature(problem, k=1, convention="asam", tol=1e-10)
+    assert float(spectrum.values[0]) == pytest.approx(want_top, rel=1e-8)
+    assert spectrum.settings["convention"] == "asam" and spectrum.settings["eta"] == 0.01
+    worst = sharpness.adaptive(problem, rho=0.05, convention="asam")
+    assert worst.settings["convention"] == "asam" and "Kwon et al. 2021" in worst.settings["definition"]
+    elementwise = sharpness.adaptive(problem, rho=0.05)
+    assert elementwise.settings["convention"] == "elementwise" and elementwise.value != worst.value
+    with pytest.raises(ValueError, match=r"convention must be one of \['elementwise', 'asam'\]; got 'kwon'"):
+        sharpness.adaptive(problem, rho=0.05, convention="kwon")
+
+
+@pytest.mark.parametrize("kind, radius", [("epsilon", "eps"), ("adaptive", "rho"), ("average", "sigma")])
+def test_a_radius_that_reaches_divergence_is_a_value_error_not_a_nan(kind, radius):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,), generator=gen)
+    torch.manual_seed(0)
+    problem = Problem(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).float(), F.cross_entropy, (X, y))
+    kwargs = {radius: 1e30}
+    if kind == "average":
+        kwargs["samples"] = 4
+    with pytest.raises(sharpness.DivergedPerturbation, match=rf"{radius}=1e\+30 reaches points where the model diverges"):
+        getattr(sharpness, kind)(problem, **kwargs)
+    with pytest.raises(ValueError, match=r"starts must be a positive integer"):
+        sharpness.epsilon(problem, starts=0)

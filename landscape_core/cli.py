@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trajectory", parents=[common], help="PCA or UMAP of the checkpoints")
     p.add_argument("--method", choices=["pca", "umap"], default="pca")
+    p.add_argument(
+        "--pca",
+        choices=["li2018", "uncentred"],
+        default="li2018",
+        help="li2018 (default): Li et al. 2018's centred PCA without biases and normalization parameters; "
+        "uncentred: SVD of the differences from the final point over every parameter",
+    )
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("demo", help="train the built-in demos and precompute their first screen")

@@ -294,14 +294,22 @@ def cmd_sharpness(args, workspace, bar):
     return result, summary
 
 
+PCA_VARIANTS = {"li2018": ("li2018", ("bias", "norm")), "uncentred": ("uncentred", ())}  # as the Trajectory page
+
+
 def cmd_trajectory(args, workspace, bar):
     trajectory = _engine("trajectory", "trajectory")
     pool = workspace.compare_checkpoints if args.model == "B" else workspace.checkpoints
     if len(pool) < 3:
         raise CommandError(f"a trajectory needs at least 3 checkpoints; model {args.model} has {len(pool)}.")
     fn = getattr(trajectory, args.method)
-    result = _call(fn, thetas=pool, seed=args.seed)
+    problem = workspace.compare if args.model == "B" else workspace.problem
+    variant, ignore = PCA_VARIANTS[args.pca]
+    result = _call(fn, thetas=pool, seed=args.seed, variant=variant, ignore=ignore, space=problem)
     summary = {"checkpoints": len(pool)}
+    if args.method == "pca":
+        summary["pca"] = result.settings.get("definition")
+        summary["ignored"] = result.settings.get("ignored")
     for name in ("explained_variance_ratio", "trustworthiness"):
         if hasattr(result, name):
             value = getattr(result, name)

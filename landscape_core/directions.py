@@ -184,14 +184,18 @@ def through(theta_a: torch.Tensor, theta_b: torch.Tensor, theta_c: torch.Tensor)
     return _through(theta_a, theta_b, theta_c)
 
 
-def pca(thetas, reference="final", n_components: int = 2) -> torch.Tensor:
+def pca(
+    thetas, reference="final", n_components: int = 2, variant="li2018", ignore=("bias", "norm"), space=None
+) -> torch.Tensor:
     """PCA directions ``(n_components, P)`` of a trajectory (orthonormal; centre them at the reference point).
 
-    See ``trajectory.pca``, which also returns coordinates, explained variance and trustworthiness.
+    See ``trajectory.pca`` (``variant``: Li et al. 2018's centred PCA or ``"uncentred"``; ``ignore``
+    needs ``space``), which also returns coordinates, explained variance and trustworthiness.
     """
     from .trajectory import pca as _pca
 
-    return _pca(thetas, reference=reference, n_components=n_components).directions
+    result = _pca(thetas, reference=reference, n_components=n_components, variant=variant, ignore=ignore, space=space)
+    return result.directions
 
 
 def hessian(problem, which=("largest", "smallest"), **kwargs) -> torch.Tensor:

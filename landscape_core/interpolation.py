@@ -1,12 +1,15 @@
 """Linear interpolation between two checkpoints and the loss barrier on the way (mode connectivity).
 
-The path is ``theta(alpha) = (1 - alpha) theta_a + alpha theta_b``. The barrier of a loss L is
+The path is ``theta(alpha) = (1 - alpha) theta_a + alpha theta_b``. Two barriers, as the papers
+define them (``BARRIER_DEFINITIONS``; both over alpha in [0, 1] only, a wider span only extends the
+picture; 0 means linearly connected):
 
-    barrier = max over alpha in [0, 1] of  L(alpha) - ((1 - alpha) L(0) + alpha L(1)),
-
-the largest rise above the straight line between the endpoint losses (Frankle et al. 2020,
-"Linear mode connectivity and the lottery ticket hypothesis"); 0 means linearly connected.
-A span beyond [0, 1] extends the picture; the barrier is always taken over [0, 1] only.
+* the **loss barrier** (Entezari et al. 2022, "The role of permutation invariance in linear mode
+  connectivity of neural networks"): ``max_alpha L(alpha) - ((1 - alpha) L(0) + alpha L(1))``, the
+  largest rise of the loss above the straight line between the endpoint losses;
+* the **error barrier** (Frankle et al. 2020, "Linear mode connectivity and the lottery ticket
+  hypothesis", their instability): ``max_alpha err(alpha) - (err(0) + err(1)) / 2`` with
+  ``err = 1 - accuracy``, where the problem has an accuracy.
 
 BatchNorm along the path (``bn``): ``"recompute"`` gives every alpha its own running statistics
 (``landscape_core.batchnorm``); ``"interpolate"`` interpolates A's and B's buffers; ``"keep"``
@@ -33,6 +36,11 @@ from .surface import check_span, check_steps
 
 ALGORITHM_VERSION = 1
 
+BARRIER_DEFINITIONS = {
+    "loss": "Entezari et al. 2022: max over alpha in [0, 1] of L(alpha) - ((1 - alpha) L(0) + alpha L(1))",
+    "error": "Frankle et al. 2020: max over alpha in [0, 1] of err(alpha) - (err(0) + err(1)) / 2, err = 1 - accuracy",
+}
+
 
 class BNMode(str, Enum):
     """How BatchNorm running statistics are set along a path."""
@@ -48,10 +56,12 @@ class Path(ResultIO):
 
     ``alphas``: float64 ``(steps,)``, 0 at A and 1 at B (always on the grid when the span covers them).
     ``values``: ``{quantity: float64 (steps,)}``, e.g. ``train_loss``, ``val_accuracy``; NaN where diverged.
-    ``barrier``: ``{loss quantity: {"height": float, "alpha": float, "loss_a": float, "loss_b": float}}``
-    over alpha in [0, 1]; ``height`` is ``None`` if the loss is not finite somewhere there. The chord uses
-    the path's own values at alpha = 0 and 1, so with ``bn="keep"`` (A's statistics at B too) ``loss_b`` is
-    not B's own loss; compare ``endpoint_values``.
+    ``barrier``: over alpha in [0, 1], ``{"<split>_loss": {"height", "alpha", "loss_a", "loss_b"}}``, the
+    loss barrier (Entezari et al. 2022), and where accuracy exists ``{"<split>_error": {"height", "alpha",
+    "error_a", "error_b"}}``, the error barrier (Frankle et al. 2020); ``settings["barrier_definitions"]``
+    names both. ``height`` is ``None`` if a value is not finite somewhere there. Both use the path's
+    own values at alpha = 0 and 1, so with ``bn="keep"`` (A's statistics at B too) ``loss_b`` is not B's
+    own loss; compare ``endpoint_values``.
     ``endpoint_values``: ``{quantity: float64 (2,)}``, the values at A and B with each checkpoint's own buffers
     (as stored); with ``bn="recompute"`` the path's alpha = 0, 1 values use recomputed statistics
     instead, so the two differ exactly when the stored statistics are stale.
@@ -103,13 +113,12 @@ def path_alphas(span: tuple[float, float], steps: int) -> np.ndarray:
 
 
 def barrier(alphas: np.ndarray, losses: np.ndarray) -> dict:
-    """``{"height", "alpha", "loss_a", "loss_b"}`` of the barrier of ``losses`` over alpha in [0, 1].
+    """Loss barrier (Entezari et al. 2022): ``{"height", "alpha", "loss_a", "loss_b"}`` over alpha in [0, 1].
 
-    ``alphas`` must contain 0 and 1. ``height`` is ``None`` when a loss in [0, 1] is not finite.
+    ``height = max L(alpha) - ((1 - alpha) L(0) + alpha L(1))``. ``alphas`` must contain 0 and 1.
+    ``height`` is ``None`` when a loss in [0, 1] is not finite.
     """
-    i0, i1 = _index(alphas, 0.0), _index(alphas, 1.0)
-    if i0 is None or i1 is None:
-        raise ValueError("alphas must contain 0 and 1 to define a barrier.")
+    i0, i1 = _ends(alphas)
     inside = (alphas >= 0.0) & (alphas <= 1.0)
     a, loss = alphas[inside], losses[inside]
     loss_a, loss_b = float(losses[i0]), float(losses[i1])
@@ -118,6 +127,44 @@ def barrier(alphas: np.ndarray, losses: np.ndarray) -> dict:
     excess = loss - ((1.0 - a) * loss_a + a * loss_b)
     k = int(np.argmax(excess))
     return {"height": float(excess[k]), "alpha": float(a[k]), "loss_a": loss_a, "loss_b": loss_b}
+
+
+def error_barrier(alphas: np.ndarray, accuracy: np.ndarray) -> dict:
+    """Error barrier (Frankle et al. 2020): ``{"height", "alpha", "error_a", "error_b"}`` over alpha in [0, 1].
+
+    ``height = max err(alpha) - (err(0) + err(1)) / 2`` with ``err = 1 - accuracy`` (a fraction; may
+    be negative when the path is better than the ends). ``height`` is ``None`` when an accuracy in
+    [0, 1] is not finite (a diverged point).
+    """
+    i0, i1 = _ends(alphas)
+    inside = (alphas >= 0.0) & (alphas <= 1.0)
+    a, error = alphas[inside], 1.0 - accuracy[inside]
+    error_a, error_b = 1.0 - float(accuracy[i0]), 1.0 - float(accuracy[i1])
+    if not np.isfinite(error).all():
+        return {"height": None, "alpha": None, "error_a": error_a, "error_b": error_b}
+    k = int(np.argmax(error))
+    return {
+        "height": float(error[k] - 0.5 * (error_a + error_b)),
+        "alpha": float(a[k]),
+        "error_a": error_a,
+        "error_b": error_b,
+    }
+
+
+def barriers(alphas: np.ndarray, values: dict) -> dict:
+    """Both barriers of every split in ``values`` (``{quantity: (k,)}``): ``"<split>_loss"`` and ``"<split>_error"``."""
+    out = {q: barrier(alphas, v) for q, v in values.items() if q.endswith("_loss")}
+    for q, v in values.items():
+        if q.endswith("_accuracy"):
+            out[q[: -len("_accuracy")] + "_error"] = error_barrier(alphas, v)
+    return out
+
+
+def _ends(alphas: np.ndarray) -> tuple[int, int]:
+    i0, i1 = _index(alphas, 0.0), _index(alphas, 1.0)
+    if i0 is None or i1 is None:
+        raise ValueError("alphas must contain 0 and 1 to define a barrier.")
+    return i0, i1
 
 
 def _buffers_digest(buffers: Mapping | None) -> str | None:
@@ -260,6 +307,7 @@ def linear(
         "steps": int(steps),
         "points": len(alphas),
         "splits": splits,
+        "barrier_definitions": BARRIER_DEFINITIONS,
         "problem": problem.describe(),
     }
     key = cache_mod.make_key("path", ALGORITHM_VERSION, settings)
@@ -291,10 +339,8 @@ def linear(
     for i, (theta, buffers) in enumerate(((theta_a, buffers_a), (theta_b, buffers_b))):
         for q, v in evaluate_points(problem, theta, None, None, splits, None, cancel, buffers).items():
             endpoint_values[q][i] = v[0]
-    barriers = {}
-    if 0.0 in alphas and 1.0 in alphas:
-        barriers = {q: barrier(alphas, v) for q, v in values.items() if q.endswith("_loss")}
-    result = Path(alphas=alphas, values=values, barrier=barriers, endpoint_values=endpoint_values, settings=settings)
+    found = barriers(alphas, values) if 0.0 in alphas and 1.0 in alphas else {}
+    result = Path(alphas=alphas, values=values, barrier=found, endpoint_values=endpoint_values, settings=settings)
     if use_cache:
         cache_mod.put(key, result.to_bytes())
     return result

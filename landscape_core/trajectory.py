@@ -6,10 +6,15 @@ and ``trustworthiness`` (scikit-learn's definition, Venna & Kaski 2001: 1 when e
 nearest neighbours in the picture are also its neighbours in parameter space), so the views can
 be judged side by side; PCA and the autoencoder also report their reconstruction error.
 
-Memory: nothing of size ``n x n x P`` or ``P x P`` is formed. PCA works on the ``n x n`` Gram
-matrix of the differences, accumulated in float64 over column chunks of the checkpoints
-(Li et al. 2018, section 7: PCA of ``theta_i - theta_final``); distances for trustworthiness
-and UMAP come from the same Gram matrix.
+PCA (``PCAVariant``): by default Li et al. 2018's (section 7, and their released code): a centred
+PCA (scikit-learn's) of the differences ``theta_i - theta_final`` with biases and normalization
+parameters removed, the plane drawn through the final point and each checkpoint placed at the
+projection of its difference; ``"uncentred"`` is the SVD of the differences themselves (the plane
+that best fits the checkpoints among planes through the reference point).
+
+Memory: nothing of size ``n x n x P`` or ``P x P`` is formed. PCA works on ``n x n`` Gram
+matrices of the differences, accumulated in float64 over column chunks of the checkpoints;
+distances for trustworthiness and UMAP come from the same Gram matrices.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from enum import Enum
 
 import numpy as np
 import torch
 
 from .directions import register
 from .results import ResultIO
-from .threads import single_thread
+from .space import ParamKind
 from .workspace import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -184,63 +190,151 @@ def _reference(rows, reference) -> tuple[torch.Tensor, str]:
 
 
 # -- PCA ---------------------------------------------------------------------------------------
-def pca(thetas, reference="final", n_components: int = 2, n_neighbors: int | None = None) -> Trajectory:
-    """PCA of ``theta_i - reference`` over the checkpoints (Li et al. 2018, section 7).
+class PCAVariant(str, Enum):
+    """Which PCA of a trajectory (see the module docstring)."""
 
-    The principal directions span the plane through ``reference`` that best fits the checkpoints
-    (least squares); ``coords[i]`` are checkpoint i's coordinates in that plane and
-    ``explained_variance_ratio[j]`` the share of ``sum_i |theta_i - reference|^2`` along direction j.
-    Computed from the ``n x n`` Gram matrix: ``G = U S U^T``, ``coords = U sqrt(S)``,
-    ``directions = D^T U / sqrt(S)``. Directions are registered (``directions.provenance``).
+    LI2018 = "li2018"  # centred PCA of theta_i - reference (Li et al. 2018), the default
+    UNCENTRED = "uncentred"  # SVD of theta_i - reference, no centring
 
-    >>> traj = pca(workspace.checkpoints)                                  # doctest: +SKIP
-    >>> surface.plane(problem, *traj.directions, center=traj.center)       # doctest: +SKIP
+
+PCA_DEFINITIONS = {
+    PCAVariant.LI2018: "Li et al. 2018: centred PCA of theta_i - reference; checkpoints placed at the projections "
+    "of theta_i - reference onto the components",
+    PCAVariant.UNCENTRED: "uncentred: SVD of theta_i - reference (the best-fitting plane through the reference)",
+}
+
+
+def _kept(space, ignore: Iterable[str], size: int) -> tuple[torch.Tensor | None, list[str]]:
+    """``(mask, ignored kinds)``: float64 ``(P,)`` with 0 on the ignored kinds' coordinates, or ``None``."""
+    ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+    allowed = [k.value for k in ParamKind if k is not ParamKind.WEIGHT]
+    for k in ignore:
+        if k not in allowed:
+            raise ValueError(f"ignore may name {allowed}; got {k!r} in ignore={ignore!r}.")
+    if not ignore:
+        return None, []
+    space = getattr(space, "space", space)  # a Problem or its ParamSpace
+    if space is None:
+        raise ValueError(
+            f"removing {list(ignore)} needs the parameter space: pass space=problem.space (or the problem), "
+            "or ignore=() to keep every parameter."
+        )
+    if space.size != size:
+        raise ValueError(f"space has {space.size} parameters but the checkpoints have {size}.")
+    mask = torch.ones(size, dtype=torch.float64)
+    for p in space.params:
+        if p.kind.value in ignore:
+            mask[p.slice] = 0.0
+    return mask, sorted(ignore)
+
+
+def pca(
+    thetas,
+    reference="final",
+    n_components: int = 2,
+    n_neighbors: int | None = None,
+    variant: PCAVariant | str = "li2018",
+    ignore: Iterable[str] = ("bias", "norm"),
+    space=None,
+) -> Trajectory:
+    """PCA of the differences ``theta_i - reference`` over the checkpoints.
+
+    ``variant``: ``"li2018"`` (default; Li et al. 2018, section 7): the principal components of the
+    differences after subtracting their mean (scikit-learn's PCA); ``"uncentred"``: of the
+    differences themselves. ``ignore``: kinds of parameters removed from the differences before the
+    PCA (``"bias"``, ``"norm"``; Li et al. remove both), zero in the directions; needs ``space`` (the
+    problem or its ``ParamSpace``) to know which coordinates they are; ``ignore=()`` keeps all.
+    ``coords[i]``: checkpoint i's projection ``(theta_i - reference) . directions``, so the plane is
+    drawn through ``center = reference`` and checkpoint i sits at ``coords[i]``;
+    ``explained_variance_ratio[j]``: direction j's share of the variance the PCA saw (centred or not);
+    ``residual_norms``/``reconstruction_error``: what the plane misses of ``|theta_i - reference|``
+    (every parameter). Computed from ``n x n`` Gram matrices. Directions are registered
+    (``directions.provenance``).
+
+    >>> traj = pca(workspace.checkpoints, space=problem)                  # doctest: +SKIP
+    >>> surface.plane(problem, *traj.directions, center=traj.center)      # doctest: +SKIP
     """
     rows, names, steps = as_rows(thetas)
     n = len(rows)
     if not isinstance(n_components, int) or not 1 <= n_components <= n - 1:
         raise ValueError(f"n_components must be an integer from 1 to n - 1 = {n - 1}; got {n_components!r}.")
+    try:
+        variant = PCAVariant(variant)
+    except ValueError:
+        raise ValueError(f"variant must be one of {[v.value for v in PCAVariant]}; got {variant!r}.") from None
+    size = rows[0].shape[0]
+    mask, ignored = _kept(space, ignore, size)
     center, ref_name = _reference(rows, reference)
-    G = gram(rows, offset=center)
-    total = float(np.trace(G))
+    G_full = torch.zeros(n, n, dtype=torch.float64)  # every parameter: distances and residuals
+    G = torch.zeros(n, n, dtype=torch.float64)  # what the PCA sees (ignored kinds removed)
+    for sl in _chunks(size, n):
+        block = _block(rows, sl, offset=center)
+        G_full += block @ block.T
+        if mask is not None:
+            block = block * mask[sl]
+        G += block @ block.T
+    G_full, G = G_full.numpy(), G.numpy()
+    total = float(np.trace(G_full))
     if not total > 0:
         raise ValueError("all checkpoints are identical to the reference; there is no trajectory to project.")
-    evals, evecs = np.linalg.eigh(G)
+    # centring: C = J D with J = I - 11^T / n; the components are eigenvectors of J G J
+    J = np.eye(n) - (1.0 / n if variant is PCAVariant.LI2018 else 0.0)
+    K = J @ G @ J
+    seen = float(np.trace(K))
+    if not seen > 0:
+        what = "after removing " + ", ".join(ignored) if ignored else "around their mean"
+        raise ValueError(f"the checkpoints do not differ {what}; there is no trajectory to project.")
+    evals, evecs = np.linalg.eigh(K)
     order = np.argsort(evals)[::-1]
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
     k = n_components
-    if evals[k - 1] <= 1e-12 * total:
-        rank = int((evals > 1e-12 * total).sum())
+    if evals[k - 1] <= 1e-12 * seen:
+        rank = int((evals > 1e-12 * seen).sum())
         raise ValueError(
             f"the checkpoints span only {rank} dimension(s) around the reference; cannot find {k} principal directions."
         )
     U, s = evecs[:, :k], np.sqrt(evals[:k])
-    coords = U * s
+    weights = J @ U / s  # (n, k): direction_j = sum_i weights[i, j] (masked theta_i - center)
+    coords = G @ weights  # (theta_i - center) . direction_j (directions are 0 on ignored coordinates)
     signs = np.sign(coords[np.argmax(np.abs(coords), axis=0), np.arange(k)])
-    coords, U = coords * signs, U * signs
-    weights = torch.from_numpy(U / s)  # (n, k): direction_j = sum_i weights[i, j] (theta_i - center)
-    directions = torch.zeros(k, rows[0].shape[0], dtype=torch.float64)
-    for sl in _chunks(rows[0].shape[0], n):
-        directions[:, sl] = weights.T @ _block(rows, sl, offset=center)
+    signs[signs == 0] = 1.0
+    coords, weights = coords * signs, weights * signs
+    w = torch.from_numpy(weights)
+    directions = torch.zeros(k, size, dtype=torch.float64)
+    for sl in _chunks(size, n):
+        block = _block(rows, sl, offset=center)
+        if mask is not None:
+            block = block * mask[sl]
+        directions[:, sl] = w.T @ block
     dtype, device = rows[0].dtype, rows[0].device
     directions = directions.to(device, dtype)
-    evr = evals[:k] / total
-    residual = np.sqrt(np.maximum(np.diag(G) - (coords**2).sum(axis=1), 0.0))
+    evr = evals[:k] / seen
+    residual = np.sqrt(np.maximum(np.diag(G_full) - (coords**2).sum(axis=1), 0.0))
     trust_k = default_trust_neighbors(n) if n_neighbors is None else n_neighbors
-    trust = trustworthiness(distances_from_gram(G), coords, trust_k)
+    trust = trustworthiness(distances_from_gram(G_full), coords, trust_k)
     settings = {
         "kind": "trajectory",
         "method": "pca",
+        "variant": variant.value,
+        "definition": PCA_DEFINITIONS[variant],
+        "ignored": ignored,
         "reference": ref_name,
         "n_components": k,
         "checkpoints": n,
-        "parameters": int(rows[0].shape[0]),
+        "parameters": int(size),
         "n_neighbors_trust": trust_k,
         "explained_variance_ratio": [float(v) for v in evr],
     }
     register(
         directions,
-        {"kind": "pca", "reference": ref_name, "checkpoints": n, "evr": settings["explained_variance_ratio"]},
+        {
+            "kind": "pca",
+            "variant": variant.value,
+            "ignored": ignored,
+            "reference": ref_name,
+            "checkpoints": n,
+            "evr": settings["explained_variance_ratio"],
+        },
     )
     return Trajectory(
         method="pca",
@@ -249,7 +343,7 @@ def pca(thetas, reference="final", n_components: int = 2, n_neighbors: int | Non
         steps=steps,
         trustworthiness=trust,
         settings=settings,
-        reconstruction_error=float(max(0.0, 1.0 - evr.sum())),
+        reconstruction_error=float(max(0.0, 1.0 - (coords**2).sum() / total)),
         explained_variance_ratio=evr,
         directions=directions,
         center=center.to(device, dtype),
@@ -307,77 +401,7 @@ def umap(thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float 
 def autoencoder(
     thetas, dim: int = 2, seed: int = 0, hidden: int = 32, epochs: int = 2000, lr: float = 1e-2
 ) -> Trajectory:
-    """A small torch autoencoder (``r -> hidden -> dim -> hidden -> r``, tanh) as a non-linear view.
+    """A small torch autoencoder as a non-linear view (``trajectory_autoencoder.autoencoder``)."""
+    from .trajectory_autoencoder import autoencoder as _autoencoder
 
-    The checkpoints are standardized per parameter (mean 0, standard deviation 1 over the n
-    checkpoints; constant parameters are left at 0) and written in an orthonormal basis of their
-    span (exact, from the Gram matrix; ``r <= n - 1``), so the network is small whatever P is.
-    Trained full-batch with Adam for ``epochs`` steps from ``torch.manual_seed(seed)`` on one CPU thread
-    (the tensors are tiny; intra-op threads only add synchronization).
-    ``reconstruction_error`` = ``|Z - decode(encode(Z))|^2 / |Z|^2`` over the standardized checkpoints.
-    """
-    rows, names, steps = as_rows(thetas)
-    n = len(rows)
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim < n:
-        raise ValueError(f"dim must be an integer from 1 to n - 1 = {n - 1}; got {dim!r}.")
-    size = rows[0].shape[0]
-    mean = torch.zeros(size, dtype=torch.float64)
-    std = torch.ones(size, dtype=torch.float64)
-    for sl in _chunks(size, n):
-        block = _block(rows, sl)
-        mean[sl] = block.mean(dim=0)
-        s = block.std(dim=0, unbiased=False)
-        std[sl] = torch.where(s > 0, s, torch.ones_like(s))
-    K = gram(rows, offset=mean, scale=std)
-    evals, evecs = np.linalg.eigh(K)
-    keep = evals > 1e-10 * max(evals.max(), 1e-300)
-    if not keep.any():
-        raise ValueError("all checkpoints are identical; there is no trajectory to embed.")
-    scores = evecs[:, keep] * np.sqrt(evals[keep])  # rows isometric to the standardized checkpoints
-    scale = np.sqrt((scores**2).sum() / n)
-    Z = torch.from_numpy(scores / scale)
-    r = Z.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        encoder = torch.nn.Sequential(
-            torch.nn.Linear(r, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, dim)
-        ).double()
-        decoder = torch.nn.Sequential(
-            torch.nn.Linear(dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, r)
-        ).double()
-    params = [*encoder.parameters(), *decoder.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    with single_thread():  # thousands of tiny steps: worker threads only add waits (36x slower measured)
-        for _ in range(int(epochs)):
-            optimizer.zero_grad()
-            loss = ((decoder(encoder(Z)) - Z) ** 2).sum()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        coords = encoder(Z)
-        error = float(((decoder(coords) - Z) ** 2).sum() / (Z**2).sum())
-    coords = coords.numpy().astype(np.float64)
-    trust_k = default_trust_neighbors(n)
-    trust = trustworthiness(distances_from_gram(K), coords, trust_k)
-    settings = {
-        "kind": "trajectory",
-        "method": "autoencoder",
-        "dim": dim,
-        "hidden": hidden,
-        "epochs": int(epochs),
-        "lr": float(lr),
-        "seed": int(seed),
-        "checkpoints": n,
-        "parameters": int(size),
-        "span_dimensions": int(r),
-        "n_neighbors_trust": trust_k,
-    }
-    return Trajectory(
-        method="autoencoder",
-        coords=coords,
-        names=names,
-        steps=steps,
-        trustworthiness=trust,
-        settings=settings,
-        reconstruction_error=error,
-    )
+    return _autoencoder(thetas, dim=dim, seed=seed, hidden=hidden, epochs=epochs, lr=lr)

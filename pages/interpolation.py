@@ -288,6 +288,12 @@ def readout(path, splits: list[str], name_a: str, name_b: str) -> list[str]:
             ends = [float(e[0]) for e in ends]
             drop = f" ({100 * (min(ends) - acc[k]):.1f} points below the weaker end)" if ends else ""
             text += f" Accuracy is lowest at alpha = {path.alphas[k]:.2f}: {acc[k]:.1%}{drop}."
+        error = path.barrier.get(f"{split}_error")
+        if error and error["height"] is not None:
+            text += (
+                f" Error barrier (Frankle et al. 2020, the highest error on the path minus the mean end error): "
+                f"**{100 * error['height']:.1f} points** at alpha = {error['alpha']:.2f}."
+            )
         lines.append(text)
     if not lines:
         lines.append("The span does not contain both endpoints (alpha = 0 and 1), so no barrier is defined.")
@@ -333,13 +339,15 @@ def barrier_table(path, splits: list[str]) -> pd.DataFrame:
         info = path.barrier.get(f"{split}_loss")
         if not info:
             continue
+        error = path.barrier.get(f"{split}_error") or {}
         rows.append(
             {
                 "split": split,
                 "loss at A": info["loss_a"],
                 "loss at B": info["loss_b"],
-                "barrier height": info["height"],
+                "loss barrier (Entezari et al. 2022)": info["height"],
                 "at alpha": info["alpha"],
+                "error barrier (Frankle et al. 2020)": error.get("height"),
                 "A's stored statistics": path.endpoint_values.get(f"{split}_loss", [np.nan, np.nan])[0],
                 "B's stored statistics": path.endpoint_values.get(f"{split}_loss", [np.nan, np.nan])[1],
             }
@@ -362,9 +370,10 @@ def snippet(source: dict, end_a: dict, end_b: dict, steps: int, span, bn: str, s
 # -- page -------------------------------------------------------------------------------------
 st.title("Interpolation: the loss on the straight line between two models")
 st.caption(
-    "theta(alpha) = (1 - alpha) theta_A + alpha theta_B. The **barrier** is the largest rise of the loss above "
-    "the straight chord between the endpoint losses, over alpha in [0, 1]; about 0 means the two models are "
-    "linearly mode connected."
+    "theta(alpha) = (1 - alpha) theta_A + alpha theta_B. The **loss barrier** (Entezari et al. 2022) is the largest "
+    "rise of the loss above the straight chord between the endpoint losses, over alpha in [0, 1]; the **error "
+    "barrier** (Frankle et al. 2020) is the highest error (1 - accuracy) on the path minus the mean of the two end "
+    "errors. About 0 means the two models are linearly mode connected."
 )
 
 ws = ui.workspace()
@@ -459,7 +468,8 @@ if acc is not None:
 table = barrier_table(path, splits)
 if not table.empty:
     st.markdown(
-        "**Barrier per split** (loss units; the last two columns: each end evaluated with its own stored statistics)"
+        "**Barriers per split** (loss barrier in loss units, error barrier as a fraction of samples; the last two "
+        "columns: each end evaluated with its own stored statistics)"
     )
     st.dataframe(table, hide_index=True, width="stretch")
 

@@ -123,7 +123,7 @@ if shape == "2D plane":
             if kind == "pca":
                 from landscape_core import trajectory, trajectory_plane
 
-                traj = trajectory.pca(checkpoints)
+                traj = trajectory.pca(checkpoints, space=problem)  # Li et al. 2018
                 return trajectory_plane.pca_plane(
                     problem, traj, steps=steps_, splits=splits, progress=progress, cancel=cancel
                 )

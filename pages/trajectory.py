@@ -17,6 +17,10 @@ from landscape_core.snippet import problem_code
 from pages import _ui as ui
 
 VIEW_LABELS = {"pca": "PCA", "umap": "UMAP", "autoencoder": "Autoencoder"}
+PCA_CHOICES = {  # label: (variant, ignored kinds), see landscape_core.trajectory.pca
+    "Li et al. 2018: centred, biases and normalization parameters removed": ("li2018", ("bias", "norm")),
+    "uncentred, every parameter": ("uncentred", ()),
+}
 EPOCH_SCHEME = "oranges"
 PATH_COLOR = "#e8590c"
 
@@ -159,9 +163,11 @@ def views_readout(views: dict) -> list[str]:
     lines = []
     pca = views["pca"]
     evr = pca.explained_variance_ratio
+    seen = "variance around their mean" if pca.settings.get("variant") == "li2018" else "squared distance"
     lines.append(
-        f"**PCA** keeps {evr.sum():.1%} of the squared distance of the checkpoints to the {pca.settings['reference']} "
-        f"checkpoint in two directions ({evr[0]:.1%} + {evr[1]:.1%}); trustworthiness {pca.trustworthiness:.3f}: "
+        f"**PCA** ({pca.settings.get('definition', 'PCA').split(':')[0]}) keeps {evr.sum():.1%} of the {seen} of the "
+        f"checkpoints' differences from the {pca.settings['reference']} checkpoint in two directions "
+        f"({evr[0]:.1%} + {evr[1]:.1%}); trustworthiness {pca.trustworthiness:.3f}: "
         f"{trust_words(pca.trustworthiness)}."
         + (
             " The path is close to a plane, so the contour below shows the terrain it crossed."
@@ -212,7 +218,8 @@ def snippet(source: dict, which_ckpts: str, s: dict, splits) -> str:
     lines = ["from landscape_core import trajectory, trajectory_plane", *problem_code(source)]
     lines += [
         f"checkpoints = ws.{which_ckpts}",
-        f"pca = trajectory.pca(checkpoints, reference={s['reference']!r})",
+        f"pca = trajectory.pca(checkpoints, reference={s['reference']!r}, variant={s['variant']!r}, "
+        f"ignore={tuple(s['ignore'])!r}, space=problem)",
     ]
     if s["umap"]:
         lines.append(f"umap = trajectory.umap(checkpoints, n_neighbors={s['n_neighbors']}, seed={s['seed']})")
@@ -229,8 +236,9 @@ def snippet(source: dict, which_ckpts: str, s: dict, splits) -> str:
 # -- page -------------------------------------------------------------------------------------
 st.title("Trajectory: where training went, and the loss under the path")
 st.caption(
-    "Each checkpoint is a point in parameter space. PCA of theta_i - theta_final (Li et al. 2018) gives the plane "
-    "that best fits the path; UMAP and a small autoencoder give non-linear views. Trustworthiness (1 = perfect) "
+    "Each checkpoint is a point in parameter space. PCA of theta_i - theta_final (by default Li et al. 2018's: "
+    "centred, biases and normalization parameters removed) gives the plane of the path's main motion; UMAP and a "
+    "small autoencoder give non-linear views. Trustworthiness (1 = perfect) "
     "says how far each 2D picture keeps true neighbours together."
 )
 
@@ -257,6 +265,13 @@ with st.form("traj_form"):
         key="traj_reference",
         help="PCA is taken of theta_i minus this point; 'final' (Li et al.) puts the trained model at the origin.",
     )
+    pca_label = c1.selectbox(
+        "PCA",
+        list(PCA_CHOICES),
+        key="traj_pca",
+        help="Li et al. 2018 centre the differences before the PCA and leave biases and normalization parameters out; "
+        "the uncentred PCA fits the plane through the reference point over every parameter.",
+    )
     use_umap = c2.checkbox("UMAP view", value=True, key="traj_umap")
     n_neighbors = c2.slider("UMAP neighbours", 2, 15, 5, key="traj_neighbors")
     use_ae = c2.checkbox("Autoencoder view", value=False, key="traj_ae")
@@ -274,8 +289,11 @@ n = len(checkpoints)
 if use_umap and n_neighbors >= n:
     st.warning(f"UMAP needs fewer neighbours than checkpoints ({n}); using {n - 1}.")
     n_neighbors = n - 1
+variant, ignored = PCA_CHOICES[pca_label]
 s = {
     "reference": reference,
+    "variant": variant,
+    "ignore": list(ignored),
     "umap": bool(use_umap),
     "n_neighbors": int(n_neighbors),
     "autoencoder": bool(use_ae),
@@ -289,7 +307,11 @@ base_key = {"source": ui.source(which), "run": attribute, "n": n, "splits": spli
 def compute_views(progress, cancel) -> dict:
     total = 2 + s["umap"] + s["autoencoder"]
     progress(0, total)
-    views = {"pca": trajectory.pca(checkpoints, reference=s["reference"])}
+    views = {
+        "pca": trajectory.pca(
+            checkpoints, reference=s["reference"], variant=s["variant"], ignore=tuple(s["ignore"]), space=problem
+        )
+    }
     progress(1, total)
     if s["umap"] and not cancel.is_set():
         views["umap"] = trajectory.umap(checkpoints, n_neighbors=s["n_neighbors"], seed=s["seed"])
@@ -305,7 +327,10 @@ def compute_views(progress, cancel) -> dict:
 views = ui.run_job(
     jobs.job_key(
         "trajectory-views",
-        {**base_key, **{k: s[k] for k in ("reference", "umap", "n_neighbors", "autoencoder", "seed")}},
+        {
+            **base_key,
+            **{k: s[k] for k in ("reference", "variant", "ignore", "umap", "n_neighbors", "autoencoder", "seed")},
+        },
     ),
     compute_views,
     "Trajectory views",
@@ -351,7 +376,8 @@ def compute_plane(progress, cancel):
 
 plane = ui.run_job(
     jobs.job_key(
-        "trajectory-plane", {**base_key, "reference": s["reference"], "steps": s["steps"], "margin": s["margin"]}
+        "trajectory-plane",
+        {**base_key, **{k: s[k] for k in ("reference", "variant", "ignore", "steps", "margin")}},
     ),
     compute_plane,
     f"PCA plane {s['steps']}x{s['steps']}",

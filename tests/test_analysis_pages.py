@@ -95,14 +95,17 @@ def test_interpolation_bn_demo_draws_paths_barrier_and_all_bn_options():
         buffers_b=ws.compare.buffers,
     )
     expected = path.barrier["train_loss"]
-    assert barrier.loc["train", "barrier height"] == pytest.approx(expected["height"], rel=1e-9)
+    assert barrier.loc["train", "loss barrier (Entezari et al. 2022)"] == pytest.approx(expected["height"], rel=1e-9)
     assert barrier.loc["train", "at alpha"] == pytest.approx(expected["alpha"])
+    error = path.barrier["train_error"]["height"]
+    assert barrier.loc["train", "error barrier (Frankle et al. 2020)"] == pytest.approx(error, rel=1e-9)
+    assert "Error barrier (Frankle et al. 2020" in readout and "Entezari et al. 2022" in at.caption[0].value
 
     # another BatchNorm option changes the drawn path and its barrier
     at.radio(key="interp_bn").set_value("keep")
     _submit(at)
     _clean(at)
-    kept = at.dataframe[0].value.set_index("split").loc["train", "barrier height"]
+    kept = at.dataframe[0].value.set_index("split").loc["train", "loss barrier (Entezari et al. 2022)"]
     assert kept != pytest.approx(expected["height"], rel=1e-6)
     assert options.set_index(options.columns[0]).iloc[2, 0] == pytest.approx(kept, rel=1e-9)  # "keep" row
 
@@ -188,7 +191,9 @@ def test_trajectory_page_views_plane_and_gap():
     assert _charts(at) == 4  # PCA view, UMAP view, PCA plane with the path, projection gap
     summary = at.dataframe[0].value.set_index("view")
     ws = demos.load("logistic-blobs")
-    pca = trajectory.pca(ws.checkpoints, reference="final")
+    pca = trajectory.pca(ws.checkpoints, reference="final", space=ws.problem)  # Li et al. 2018, the default
+    assert pca.settings["variant"] == "li2018" and pca.settings["ignored"] == ["bias", "norm"]
+    assert any("Li et al. 2018" in m.value for m in at.markdown if m.value.startswith("**PCA**"))
     assert summary.loc["PCA", "trustworthiness"] == pytest.approx(pca.trustworthiness)
     assert summary.loc["PCA", "explained variance (2 components)"] == pytest.approx(
         float(pca.explained_variance_ratio.sum())

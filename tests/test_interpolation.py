@@ -123,8 +123,36 @@ def test_endpoints_reproduce_endpoint_values_exactly_float32():
         for q in direct:
             assert path.values[q][index] == direct[q][0], q
             assert path.endpoint_values[q][0 if index == 0 else 1] == direct[q][0]
-    assert set(path.barrier) == {"train_loss", "val_loss"}
+    assert set(path.barrier) == {"train_loss", "val_loss", "train_error", "val_error"}
     assert path.settings["bn"].startswith("none")
+
+
+def test_error_barrier_is_frankle_2020s_and_the_loss_barrier_entezari_2022s():
+    alphas = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0])
+    accuracy = np.array([0.1, 0.9, 0.7, 0.4, 0.8, 0.8])  # outside [0, 1] ignored
+    # errors on [0, 1]: 0.1, 0.3, 0.6, 0.2, 0.2; max 0.6 at 0.5, minus the mean end error (0.1 + 0.2) / 2
+    got = interpolation.error_barrier(alphas, accuracy)
+    assert got["height"] == pytest.approx(0.45, abs=1e-15) and got["alpha"] == 0.5
+    assert got["error_a"] == pytest.approx(0.1) and got["error_b"] == pytest.approx(0.2)
+    diverged = accuracy.copy()
+    diverged[3] = np.nan
+    assert interpolation.error_barrier(alphas, diverged)["height"] is None
+    # the loss barrier subtracts the chord (1 - alpha) L(0) + alpha L(1), the error barrier the mean end error
+    loss = 1.0 - accuracy
+    assert interpolation.barrier(alphas, loss)["height"] == pytest.approx(0.6 - 0.15, abs=1e-15)
+    skewed = np.array([0.0, 0.0, 0.5, 0.3, 0.9, 1.0])  # ends 0 and 1: the chord's excess peaks at 0.25
+    assert interpolation.barrier(alphas, skewed) == {"height": 0.25, "alpha": 0.25, "loss_a": 0.0, "loss_b": 1.0}
+    # as errors: the highest is B's own 1.0, minus the mean end error 0.5
+    assert interpolation.error_barrier(alphas, 1.0 - skewed)["height"] == pytest.approx(0.5, abs=1e-15)
+
+    problem = mlp_problem()
+    theta_b = problem.theta0 + 2.0 * torch.randn(problem.space.size, generator=torch.Generator().manual_seed(3))
+    path = interpolation.linear(problem, problem.theta0, theta_b, steps=9, use_cache=False)
+    for split in ("train", "val"):
+        want = interpolation.error_barrier(path.alphas, path.values[f"{split}_accuracy"])
+        assert path.barrier[f"{split}_error"] == want
+    assert path.settings["barrier_definitions"]["loss"].startswith("Entezari et al. 2022")
+    assert path.settings["barrier_definitions"]["error"].startswith("Frankle et al. 2020")
 
 
 def test_path_caches_saves_and_exports(tmp_path):

@@ -221,7 +221,9 @@ def test_a_radius_that_reaches_divergence_is_a_value_error_not_a_nan(kind, radiu
     kwargs = {radius: 1e30}
     if kind == "average":
         kwargs["samples"] = 4
-    with pytest.raises(sharpness.DivergedPerturbation, match=rf"{radius}=1e\+30 reaches points where the model diverges"):
+    with pytest.raises(
+        sharpness.DivergedPerturbation, match=rf"{radius}=1e\+30 reaches points where the model diverges"
+    ):
         getattr(sharpness, kind)(problem, **kwargs)
     with pytest.raises(ValueError, match=r"starts must be a positive integer"):
         sharpness.epsilon(problem, starts=0)

@@ -33,7 +33,7 @@ def assert_equal_up_to_sign(x, y, atol=1e-10):
 
 def test_pca_recovers_a_planar_trajectory():
     thetas, u1, u2, c = planar_trajectory()
-    traj = trajectory.pca(thetas)
+    traj = trajectory.pca(thetas, ignore=())
     np.testing.assert_allclose(traj.explained_variance_ratio, [42 / 46, 4 / 46], rtol=1e-12)
     assert traj.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-12)
     assert traj.reconstruction_error == pytest.approx(0.0, abs=1e-12)
@@ -56,18 +56,73 @@ def test_pca_matches_dense_svd_and_streams_in_chunks(monkeypatch):
     thetas = torch.randn(6, 30, generator=gen, dtype=torch.float64).cumsum(0)
     D = (thetas - thetas[-1]).numpy()
     _, s, vt = np.linalg.svd(D, full_matrices=False)
-    dense = trajectory.pca(thetas)
+    dense = trajectory.pca(thetas, variant="uncentred", ignore=())
     np.testing.assert_allclose(dense.explained_variance_ratio, s[:2] ** 2 / (s**2).sum(), rtol=1e-10)
     for j in range(2):
         assert_equal_up_to_sign(dense.directions[j].numpy(), vt[j])
     np.testing.assert_allclose(dense.residual_norms, np.linalg.norm(D - D @ vt[:2].T @ vt[:2], axis=1), atol=1e-10)
     assert dense.reconstruction_error == pytest.approx(1 - (s[:2] ** 2).sum() / (s**2).sum(), rel=1e-10)
     monkeypatch.setattr(trajectory, "CHUNK_BYTES", 8 * 6 * 7)  # 7 columns per chunk
-    chunked = trajectory.pca(thetas)
+    chunked = trajectory.pca(thetas, variant="uncentred", ignore=())
     np.testing.assert_allclose(chunked.coords, dense.coords, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(chunked.directions, dense.directions)
-    mean = trajectory.pca(thetas, reference="mean")
+    mean = trajectory.pca(thetas, reference="mean", ignore=())
     torch.testing.assert_close(mean.center, thetas.mean(0))
+
+
+def bn_model_trajectory(n=7, seed=3):
+    """Checkpoints of a model with biases and BatchNorm parameters, moving in every coordinate."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).double()
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,), generator=gen)
+    problem = Problem(model, nn.functional.cross_entropy, (X, y))
+    steps = torch.randn(n, problem.space.size, generator=gen, dtype=torch.float64)
+    steps[:, :3] *= 5.0  # some coordinates move much more: a clear first direction
+    return problem, problem.theta0 + steps.cumsum(0) * 0.1
+
+
+def test_default_pca_is_li_2018_centred_without_biases_and_norm_parameters():
+    """Li et al. 2018 (their released code): scikit-learn's PCA of theta_i - theta_final with 1-D parameter
+    tensors (biases, BatchNorm) zeroed; checkpoints at the dot products with the components."""
+    from sklearn.decomposition import PCA
+
+    problem, thetas = bn_model_trajectory()
+    kept = torch.ones(problem.space.size, dtype=torch.float64)
+    for p in problem.space.params:
+        if p.kind.value in ("bias", "norm"):
+            kept[p.slice] = 0.0
+    assert 0 < kept.sum() < problem.space.size
+    D = (thetas - thetas[-1]).numpy()
+    reference = PCA(n_components=2, svd_solver="full").fit(D * kept.numpy())
+    traj = trajectory.pca(thetas, space=problem)
+    assert traj.settings["variant"] == "li2018" and traj.settings["ignored"] == ["bias", "norm"]
+    assert traj.settings["definition"].startswith("Li et al. 2018")
+    np.testing.assert_allclose(traj.explained_variance_ratio, reference.explained_variance_ratio_, rtol=1e-10)
+    for j in range(2):
+        assert_equal_up_to_sign(traj.directions[j].numpy(), reference.components_[j])
+    assert (traj.directions[:, kept == 0] == 0).all()  # biases and BatchNorm parameters stay put
+    np.testing.assert_allclose(np.abs(traj.coords), np.abs(D @ reference.components_.T), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(traj.center, thetas[-1])
+    full = np.linalg.norm(D, axis=1) ** 2  # residuals count every parameter, the removed ones included
+    np.testing.assert_allclose(traj.residual_norms**2, full - (traj.coords**2).sum(axis=1), rtol=1e-9, atol=1e-12)
+    # the uncentred PCA stays available, named, and differs here
+    plain = trajectory.pca(thetas, variant="uncentred", ignore=())
+    assert plain.settings["variant"] == "uncentred" and plain.settings["ignored"] == []
+    assert not np.allclose(np.abs(plain.directions.numpy()), np.abs(traj.directions.numpy()), atol=1e-6)
+    assert directions.provenance(traj.directions[0])["variant"] == "li2018"
+    torch.testing.assert_close(directions.pca(thetas, space=problem.space), traj.directions)
+
+
+def test_removing_parameter_kinds_needs_the_space():
+    problem, thetas = bn_model_trajectory()
+    with pytest.raises(ValueError, match=r"removing \['bias', 'norm'\] needs the parameter space"):
+        trajectory.pca(thetas)
+    with pytest.raises(ValueError, match=r"variant must be one of \['li2018', 'uncentred'\]"):
+        trajectory.pca(thetas, variant="centred", space=problem)
+    with pytest.raises(ValueError, match=r"ignore may name"):
+        trajectory.pca(thetas, ignore=("weight",), space=problem)
 
 
 def test_trustworthiness_is_one_for_isometries_and_drops_for_scrambles():
@@ -86,9 +141,9 @@ def test_trustworthiness_is_one_for_isometries_and_drops_for_scrambles():
 def test_checkpoint_lists_keep_names_and_steps():
     thetas, *_ = planar_trajectory()
     ckpts = [Checkpoint(f"epoch_{i}", t, step=i * 10) for i, t in enumerate(thetas)]
-    traj = trajectory.pca(ckpts)
+    traj = trajectory.pca(ckpts, ignore=())
     assert traj.names == [f"epoch_{i}" for i in range(7)] and traj.steps == [i * 10 for i in range(7)]
-    np.testing.assert_allclose(np.abs(traj.coords), np.abs(trajectory.pca(thetas).coords))
+    np.testing.assert_allclose(np.abs(traj.coords), np.abs(trajectory.pca(thetas, ignore=()).coords))
     loaded = trajectory.Trajectory.from_bytes(traj.to_bytes())
     torch.testing.assert_close(loaded.directions, traj.directions)
     assert loaded.names == traj.names and loaded.trustworthiness == traj.trustworthiness
@@ -99,22 +154,22 @@ def test_checkpoint_lists_keep_names_and_steps():
 def test_bad_inputs():
     thetas, *_ = planar_trajectory()
     with pytest.raises(ValueError, match="at least 3 checkpoints; got 2"):
-        trajectory.pca(thetas[:2])
+        trajectory.pca(thetas[:2], ignore=())
     bad = thetas.clone()
     bad[3, 5] = float("nan")
     with pytest.raises(ValueError, match="'#3' has NaN"):
-        trajectory.pca(bad)
+        trajectory.pca(bad, ignore=())
     with pytest.raises(ValueError, match="shape"):
-        trajectory.pca([thetas[0], thetas[1], thetas[2, :10]])
+        trajectory.pca([thetas[0], thetas[1], thetas[2, :10]], ignore=())
     with pytest.raises(ValueError, match="n_components"):
-        trajectory.pca(thetas, n_components=7)
+        trajectory.pca(thetas, n_components=7, ignore=())
     with pytest.raises(ValueError, match="identical"):
-        trajectory.pca(thetas[:1].repeat(4, 1))
+        trajectory.pca(thetas[:1].repeat(4, 1), ignore=())
     line = thetas[0] + torch.arange(4, dtype=torch.float64)[:, None] * thetas[1]
     with pytest.raises(ValueError, match="span only 1 dimension"):
-        trajectory.pca(line)
+        trajectory.pca(line, ignore=())
     with pytest.raises(ValueError, match="reference"):
-        trajectory.pca(thetas, reference="middle")
+        trajectory.pca(thetas, reference="middle", ignore=())
     with pytest.raises(ValueError, match="2 <= n_neighbors < n"):
         trajectory.umap(thetas[:3], n_neighbors=3)
     with pytest.raises(ValueError, match="at least 3"):
@@ -170,7 +225,7 @@ def regression():
 
 def test_projection_gap_is_zero_in_plane_and_exact_off_plane(regression):
     problem, thetas = regression
-    traj = trajectory.pca(thetas)
+    traj = trajectory.pca(thetas, ignore=())
     gap = trajectory_plane.projection_gap(problem, traj, thetas)
     expected_true = problem.evaluate(thetas)["train_loss"]
     np.testing.assert_allclose(gap.true_values["train_loss"], expected_true, rtol=1e-12)
@@ -182,14 +237,14 @@ def test_projection_gap_is_zero_in_plane_and_exact_off_plane(regression):
     assert np.abs(gap.gap["train_loss"]).max() > 0  # a 6-step trajectory in 37 dimensions is not planar
     # checkpoints made inside the plane have no gap
     planar = traj.center + torch.from_numpy(traj.coords) @ traj.directions
-    flat = trajectory.pca(planar)
+    flat = trajectory.pca(planar, ignore=())
     np.testing.assert_allclose(trajectory_plane.projection_gap(problem, flat, planar).gap["train_loss"], 0, atol=1e-10)
     assert gap.to_csv().count("\n") == 1 + 6 * len(gap.true_values)
 
 
 def test_pca_plane_surface_holds_the_path(regression):
     problem, thetas = regression
-    traj = trajectory.pca(thetas)
+    traj = trajectory.pca(thetas, ignore=())
     surf = trajectory_plane.pca_plane(problem, traj, steps=5, use_cache=False)
     assert surf.values["train_loss"].shape == (5, 5)
     assert surf.alphas.min() < traj.coords[:, 0].min() and surf.alphas.max() > traj.coords[:, 0].max()

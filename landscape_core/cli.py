@@ -46,6 +46,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+MAX_RADIUS = 1000.0  # a perturbation radius (eps, rho, sigma) beyond this is not a neighbourhood of the model
+
+
+def _radius(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_RADIUS:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number up to {MAX_RADIUS:g} (a radius this large is not a neighbourhood of the "
+            f"model, and its perturbed weights overflow); got {text}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="landscape",
@@ -100,8 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["epsilon", "adaptive", "average"], default="epsilon")
     p.add_argument(
         "--radius",
-        type=_positive_float,
-        help="eps (epsilon, default 1e-3), rho (adaptive, default 0.05) or sigma (average, default 0.01)",
+        type=_radius,
+        help="eps (epsilon, default 1e-3), rho (adaptive, default 0.05) or sigma (average, default 0.01); at most 1000",
+    )
+    p.add_argument(
+        "--starts",
+        type=_positive_int,
+        default=1,
+        help="random starts of the ascent for epsilon and adaptive (the best is kept; the value is a lower bound)",
+    )
+    p.add_argument(
+        "--convention",
+        choices=["elementwise", "asam"],
+        default="elementwise",
+        help="adaptive scale: elementwise |theta| + eta on every parameter (default), or asam: Kwon et al. 2021's "
+        "|w| + 0.01 on weights and 1 on biases",
     )
     p.add_argument(
         "--samples",

@@ -238,6 +238,7 @@ def cmd_interpolate(args, workspace, bar):
     barrier = getattr(result, "barrier", None)
     if isinstance(barrier, dict):
         summary["barrier"] = barrier
+        summary["barrier_definitions"] = result.settings.get("barrier_definitions")
     return result, summary
 
 
@@ -285,8 +286,15 @@ def cmd_sharpness(args, workspace, bar):
     kwargs = {"problem": problem, "seed": args.seed, name: radius}
     if args.kind == "average":
         kwargs["samples"] = args.samples
+    else:
+        kwargs["starts"] = getattr(args, "starts", 1)
+    if args.kind == "adaptive":
+        kwargs["convention"] = getattr(args, "convention", "elementwise")
     result = _call(fn, **kwargs)
     summary = {"kind": result.kind, name: radius}
+    for key in ("estimate", "convention", "starts"):
+        if result.settings.get(key) is not None:
+            summary[key] = result.settings[key]
     for key in ("value", "stderr", "base_loss", "perturbed_loss"):
         value = getattr(result, key, None)
         if isinstance(value, (int, float, np.number)):

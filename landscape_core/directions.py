@@ -86,6 +86,7 @@ def random(
     norm = Norm(norm)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer; got {count!r}.")
+    _check_memory(problem, count)
     if isinstance(ignore, str):
         ignore = (ignore,)
     allowed_kinds = [k.value for k in ParamKind if k is not ParamKind.WEIGHT]
@@ -135,6 +136,24 @@ def random(
         "masked": mask is not None,
     }
     return register(directions, settings)
+
+
+BYTES_PER_ENTRY = 4 + 8 + 8 + 8  # the float32 draw, its float64 copy, the scaled float64 result, the output
+
+
+def _check_memory(problem, count: int) -> None:
+    """Refuse ``count`` directions whose working memory exceeds the budget (``guards.memory_budget``)."""
+    from .guards import LimitError, memory_budget
+
+    need = count * problem.space.size * BYTES_PER_ENTRY
+    budget = memory_budget()
+    if need > budget:
+        raise LimitError(
+            f"{count:,} random directions of {problem.space.size:,} parameters need about {need / 2**30:.2f} GiB, "
+            f"over the memory budget of {budget / 2**30:.2f} GiB; ask for fewer directions "
+            f"(at most {max(1, budget // (problem.space.size * BYTES_PER_ENTRY)):,} here) or raise "
+            "LANDSCAPE_MEMORY_BUDGET_MB."
+        )
 
 
 def _gram_schmidt(vectors: torch.Tensor) -> torch.Tensor:

@@ -220,12 +220,13 @@ def _check_labels(problem: Problem, X: torch.Tensor, y: torch.Tensor, name: str)
         raise UploadError(
             f"data file {name!r}: the model cannot run on its inputs of shape {tuple(X.shape[1:])} per sample: {exc}"
         ) from None
-    if out.dim() == 2 and out.shape[1] >= 2:
-        low, high = int(y.min()), int(y.max())
+    labelled = y[y != problem.ignore_index]  # labels the loss ignores (-100 by default) are accepted
+    if out.dim() == 2 and out.shape[1] >= 2 and labelled.numel():
+        low, high = int(labelled.min()), int(labelled.max())
         if low < 0 or high >= out.shape[1]:
             raise UploadError(
                 f"data file {name!r} has labels from {low} to {high} but the model outputs {out.shape[1]} classes; "
-                f"labels must lie in [0, {out.shape[1] - 1}]."
+                f"labels must lie in [0, {out.shape[1] - 1}] (or equal the ignore_index {problem.ignore_index})."
             )
 
 

@@ -110,8 +110,17 @@ def test_trajectory_pca_matches_svd(spec, capsys, fresh_cache):
     summary = json.loads(stdout)["summary"]
     assert summary["checkpoints"] == 4
     thetas = torch.stack([c.theta for c in load_spec(spec).checkpoints]).numpy()
-    s = np.linalg.svd(thetas - thetas[-1], compute_uv=False) ** 2  # PCA around the final checkpoint
+    # default: Li et al. 2018, centred PCA of theta_i - theta_final without the bias (the last entry)
+    D = (thetas - thetas[-1])[:, :3]
+    s = np.linalg.svd(D - D.mean(axis=0), compute_uv=False) ** 2
     np.testing.assert_allclose(summary["explained_variance_ratio"], (s / s.sum())[:2], rtol=1e-6)
+    assert summary["pca"].startswith("Li et al. 2018") and summary["ignored"] == ["bias", "norm"]
+    code, stdout, stderr = run(capsys, "trajectory", "--spec", spec, "--pca", "uncentred", "--json", "--quiet")
+    assert code == 0, stderr
+    summary = json.loads(stdout)["summary"]
+    s = np.linalg.svd(thetas - thetas[-1], compute_uv=False) ** 2  # the uncentred one, every parameter
+    np.testing.assert_allclose(summary["explained_variance_ratio"], (s / s.sum())[:2], rtol=1e-6)
+    assert summary["pca"].startswith("uncentred")
 
 
 def test_average_sharpness_matches_half_sigma_squared_trace(spec, tmp_path, capsys):
@@ -154,6 +163,31 @@ def test_user_errors_are_one_line(spec, capsys, fresh_cache, argv, message):
     assert len(lines) == 1 and lines[0].startswith("landscape: error: "), stderr
     assert message in lines[0]
     assert "Traceback" not in stderr
+
+
+def test_sharpness_says_lower_bound_and_takes_starts_and_the_asam_convention(spec, capsys):
+    pytest.importorskip("landscape_core.sharpness")
+    argv = ["sharpness", "--spec", spec, "--kind", "epsilon", "--starts", 3, "--json", "--quiet", "--no-cache"]
+    code, stdout, stderr = run(capsys, *argv)
+    assert code == 0, stderr
+    summary = json.loads(stdout)["summary"]
+    assert summary["starts"] == 3 and summary["estimate"].startswith("lower bound: the best of 3")
+    argv = ["sharpness", "--spec", spec, "--kind", "adaptive", "--convention", "asam", "--json", "--quiet"]
+    code, stdout, stderr = run(capsys, *argv)
+    assert code == 0, stderr
+    assert json.loads(stdout)["summary"]["convention"] == "asam"
+    code, stdout, _ = run(capsys, "interpolate", "--spec", spec, "--steps", 5, "--json", "--quiet")
+    definitions = json.loads(stdout)["summary"]["barrier_definitions"]
+    assert definitions["loss"].startswith("Entezari et al. 2022") and definitions["error"].startswith("Frankle")
+
+
+@pytest.mark.parametrize("radius", ["1e30", "inf", "-1", "1001"])
+def test_an_absurd_sharpness_radius_is_a_usage_error(spec, capsys, radius):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sharpness", "--spec", spec, "--kind", "average", "--radius", radius, "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --radius: must be a positive number" in err and "internal error" not in err
 
 
 def test_spec_traceback_on_request(spec, capsys):

@@ -27,6 +27,10 @@ PART_LABELS = {
 END_COLORS = {"largest": "#3b5bdb", "smallest": "#c92a2a"}
 DENSITY_COLOR = "#5f3dc4"
 P_CODE = {"2": "2", "inf": "float('inf')"}
+CONVENTIONS = {  # sharpness.Convention values: how adaptive sharpness scales the perturbation
+    "elementwise": "elementwise |w| + eta",
+    "asam": "ASAM (Kwon et al. 2021): |w| + 0.01 on weights, 1 on biases",
+}
 
 
 # -- points to analyse ------------------------------------------------------------------------
@@ -241,10 +245,11 @@ def snippet(source: dict, point: dict, parts, s: dict) -> str:
         )
     if "sharpness" in parts:
         lines += [
-            f"eps_sharp = sharpness.epsilon(problem, eps={s['eps']}, seed={s['seed']})",
-            f"adaptive = sharpness.adaptive(problem, rho={s['rho']}, p={P_CODE[s['p']]}, seed={s['seed']})",
+            f"eps_sharp = sharpness.epsilon(problem, eps={s['eps']}, starts={s['starts']}, seed={s['seed']})",
+            f"adaptive = sharpness.adaptive(problem, rho={s['rho']}, p={P_CODE[s['p']]}, "
+            f"convention={s['convention']!r}, starts={s['starts']}, seed={s['seed']})",
             f"average = sharpness.average(problem, sigma={s['avg_sigma']}, samples={s['samples']}, "
-            f"adaptive={s['avg_adaptive']}, seed={s['seed']})",
+            f"adaptive={s['avg_adaptive']}, convention={s['convention']!r}, seed={s['seed']})",
         ]
     return "\n".join(lines) + "\n"
 
@@ -290,6 +295,22 @@ with st.form("sharp_form"):
     )
     rho = c3.select_slider("rho (adaptive radius)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], value=0.05, key="sharp_rho")
     p = c3.radio("Adaptive norm p", ["2", "inf"], horizontal=True, key="sharp_p")
+    convention = c3.radio(
+        "Adaptive scale",
+        list(CONVENTIONS),
+        format_func=CONVENTIONS.get,
+        key="sharp_convention",
+        help="How the perturbation scales with the weights: |w| + eta on every parameter (elementwise), or "
+        "Kwon et al. 2021's ASAM: |w| + 0.01 on weight tensors and 1 on biases.",
+    )
+    starts = c3.number_input(
+        "Random starts",
+        1,
+        50,
+        1,
+        key="sharp_starts",
+        help="The worst case is found by local ascent, so it is a lower bound; more starts keep the best of several.",
+    )
     c4.markdown("**Average case**")
     avg_sigma = c4.select_slider(
         "sigma (Gaussian noise)", [1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1], value=1e-2, key="sharp_avg_sigma"
@@ -319,6 +340,8 @@ s = {
     "eps": float(eps),
     "rho": float(rho),
     "p": p,
+    "convention": convention,
+    "starts": int(starts),
     "avg_sigma": float(avg_sigma),
     "samples": int(samples),
     "avg_adaptive": bool(avg_adaptive),
@@ -333,8 +356,8 @@ def compute(progress, cancel) -> dict:
         "eigenvalues": s["max_iter"],
         "trace": s["budget"],
         "density": s["iters"] * s["runs"],
-        "epsilon": 100,
-        "adaptive": 21,
+        "epsilon": 100 * s["starts"],
+        "adaptive": 21 * s["starts"],
         "average": s["samples"],
     }
     plan = [q for q in ("eigenvalues", "trace", "density") if q in parts]
@@ -372,13 +395,23 @@ def compute(progress, cancel) -> dict:
             problem, iters=s["iters"], runs=s["runs"], sigma=s["sigma"], progress=report("density"), **common
         )
     if "sharpness" in parts:
-        out["epsilon"] = sharpness.epsilon(problem, eps=s["eps"], progress=report("epsilon"), **common)
-        out["adaptive"] = sharpness.adaptive(problem, rho=s["rho"], p=p_value, progress=report("adaptive"), **common)
+        starts_ = s["starts"]
+        out["epsilon"] = sharpness.epsilon(problem, eps=s["eps"], starts=starts_, progress=report("epsilon"), **common)
+        out["adaptive"] = sharpness.adaptive(
+            problem,
+            rho=s["rho"],
+            p=p_value,
+            convention=s["convention"],
+            starts=starts_,
+            progress=report("adaptive"),
+            **common,
+        )
         out["average"] = sharpness.average(
             problem,
             sigma=s["avg_sigma"],
             samples=s["samples"],
             adaptive=s["avg_adaptive"],
+            convention=s["convention"],
             progress=report("average"),
             **common,
         )
@@ -471,20 +504,21 @@ if "epsilon" in result:
     p_text = "2" if p == "2" else "inf"
     rows = [
         sharpness_row(
-            "epsilon-sharpness (Keskar 2017, % of 1 + L)",
+            "epsilon-sharpness (Keskar 2017, % of 1 + L; lower bound)",
             result["epsilon"],
-            f"eps = {s['eps']:g}, full space, seed {s['seed']}",
+            f"eps = {s['eps']:g}, full space, best of {s['starts']} start(s), seed {s['seed']}",
         ),
         sharpness_row(
-            "adaptive sharpness (worst case, scale-invariant)",
+            "adaptive sharpness (worst case, scale-invariant; lower bound)",
             result["adaptive"],
-            f"rho = {s['rho']:g}, p = {p_text}, seed {s['seed']}",
+            f"rho = {s['rho']:g}, p = {p_text}, {CONVENTIONS[s['convention']]}, best of {s['starts']} start(s), "
+            f"seed {s['seed']}",
         ),
         sharpness_row(
             "average sharpness (expected rise under noise)",
             result["average"],
             f"sigma = {s['avg_sigma']:g}, {s['samples']} samples"
-            + (", noise scaled by |w|" if s["avg_adaptive"] else "")
+            + (f", noise scaled ({CONVENTIONS[s['convention']]})" if s["avg_adaptive"] else "")
             + f", seed {s['seed']}",
         ),
     ]
@@ -499,8 +533,9 @@ if "epsilon" in result:
             f"found raises the loss by **{eps_value:.3g}% of (1 + loss)** (Keskar's phi). Within a scale-invariant "
             f"ball of relative radius rho = {s['rho']:g} it rises by **{adaptive_value}** (loss units); under "
             f"random Gaussian noise of size sigma = {s['avg_sigma']:g} by **{average_value} +/- {average_err}** "
-            "on average. Worst-case values are lower bounds found by ascent; compare them between models with the "
-            "same settings, not across measures."
+            f"on average. Worst-case values are **lower bounds**: the best of {s['starts']} local ascent(s) from "
+            "random starts (more starts can only find more); compare them between models with the same settings, "
+            "not across measures."
         )
     for name in ("epsilon", "adaptive", "average"):
         with st.expander(f"Downloads: {name} sharpness"):

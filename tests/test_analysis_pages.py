@@ -148,17 +148,24 @@ def test_sharpness_page_matches_the_exact_hessian_and_reacts_to_settings():
     table = at.dataframe[1].value
     assert len(table) == 3 and table["value"].notna().all()
     assert table["standard error"].notna().tolist() == [False, False, True]  # only the average has one
+    assert table["measure"].str.contains("lower bound").tolist() == [True, True, False]
+    assert "best of 1 start(s)" in table["settings"].iloc[0]
     readouts = " ".join(m.value for m in at.markdown)
     assert "Largest eigenvalue" in readouts and "Smallest eigenvalue" in readouts
+    assert "**lower bounds**" in readouts
     assert {"CSV", "NPZ", "Settings", "PNG", "SVG"} <= _downloads(at)
 
     # only the largest end: no smallest eigenvalue, and fewer pairs
     at.radio(key="sharp_which").set_value("largest")
     at.number_input(key="sharp_k").set_value(2)
+    at.radio(key="sharp_convention").set_value("asam")  # and Kwon et al.'s scale with two starts
+    at.number_input(key="sharp_starts").set_value(2)
     _submit(at)
     _clean(at)
     spectrum = at.dataframe[0].value
     assert list(spectrum["end"]) == ["largest", "largest"]
+    settings_text = at.dataframe[1].value["settings"].tolist()
+    assert "ASAM (Kwon et al. 2021)" in settings_text[1] and "best of 2 start(s)" in settings_text[1]
     assert {m.label: m.value for m in at.metric}["lambda_min (smallest eigenvalue)"] == "n/a"
 
 

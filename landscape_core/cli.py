@@ -10,7 +10,7 @@
 
 Results go through the same engines and the same cache (``$LANDSCAPE_CACHE_DIR``) as the
 dashboard, with the dashboard's default settings, so a precomputed result opens instantly
-there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format),
+there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format, or ``.csv``),
 a summary to stdout (``--json``: one JSON object). Exit status 0 on success; 1 with a
 one-line reason on stderr for bad input (``--traceback`` shows the full traceback); 2 for
 a usage error; 3 for an internal error; 130 when interrupted.
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--subset", type=_positive_int, help="evaluate on a random subset of N samples per split")
     source.add_argument("--splits", nargs="+", help="data splits (default: all)")
     out = common.add_argument_group("output")
-    out.add_argument("--out", help="write the result here (.npz)")
+    out.add_argument("--out", help="write the result here: .npz (the result itself) or .csv (its tidy table)")
     out.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     out.add_argument("--no-cache", action="store_true", help="recompute and do not store")
@@ -140,6 +140,16 @@ def _jsonable(value):
     return value
 
 
+def write_result(result, path: Path) -> Path:
+    """``result`` as ``.npz`` (``result.save``) or ``.csv`` (``result.to_csv()``), written whole or not at all."""
+    if path.suffix.lower() == ".npz":
+        return result.save(path)
+    part = path.with_name(path.name + ".part")
+    part.write_text(result.to_csv())
+    part.replace(path)
+    return path
+
+
 def run(args) -> dict:
     """Execute parsed ``args``; returns the JSON-ready summary (raises on errors)."""
     if args.command == "demo":
@@ -147,8 +157,8 @@ def run(args) -> dict:
             return {"command": "demo", "demos": _engine("demos", "demo --list").list_demos()}
         start = time.monotonic()
         return {"command": "demo", "prepared": cmd_demo(args), "seconds": round(time.monotonic() - start, 2)}
-    if args.out and Path(args.out).suffix.lower() != ".npz":
-        raise CommandError(f"--out must name a .npz file; got {args.out!r}.")
+    if args.out and Path(args.out).suffix.lower() not in (".npz", ".csv"):
+        raise CommandError(f"--out must name a .npz or .csv file; got {args.out!r}.")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CommandError(f"--out folder {str(Path(args.out).parent)!r} does not exist.")
     start = time.monotonic()
@@ -159,7 +169,7 @@ def run(args) -> dict:
     result, summary = COMMANDS[args.command](args, workspace, bar)
     elapsed = time.monotonic() - start
     if args.out:
-        result.save(args.out)
+        write_result(result, Path(args.out))
     return {
         "command": args.command,
         "workspace": workspace.name,

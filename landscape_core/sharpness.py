@@ -29,7 +29,7 @@ from .evaluate import Cancelled
 from .hessian import Spectrum, curvature_settings
 from .hvp import HessianOperator, LossFunction, check_curvature_mode
 from .lanczos import eigsh
-from .results import ResultIO
+from .results import ResultIO, csv_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +61,13 @@ class Sharpness(ResultIO):
             object.__setattr__(self, "stderr", float(self.stderr))
 
     def to_csv(self) -> str:
-        """``quantity,value`` rows (value, losses, stderr, then average samples if any)."""
-        lines = ["quantity,value", f"kind,{self.kind}", f"value,{self.value!r}"]
-        lines += [f"base_loss,{self.base_loss!r}", f"perturbed_loss,{self.perturbed_loss!r}"]
+        """``kind,quantity,value`` rows (value, losses, stderr, then average samples if any)."""
+        rows = [("value", self.value), ("base_loss", self.base_loss), ("perturbed_loss", self.perturbed_loss)]
         if self.stderr is not None:
-            lines.append(f"stderr,{self.stderr!r}")
+            rows.append(("stderr", self.stderr))
         if self.samples is not None:
-            lines += [f"sample_{i},{float(s)!r}" for i, s in enumerate(self.samples)]
-        return "\n".join(lines) + "\n"
+            rows += [(f"sample_{i}", float(s)) for i, s in enumerate(self.samples)]
+        return csv_table(["kind", "quantity", "value"], ((self.kind, *row) for row in rows))
 
 
 def _check_positive(name: str, value) -> float:

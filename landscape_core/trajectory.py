@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .directions import register
-from .results import ResultIO
+from .results import ResultIO, csv_table
 from .threads import single_thread
 from .workspace import Checkpoint
 
@@ -65,14 +65,13 @@ class Trajectory(ResultIO):
         header = ["name", "step", *(f"c{j + 1}" for j in range(k))]
         if self.residual_norms is not None:
             header.append("residual_norm")
-        lines = [",".join(header)]
+        rows = []
         for i, name in enumerate(self.names):
-            row = [str(name), "" if self.steps[i] is None else str(self.steps[i])]
-            row += [repr(float(c)) for c in self.coords[i]]
+            row = [str(name), self.steps[i], *(float(c) for c in self.coords[i])]
             if self.residual_norms is not None:
-                row.append(repr(float(self.residual_norms[i])))
-            lines.append(",".join(row))
-        return "\n".join(lines) + "\n"
+                row.append(float(self.residual_norms[i]))
+            rows.append(row)
+        return csv_table(header, rows)
 
 
 # -- inputs ----------------------------------------------------------------------------------

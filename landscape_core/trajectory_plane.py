@@ -16,7 +16,7 @@ import torch
 
 from . import surface as surface_mod
 from .evaluate import Progress, evaluate_points
-from .results import ResultIO, Surface
+from .results import ResultIO, Surface, csv_table
 from .trajectory import Trajectory, as_rows
 
 
@@ -40,15 +40,14 @@ class ProjectionGap(ResultIO):
 
     def to_csv(self) -> str:
         """One row per checkpoint and quantity: ``name,c1,c2,residual_norm,quantity,true,projected,gap``."""
-        lines = ["name,c1,c2,residual_norm,quantity,true,projected,gap"]
-        for q in self.true_values:
-            for i, name in enumerate(self.names):
-                c1, c2 = self.coords[i]
-                lines.append(
-                    f"{name},{c1!r},{c2!r},{self.residual_norms[i]!r},{q},{self.true_values[q][i]!r},"
-                    f"{self.projected_values[q][i]!r},{self.gap[q][i]!r}"
-                )
-        return "\n".join(lines) + "\n"
+        head = ["name", "c1", "c2", "residual_norm", "quantity", "true", "projected", "gap"]
+        rows = (
+            (name, *self.coords[i], self.residual_norms[i], q)
+            + (self.true_values[q][i], self.projected_values[q][i], self.gap[q][i])
+            for q in self.true_values
+            for i, name in enumerate(self.names)
+        )
+        return csv_table(head, rows)
 
 
 def _check_pca(trajectory: Trajectory) -> None:

@@ -140,7 +140,7 @@ def test_average_sharpness_matches_half_sigma_squared_trace(spec, tmp_path, caps
         (["surface", "--spec", "{spec}", "--demo", "digits-mlp"], "give exactly one of --spec"),
         (["surface"], "give exactly one of --spec"),
         (["surface", "--spec", "{spec}", "--steps", "500"], "over the steps limit of 401"),
-        (["surface", "--spec", "{spec}", "--out", "result.csv"], "--out must name a .npz file"),
+        (["surface", "--spec", "{spec}", "--out", "result.txt"], "--out must name a .npz or .csv file"),
         (["surface", "--spec", "{spec}", "--splits", "test"], "unknown split(s) ['test']"),
         (["surface", "--spec", "{spec}", "--memory-budget", "0.001"], "over the memory budget of"),
         (["interpolate", "--spec", "{spec}", "--from", "epoch_9"], "no checkpoint 'epoch_9'; available: epoch_1"),

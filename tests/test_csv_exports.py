@@ -398,8 +398,9 @@ CLI_RUNS = [
 
 @pytest.mark.parametrize("kind, argv", CLI_RUNS, ids=[" ".join(a[:3]) for _, a in CLI_RUNS])
 def test_cli_csv_equals_its_npz(kind, argv, tmp_path, fresh_cache, capsys):
-    from landscape_core import cli, results
     from test_cli import SPEC
+
+    from landscape_core import cli, results
 
     spec = tmp_path / "linreg_spec.py"
     spec.write_text(SPEC)

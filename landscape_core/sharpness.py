@@ -13,7 +13,9 @@
   measures to second order (invariant to rescaling layers: 2 at every minimum of ``0.5 (ab - 1)^2``).
 
 Every function takes ``progress(done, total)`` (loss evaluations or samples) and ``cancel`` (a
-``threading.Event``, checked between evaluations; raises ``landscape_core.Cancelled``).
+``threading.Event``, checked between evaluations; raises ``landscape_core.Cancelled``). Results
+are kept in the disk cache (``use_cache=False``: neither read nor written), keyed by the problem,
+the mask, the precision and every argument, the seed included.
 Losses reported (``base_loss``, ``perturbed_loss``) come from the evaluator (``problem.evaluate``),
 exact full-split means; ascent steps use gradients of the same loss (``hvp.LossFunction``).
 """
@@ -27,7 +29,7 @@ import torch
 
 from .evaluate import Cancelled
 from .hessian import Spectrum, curvature_settings
-from .hvp import HessianOperator, LossFunction, check_curvature_mode
+from .hvp import HessianOperator, LossFunction, cached, check_curvature_mode
 from .lanczos import eigsh
 from .results import ResultIO, csv_table
 
@@ -150,17 +152,28 @@ def epsilon(
     dtype=None,
     progress=None,
     cancel=None,
+    use_cache: bool = True,
 ) -> Sharpness:
     """Keskar et al. 2017 epsilon-sharpness (see module docstring), maximized by L-BFGS-B.
 
     ``subspace_dim=None``: ``A = I`` (on the mask's coordinates); else ``A`` is a random
     ``(n, subspace_dim)`` Gaussian matrix with unit columns (seeded). ``iters``: L-BFGS-B iterations.
     """
-    from scipy.optimize import minimize
-
     eps = _check_positive("eps", eps)
     _check_iters(iters)
     check_curvature_mode(problem)
+    key = {"eps": eps, "subspace_dim": subspace_dim, "iters": iters, "seed": int(seed)}
+    key |= curvature_settings(problem, mask, dtype, "double-backward")
+
+    def compute() -> Sharpness:
+        return _epsilon(problem, eps, subspace_dim, iters, seed, mask, dtype, progress, cancel)
+
+    return cached("sharpness-epsilon", Sharpness, key, use_cache, compute, progress)
+
+
+def _epsilon(problem, eps, subspace_dim, iters, seed, mask, dtype, progress, cancel) -> Sharpness:
+    from scipy.optimize import minimize
+
     index = _index(problem, mask)
     n = index.numel()
     gen = torch.Generator().manual_seed(int(seed))
@@ -233,6 +246,7 @@ def worst_case(
     dtype=None,
     progress=None,
     cancel=None,
+    use_cache: bool = True,
 ) -> Sharpness:
     """``max_{||delta / t||_p <= rho} L(theta0 + delta) - L(theta0)`` by normalized steepest ascent.
 
@@ -247,6 +261,16 @@ def worst_case(
     _check_iters(iters)
     _check_eta(eta)
     check_curvature_mode(problem)
+    key = {"rho": rho, "p": "inf" if p == np.inf else float(p), "adaptive": bool(adaptive), "eta": float(eta)}
+    key |= {"iters": iters, "seed": int(seed), **curvature_settings(problem, mask, dtype, "double-backward")}
+
+    def compute() -> Sharpness:
+        return _worst_case(problem, rho, p, adaptive, eta, iters, seed, mask, dtype, progress, cancel)
+
+    return cached("sharpness-worst-case", Sharpness, key, use_cache, compute, progress)
+
+
+def _worst_case(problem, rho, p, adaptive, eta, iters, seed, mask, dtype, progress, cancel) -> Sharpness:
     index = _index(problem, mask)
     t = _scale(problem, index, adaptive, eta)
     gen = torch.Generator().manual_seed(int(seed))
@@ -302,6 +326,7 @@ def average(
     chunk: int = 64,
     progress=None,
     cancel=None,
+    use_cache: bool = True,
 ) -> Sharpness:
     """``E[L(theta0 + sigma t * z)] - L(theta0)``, ``z ~ N(0, I)`` on the mask, with its standard error.
 
@@ -312,6 +337,18 @@ def average(
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2 (a standard error needs two); got {samples!r}.")
     check_curvature_mode(problem)
+    _check_eta(eta)
+    key = {"sigma": sigma, "samples": samples, "adaptive": bool(adaptive), "eta": float(eta), "seed": int(seed)}
+    key["chunk"] = chunk  # the draws come in chunks of this many
+    key |= curvature_settings(problem, mask, None, "auto")
+
+    def compute() -> Sharpness:
+        return _average(problem, sigma, samples, adaptive, eta, seed, mask, chunk, progress, cancel)
+
+    return cached("sharpness-average", Sharpness, key, use_cache, compute, progress)
+
+
+def _average(problem, sigma, samples, adaptive, eta, seed, mask, chunk, progress, cancel) -> Sharpness:
     index = _index(problem, mask)
     t = _scale(problem, index, adaptive, eta)
     gen = torch.Generator().manual_seed(int(seed))

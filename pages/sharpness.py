@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
+from dashboard_ui.charts import BASE_COLOR
 from landscape_core import curvature_parts, jobs
 from landscape_core.snippet import problem_code
-from pages import _ui as ui
-from pages._charts import BASE_COLOR
 
 PARTS = curvature_parts.PARTS  # reading order on the page
 COMPUTE_ORDER = ("trace", "density", "sharpness", "eigenvalues")  # a first number soon; the long Lanczos run last
@@ -482,10 +482,10 @@ if sharp:
             ),
         ]
         st.dataframe(
-            pd.DataFrame(rows),
+            ui.readable(pd.DataFrame(rows)),
             hide_index=True,
             width="stretch",
-            column_config={"standard error": st.column_config.NumberColumn(help="only the average case has one")},
+            column_config={"standard error": st.column_config.Column(help="only the average case has one")},
         )
         eps_value = _num(getattr(sharp["epsilon"], "value", None))
         if eps_value is not None:

@@ -14,9 +14,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from dashboard_ui import ui
 from landscape_core import exported, spec, upload_registry, uploads
 from landscape_core.uploads import Upload
-from pages import _ui as ui
 
 st.title("Your model")
 st.caption(

@@ -107,8 +107,8 @@ def test_job_errors_are_readable_and_cancel_is_reported():
     def script():
         import threading
 
+        from dashboard_ui import ui
         from landscape_core import Cancelled
-        from pages import _ui as ui
 
         def bad(progress, cancel):
             raise ValueError("span must satisfy low < high; got (1.0, -1.0).")
@@ -175,7 +175,7 @@ def test_a_spec_that_fails_is_reported_in_the_sidebar(monkeypatch, tmp_path):
 
 
 def test_spec_argument_parsing():
-    from pages import _ui as ui
+    from dashboard_ui import ui
 
     assert ui.spec_from_argv(["app.py", "--spec", "examples/cnn.py:build"]) == "examples/cnn.py:build"
     assert ui.spec_from_argv(["app.py"]) is None
@@ -192,7 +192,7 @@ def test_sidebar_labels_the_subset_honestly():
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_problem_moves_to_cuda():
-    from pages import _ui as ui
+    from dashboard_ui import ui
 
     problem = ui._page_problem("logistic-blobs", "A", 0, "cuda")
     assert problem.theta0.is_cuda and problem.splits["train"].X.is_cuda
@@ -215,8 +215,8 @@ def test_surface_hessian_saddle_check_plane():
 def test_heatmap_draws_diverged_cells_and_contours():
     import numpy as np
 
+    from dashboard_ui import charts as _charts
     from landscape_core.results import Surface
-    from pages import _charts
 
     alphas = np.linspace(-1, 1, 9)
     values = alphas[:, None] ** 2 + alphas[None, :] ** 2 + 0.1

@@ -1,6 +1,6 @@
 """The app frame: sidebar (workspace, splits, subset, device), workspace loading, errors.
 
-Re-exported by ``pages/_ui.py``; pages import ``pages._ui``, not this module. See its
+Re-exported by ``dashboard_ui/ui.py``; pages import ``dashboard_ui.ui``, not this module. See its
 docstring for the API.
 """
 
@@ -334,7 +334,7 @@ def _model_caption(which: str, label: str, parameters: int) -> str:
 
 def _image_settings() -> None:
     """Size of the PNG/SVG downloads on every page (read by ``ui.image_size``)."""
-    from pages._charts import EXPORT_SCALES, EXPORT_WIDTHS
+    from dashboard_ui.charts import EXPORT_SCALES, EXPORT_WIDTHS
 
     with st.expander("Image downloads"):
         st.selectbox(

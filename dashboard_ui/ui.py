@@ -1,8 +1,10 @@
 """Shared UI of the dashboard: sidebar state, the job widget, downloads, errors.
 
-Pages import from here (``from pages import _ui as ui``) and keep only their own layout.
-Charts live in ``pages/_charts.py``, the frame (sidebar, workspace loading, errors) in
-``pages/_frame.py``; both are re-exported here, so this docstring is the whole API.
+Pages import from here (``from dashboard_ui import ui``) and keep only their own layout.
+Charts live in ``dashboard_ui/charts.py``, the frame (sidebar, workspace loading, errors) in
+``dashboard_ui/frame.py``; both are re-exported here, so this docstring is the whole API.
+The package sits outside ``pages/``: Streamlit lists every ``pages/*.py`` file as a page on a
+fresh server's first run, and these are not pages.
 
 Stable API
 ----------
@@ -51,8 +53,9 @@ Output:
 - ``error_box(exc, what="")``: a readable one-line error; the traceback only in an expander.
 - ``quantity_label(q) -> str``: ``"train_loss"`` -> ``"train loss"``.
 - ``significant_digits(values) -> int``: digits that show distinct values distinctly (tables).
+- ``readable(frame)``: a DataFrame styled for ``st.dataframe`` (those digits; "n/a", never "None").
 
-Charts (from ``pages/_charts.py``):
+Charts (from ``dashboard_ui/charts.py``):
 
 - ``heatmap(surface, quantity, log=False, shared_domain=None, title=None, levels=10,
   points=None, path=False, side=PLANE_SIDE)`` -> Altair chart: cells, numpy contour lines, diverged
@@ -74,11 +77,11 @@ import threading
 import time
 import weakref
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from landscape_core import jobs
-from landscape_core.eta import EtaSmoother
-from pages._charts import (  # noqa: F401
+from dashboard_ui.charts import (  # noqa: F401
     EXPORT_SCALES,
     EXPORT_WIDTHS,
     PLANE_SIDE,
@@ -90,7 +93,7 @@ from pages._charts import (  # noqa: F401
     surface_3d,
     value_domain,
 )
-from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
+from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     SUBSET_CHOICES,
     _load_workspace,
     _page_problem,
@@ -109,6 +112,8 @@ from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
     workspace,
     workspace_id,
 )
+from landscape_core import jobs
+from landscape_core.eta import EtaSmoother
 
 POLL_SECONDS = 0.5
 ORPHAN_SECONDS = 20.0  # a job no page has polled for this long cancels itself (chunks stay cached)
@@ -206,14 +211,29 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
 
 
 # -- output -----------------------------------------------------------------------------------
+def readable(table, formats: dict | None = None):
+    """``table`` (a DataFrame) styled for ``st.dataframe``: every float column to ``significant_digits`` of its own
+    values, a missing value as "n/a" (Streamlit would print ``None``). The data stay numbers.
+    ``formats``: ``{column: format string or function}`` for columns that need their own."""
+    formats_given, table, formats = formats, table.copy(), {}
+    for column in table.columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        numeric = table[column].map(
+            lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        )
+        if numeric.all() and values.notna().any() and not pd.api.types.is_integer_dtype(table[column]):
+            table[column] = values.astype(float)
+            digits = significant_digits(values.to_numpy())
+            formats[column] = lambda v, d=digits: f"{v:.{d}g}"
+    return table.style.format(formats | (formats_given or {}), na_rep="n/a")
+
+
 def significant_digits(values, minimum: int = 4, maximum: int = 12) -> int:
     """Fewest significant digits (at least ``minimum``) that print distinct finite values distinctly.
 
     A table's default of 4 decimals shows -0.003612, -0.003641 and -0.003597 all as -0.0036;
     4 significant digits tell them apart, -0.0036123 and -0.0036119 need 5.
     """
-    import numpy as np
-
     finite = np.unique(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
     for digits in range(minimum, maximum + 1):
         if len({f"{v:.{digits}g}" for v in finite}) == len(finite):

@@ -371,6 +371,8 @@ def _resize(node, width: int) -> None:
             for part in node[key]:
                 part.pop("autosize", None)  # a concatenated view is laid out by its parent
             _resize(node[key], width)
+    if "layer" in node and w is None:  # a layer of layers (a heatmap plus labels): its size is inside
+        _resize(node["layer"], width)
 
 
 def export_spec(chart, width: int = 640) -> dict:

@@ -174,3 +174,18 @@ def test_3d_views_share_one_colour_scale_and_height_axis_and_leave_room_for_titl
         assert f.layout.scene.zaxis.title.text
     logged = charts.surface_3d(val, "val_loss", log=True, shared_domain=domain)
     assert (logged.data[0].cmin, logged.data[0].cmax) == pytest.approx(np.log10(domain))
+
+
+def test_a_heatmap_with_extra_labels_exports_at_the_chosen_size():
+    """The Trajectory page layers labels over the heatmap: the size inside the layer is scaled too."""
+    import pandas as pd
+
+    grid = np.linspace(-1, 1, 9)
+    heat = charts.heatmap(plane(grid, grid), "train_loss", side=300)
+    labels = (
+        alt.Chart(pd.DataFrame({"a0": [0.0], "b0": [0.0], "t": ["start"]}))
+        .mark_text()
+        .encode(x="a0:Q", y="b0:Q", text="t:N")
+    )
+    w, h = png_size(charts.chart_image(heat + labels, "png", width=500, scale=1))
+    assert w >= 500 and h >= 500

@@ -241,6 +241,7 @@ def heatmap(
         title=alt.TitleParams(title, anchor="start", offset=8),
         width=width,
         height=height,
+        autosize=alt.AutoSizeParams(type="pad"),  # the plot keeps its size; axes, legend and title go around it
     )
 
 
@@ -346,6 +347,18 @@ def line_chart(
         height=320,
         autosize=alt.AutoSizeParams(type="fit", contains="padding"),
     )
+
+
+def row_of(*charts, independent_colors: bool = False):
+    """Several charts side by side in one view (an image with every map of a page);
+    ``independent_colors``: each keeps its own colour scale and legend (A, B and B - A)."""
+    panels = []
+    for chart in charts:
+        panel = chart.copy(deep=False)
+        panel.autosize = alt.Undefined  # a concatenated view is laid out by the row
+        panels.append(panel)
+    row = alt.hconcat(*panels)
+    return row.resolve_scale(color="independent") if independent_colors else row
 
 
 # -- image export ---------------------------------------------------------------------------------

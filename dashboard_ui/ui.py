@@ -68,6 +68,7 @@ Charts (from ``dashboard_ui/charts.py``):
   band=None, base_x=0.0, detail=None)`` -> Altair chart from a long-form DataFrame (``detail``:
   column separating several lines of one colour; ``band``: (low, high) columns shaded).
 - ``value_domain(surfaces, quantity_or_list, log=False) -> (lo, hi)``: one colour scale for several maps.
+- ``row_of(*charts, independent_colors=False)`` -> the charts side by side in one view (for image downloads).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ from dashboard_ui.charts import (  # noqa: F401
     heatmap,
     line_chart,
     quantity_label,
+    row_of,
     surface_3d,
     value_domain,
 )
@@ -212,20 +214,30 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
 
 # -- output -----------------------------------------------------------------------------------
 def readable(table, formats: dict | None = None):
-    """``table`` (a DataFrame) styled for ``st.dataframe``: every float column to ``significant_digits`` of its own
-    values, a missing value as "n/a" (Streamlit would print ``None``). The data stay numbers.
+    """``table`` (a DataFrame) styled for ``st.dataframe``: every float column to ``significant_digits``
+    of its own values. A column with missing values is shown as text, "n/a" where a value is missing
+    (Streamlit prints ``None`` for a missing number whatever the styling); the others stay numbers.
     ``formats``: ``{column: format string or function}`` for columns that need their own."""
-    formats_given, table, formats = formats, table.copy(), {}
+    formats_given, table, formats = formats or {}, table.copy(), {}
     for column in table.columns:
         values = pd.to_numeric(table[column], errors="coerce")
         numeric = table[column].map(
             lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
         )
-        if numeric.all() and values.notna().any() and not pd.api.types.is_integer_dtype(table[column]):
+        if not (numeric.all() and values.notna().any()) or pd.api.types.is_integer_dtype(table[column]):
+            continue
+        digits = significant_digits(values.to_numpy())
+        given = formats_given.get(column)
+
+        def show(v, d=digits, given=given):
+            return given.format(v) if isinstance(given, str) else given(v) if given else f"{v:.{d}g}"
+
+        if values.isna().any():
+            table[column] = [("n/a" if pd.isna(v) else show(float(v))) for v in values]
+        else:
             table[column] = values.astype(float)
-            digits = significant_digits(values.to_numpy())
-            formats[column] = lambda v, d=digits: f"{v:.{d}g}"
-    return table.style.format(formats | (formats_given or {}), na_rep="n/a")
+            formats[column] = show
+    return table.style.format(formats)
 
 
 def significant_digits(values, minimum: int = 4, maximum: int = 12) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -215,7 +214,7 @@ if plane_a is not None and plane_b is not None:
         code = snippet.compare_code(plane_a, plane_b, ui.source("A"), ui.source("B"))
     except NotImplementedError as exc:
         code = f"# not available: {exc}"
-    three = alt.hconcat(chart_a, chart_b, diff_chart).resolve_scale(color="independent")  # A, B and B - A
+    three = ui.row_of(chart_a, chart_b, diff_chart, independent_colors=True)  # A, B and B - A in one image
     ui.downloads(both, chart=three, name="compare_planes", snippet=code)
 
 

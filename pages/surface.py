@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -262,7 +261,7 @@ if shape == "2D plane":
             code = snippet.surface_code(result, ui.source())
         except NotImplementedError as exc:
             code = f"# not available: {exc}"
-        export = charts[0] if len(charts) == 1 else alt.hconcat(*charts)  # every map of the view in one file
+        export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
         ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=code)
 else:
     lines_steps = max(steps, SURFACE.min_line_steps)

@@ -52,6 +52,7 @@ def test_a_square_plane_is_square_at_any_size(side):
     grid = np.linspace(-1, 1, 21)
     chart = charts.heatmap(plane(grid, grid), "train_loss", side=side)
     assert plot_size(chart) == (side, side)
+    assert chart.to_dict()["autosize"]["type"] == "pad"  # Streamlit's default would shrink the plot to fit
 
 
 @pytest.mark.parametrize("alphas, betas", [((-3.0, 5.0), (-1.0, 1.0)), ((-0.2, 0.2), (-1.5, 0.5)), ((0, 1), (0, 1))])
@@ -133,11 +134,12 @@ def test_compare_exports_all_three_maps_with_their_own_scales():
     grid = np.linspace(-1, 1, 11)
     a, b = plane(grid, grid), plane(grid, grid)
     diff = Surface(alphas=grid, betas=grid, values={"difference_train_loss": b.values["train_loss"] - 1}, settings={})
-    three = alt.hconcat(
+    three = charts.row_of(
         charts.heatmap(a, "train_loss", title="small batch (A): train loss", side=charts.PLANE_SIDE_PAIR),
         charts.heatmap(b, "train_loss", title="large batch (B): train loss", side=charts.PLANE_SIDE_PAIR),
         charts.heatmap(diff, "difference_train_loss", title="Difference B - A", scheme="redblue-r"),
-    ).resolve_scale(color="independent")
+        independent_colors=True,
+    )
     texts = svg_texts(charts.chart_image(three, "svg", width=400))
     assert {"small batch (A): train loss", "large batch (B): train loss", "Difference B - A"} <= set(texts)
     w, h = png_size(charts.chart_image(three, "png", width=400, scale=1))

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
 
+from dashboard_ui.charts import PLANE_SIDE_PAIR
+
 SHOTS = ROOT / "test-output" / "screenshots"
 DOWNLOAD_GUARD_MS = 900_000  # a hang guard, not a schedule: the file is rendered on click (vl-convert)
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]'
@@ -128,6 +130,11 @@ def test_small_job_runs_to_completion_then_download(app_url, page):
     no_exception(page)
     readout = page.get_by_text(re.compile(r"train loss at the base point")).first
     assert readout.is_visible()
+    # as drawn by the browser: each map keeps its square plot (axes, legend and title around it), neither
+    # stretched to the column nor shrunk to fit it
+    side = PLANE_SIDE_PAIR  # two splits, two maps side by side
+    for box in [page.locator('[data-testid="stVegaLiteChart"]').nth(i).bounding_box() for i in range(2)]:
+        assert side + 40 <= box["height"] <= side + 160 and side + 40 <= box["width"] <= side + 260, box
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "surface-finished.png"), full_page=True)
     with page.expect_download(timeout=DOWNLOAD_GUARD_MS) as info:

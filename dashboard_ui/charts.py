@@ -106,7 +106,7 @@ def heatmap(
     quantity: str,
     log: bool = False,
     shared_domain=None,
-    title: str | None = None,
+    title: str | list[str] | None = None,
     levels: int = 10,
     points: dict | None = None,
     path: bool = False,

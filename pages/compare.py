@@ -243,7 +243,11 @@ table = pd.DataFrame(
         "ratio B / A": [r["ratio"] for r in rows],
     }
 )
-st.dataframe(ui.readable(table, formats={"ratio B / A": "{:.2f}x"}), hide_index=True)
+st.dataframe(
+    ui.readable(table, formats={"ratio B / A": "{:.2f}x"}),
+    hide_index=True,
+    column_config={"metric": st.column_config.TextColumn(width="large")},  # whole metric names
+)
 notes = []
 if lines_a is not None:
     notes.append(

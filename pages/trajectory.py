@@ -95,7 +95,10 @@ def plane_chart(plane, traj, quantity: str, log: bool):
         plane,
         quantity,
         log=log,
-        title=f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint, with the training path",
+        title=[
+            f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint,",
+            "with the training path",
+        ],
         points=points,
         path=True,
         side=ui.PLANE_SIDE,

@@ -36,12 +36,16 @@ def subset_of(workspace) -> int:
     return SUBSET if max(s.n for s in workspace.problem.splits.values()) > SUBSET else 0
 
 
-def on_subset(workspace, subset: int):
-    """``workspace`` with models A and B on the subset the pages use (``Problem.subset(subset, seed=0)``)."""
+def on_subset(demo: str, subset: int):
+    """The demo with models A and B as the pages use them on ``subset`` (the sidebar's cached
+    ``Problem.subset(subset, seed=0)``; preparing it evaluates the base point, before any count)."""
+    from dashboard_ui.frame import _page_problem
+
+    workspace = demos.load(demo)
     if not subset:
         return workspace
-    compare = workspace.compare.subset(subset, seed=0) if workspace.compare is not None else None
-    return dataclasses.replace(workspace, problem=workspace.problem.subset(subset, seed=0), compare=compare)
+    compare = _page_problem(demo, "B", subset, "cpu") if workspace.compare is not None else None
+    return dataclasses.replace(workspace, problem=_page_problem(demo, "A", subset, "cpu"), compare=compare)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +107,9 @@ def test_after_landscape_demo_every_page_opens_from_the_cache(cache, evaluations
 
 @pytest.mark.parametrize("demo", [d for d in demos.list_demos() if d != FULL_DATA_DEMO])
 def test_every_page_of_every_demo_opens_from_the_cache(demo, cache, evaluations):
-    workspace, subset = demos.load(demo), subset_of(demos.load(demo))
+    subset = subset_of(demos.load(demo))
     pages = [p for p in PAGES if p != "text"]
-    first_screen.precompute(on_subset(workspace, subset), pages=pages)  # not counted: before any page opens
+    first_screen.precompute(on_subset(demo, subset), pages=pages)  # not counted: before any page opens
     evaluations.update({k: 0 for k in evaluations})
     _open_every_page(demo, subset, evaluations)
 

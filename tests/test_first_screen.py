@@ -13,6 +13,7 @@ that subset, while counting what evaluates the model: chunks of the evaluator
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from landscape_core import cli, demos, first_screen, jobs
 from landscape_core.execution import Runner
 from landscape_core.hvp import LossFunction
+from landscape_core.problem import Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["surface", "interpolation", "sharpness", "trajectory", "compare", "text"]
@@ -66,20 +68,34 @@ def cache(tmp_path_factory):
 
 @pytest.fixture
 def evaluations(monkeypatch):
-    """``{"evaluator chunks": n, "gradient / HVP batches": m}`` counted while the test runs."""
+    """``{"evaluator chunks": n, "gradient / HVP batches": m}`` counted while the test runs.
+
+    The base values of a Problem (``Problem._check_base``, run when the sidebar prepares a subset
+    of the data) are not counted: they are the sidebar's, not a page's first screen.
+    """
     counts = {"evaluator chunks": 0, "gradient / HVP batches": 0}
-    outputs, batch_loss = Runner.outputs, LossFunction.batch_loss
+    outputs, batch_loss, check_base = Runner.outputs, LossFunction.batch_loss, Problem._check_base
+    preparing = threading.local()
 
     def counted_outputs(self, *args, **kwargs):
-        counts["evaluator chunks"] += 1
+        if not getattr(preparing, "depth", 0):
+            counts["evaluator chunks"] += 1
         return outputs(self, *args, **kwargs)
 
     def counted_batch_loss(self, *args, **kwargs):
         counts["gradient / HVP batches"] += 1
         return batch_loss(self, *args, **kwargs)
 
+    def base_values(self, *args, **kwargs):
+        preparing.depth = getattr(preparing, "depth", 0) + 1
+        try:
+            return check_base(self, *args, **kwargs)
+        finally:
+            preparing.depth -= 1
+
     monkeypatch.setattr(Runner, "outputs", counted_outputs)
     monkeypatch.setattr(LossFunction, "batch_loss", counted_batch_loss)
+    monkeypatch.setattr(Problem, "_check_base", base_values)
     return counts
 
 

@@ -161,12 +161,12 @@ if plane_a is not None and plane_b is not None:
     diff_surface = Surface(
         alphas=plane_a.alphas,
         betas=plane_a.betas,
-        values={f"difference_{q}": diff},
+        values={"B - A": diff},  # the legend's title: short enough for half the page
         settings={"kind": "difference", "directions": plane_a.settings["directions"], "A": plane_a.settings},
     )
     diff_chart = ui.heatmap(
         diff_surface,
-        f"difference_{q}",
+        "B - A",
         shared_domain=(-bound, bound),
         scheme="redblue-r",
         title=f"Difference B - A of {ui.quantity_label(q)} (red: B higher)",

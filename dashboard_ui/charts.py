@@ -286,11 +286,11 @@ def surface_3d(surface, quantity: str, log: bool = False, title: str | None = No
             "xaxis_title": "alpha",
             "yaxis_title": "beta",
             "zaxis": zaxis,
-            "domain": {"x": [0.0, 0.86], "y": [0.0, 1.0]},  # room for the colour bar on the right
-            "camera": {"eye": {"x": 1.6, "y": -1.6, "z": 1.1}},
+            "domain": {"x": [0.06, 0.82], "y": [0.0, 1.0]},  # room for z ticks on the left, the colour bar right
+            "camera": {"eye": {"x": 1.9, "y": -1.9, "z": 1.3}},  # far enough that every axis stays in the scene
         },
-        height=480,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=500,
+        margin={"l": 20, "r": 10, "t": 50, "b": 10},
     )
     return fig
 

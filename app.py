@@ -2,7 +2,7 @@
 
 Builds the navigation over the fixed page files in ``pages/``. A page is listed only if
 its file exists and the ``landscape_core`` modules it draws from import, so a page whose
-engine has not landed is hidden rather than shown broken. The sidebar (``pages/_ui.py``)
+engine has not landed is hidden rather than shown broken. The sidebar (``dashboard_ui/ui.py``)
 picks the workspace, data splits, evaluation subset and device for every page.
 """
 
@@ -51,7 +51,7 @@ def usable_pages() -> tuple[list[tuple[str, str, str]], list[str]]:
 
 st.set_page_config(page_title="Loss landscapes", page_icon=":material/landscape:", layout="wide")
 
-from pages import _ui as ui  # noqa: E402  (after set_page_config)
+from dashboard_ui import ui  # noqa: E402  (after set_page_config)
 
 usable, hidden = usable_pages()
 navigation = st.navigation(

@@ -35,7 +35,8 @@ def checkpoint_folder() -> Path:
 
 
 def make_model() -> nn.Sequential:
-    """Conv(1->8, 3x3) - ReLU - Conv(8->16, 3x3) - ReLU - Flatten - Linear(256 -> 10); 3,482 parameters."""
+    """Conv(1->8, 3x3) - ReLU - Conv(8->16, 3x3) - ReLU - Flatten - Linear(256 -> 10); 3,818 parameters
+    (80 + 1,168 + 2,570)."""
     return nn.Sequential(
         nn.Conv2d(1, 8, 3),
         nn.ReLU(),

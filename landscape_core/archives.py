@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import struct
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature, versions, flags, method, time, date, crc, sizes, lengths
@@ -118,7 +121,11 @@ def check_zip(source: Source, name: str, max_bytes: int, what: str = "file") -> 
             archive = zipfile.ZipFile(f)
             infos = archive.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error) as exc:
-            raise ArchiveError(f"{label} is corrupt or truncated (not a readable zip archive: {exc}).") from None
+            log.info("zip %s: %s: %s", name, type(exc).__name__, exc)
+            raise ArchiveError(
+                f"{label} is corrupt or truncated (not a readable zip archive): it is cut off or damaged (a file "
+                "copied or downloaded only in part?)."
+            ) from None
         if not infos:
             raise ArchiveError(f"{label} is an empty zip archive.")
         names = [i.filename for i in infos]
@@ -148,7 +155,8 @@ def check_zip(source: Source, name: str, max_bytes: int, what: str = "file") -> 
         try:
             bad = archive.testzip()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
-            raise ArchiveError(f"{label} is damaged: {exc}.") from None
+            log.info("zip %s: %s: %s", name, type(exc).__name__, exc)
+            raise ArchiveError(f"{label} is damaged: the compressed data of an entry cannot be unpacked.") from None
         if bad is not None:
             raise ArchiveError(
                 f"{label} is damaged: the checksum (CRC-32) of its entry {bad!r} does not match its bytes; the "
@@ -269,7 +277,10 @@ def npy_headers(source: Source, entries: dict[str, Entry], name: str, max_bytes:
                 except (ValueError, IndexError, SyntaxError, TypeError) as exc:
                     if isinstance(exc, ArchiveError):
                         raise
-                    raise ArchiveError(f"{label}: array {entry.name!r} has a damaged header ({exc}).") from None
+                    log.info("npy header %s/%s: %s", name, entry.name, exc)
+                    raise ArchiveError(
+                        f"{label}: array {entry.name!r} has a damaged header (not the .npy layout numpy.savez writes)."
+                    ) from None
                 header_length = member.tell()
             if dtype.hasobject:
                 raise ArchiveError(

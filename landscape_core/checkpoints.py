@@ -133,6 +133,23 @@ def unpickling_detail(exc: BaseException) -> str:
     return text.split(". ")[0].strip() or type(exc).__name__
 
 
+ZIP_DAMAGE = "its zip archive is cut off or damaged (a file copied or downloaded only in part?)"
+NOT_TORCH = "its contents are not a file written by torch.save"
+
+
+def torch_damage(exc: BaseException, head: bytes = b"") -> str:
+    """What is wrong with a file ``torch.load`` could not read, as a person would say it.
+
+    The loader's own words ("Unsupported operand 130", "IndexError: pop from empty list",
+    "'utf-8' codec can't decode...") describe its internals, not the file; ``head`` is the
+    file's first bytes (a zip signature means a modern torch.save file that was cut off).
+    """
+    text = str(exc)
+    if head.startswith(b"PK") or "zip archive" in text or "central directory" in text:
+        return ZIP_DAMAGE
+    return NOT_TORCH
+
+
 def read_file(path: str | Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, torch.Tensor], dict]:
     """Read one checkpoint file: ``(state_dict, metadata)``, tensors on the CPU.
 
@@ -217,17 +234,23 @@ def _torch_load(source: archives.Source, what: str, name: str, hint: str, map_lo
                 f"refused to load {name!r}: it contains pickled Python objects other than tensors "
                 f"{hint or CHECKPOINT_HINT}"
             ) from None
+        log.info("torch.load(%s): %s", name, unpickling_detail(exc))
         raise ValueError(
-            f"{label} is corrupt or truncated (not a readable PyTorch file): {unpickling_detail(exc)}."
+            f"{label} is corrupt or truncated (not a readable PyTorch file): {torch_damage(exc, _zip(source))}."
         ) from None
     except Exception as exc:  # a damaged file can fail anywhere inside the unpickler or the zip reader
-        text = str(exc).split(". ")[0]
-        detail = (
-            f"{type(exc).__name__}: {text}"
-            if text and not isinstance(exc, RuntimeError)
-            else text or type(exc).__name__
-        )
-        raise ValueError(f"{label} is corrupt or truncated (not a readable PyTorch file): {detail}.") from None
+        log.info("torch.load(%s): %s: %s", name, type(exc).__name__, exc)
+        raise ValueError(
+            f"{label} is corrupt or truncated (not a readable PyTorch file): {torch_damage(exc, _zip(source))}."
+        ) from None
+
+
+def _zip(source) -> bytes:
+    """The zip signature if ``source`` starts like a zip archive (for ``torch_damage``), else nothing."""
+    try:
+        return b"PK" if archives.is_zip(source) else b""
+    except OSError:
+        return b""
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -238,8 +261,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             metadata = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as exc:
+        log.info("safetensors(%s): %s", path.name, exc)
         raise ValueError(
-            f"checkpoint file {path.name!r} is corrupt or truncated (not valid safetensors): {exc}"
+            f"checkpoint file {path.name!r} is corrupt or truncated (not valid safetensors): its header or tensor "
+            "data cannot be read (a damaged file, or not one written by safetensors)."
         ) from None
     if not state:
         raise ValueError(f"checkpoint file {path.name!r} holds no tensors.")

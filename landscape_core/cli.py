@@ -6,11 +6,11 @@
     landscape hessian --demo logistic-blobs --what eigenvalues --k 3 --out spectrum.npz
     landscape sharpness --demo digits-mlp --kind epsilon --out sharp.npz
     landscape trajectory --demo digits-mlp --method pca --out traj.npz
-    landscape demo            # train every built-in demo and precompute its first screen
+    landscape demo            # train every built-in demo and precompute every page's first screen
 
 Results go through the same engines and the same cache (``$LANDSCAPE_CACHE_DIR``) as the
-dashboard, with the dashboard's default settings, so a precomputed result opens instantly
-there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format),
+dashboard, with the dashboard's default settings (``landscape_core.defaults``), so a
+precomputed result opens instantly there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format, or ``.csv``),
 a summary to stdout (``--json``: one JSON object). Exit status 0 on success; 1 with a
 one-line reason on stderr for bad input (``--traceback`` shows the full traceback); 2 for
 a usage error; 3 for an internal error; 130 when interrupted.
@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .commands import COMMANDS, CommandError, ProgressBar, _engine, cmd_demo, load_workspace
+from .defaults import HESSIAN, INTERPOLATION, SHARPNESS, SURFACE, TRAJECTORY
+from .first_screen import PAGES
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, LookupError)
 
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--subset", type=_positive_int, help="evaluate on a random subset of N samples per split")
     source.add_argument("--splits", nargs="+", help="data splits (default: all)")
     out = common.add_argument_group("output")
-    out.add_argument("--out", help="write the result here (.npz)")
+    out.add_argument("--out", help="write the result here: .npz (the result itself) or .csv (its tidy table)")
     out.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     out.add_argument("--no-cache", action="store_true", help="recompute and do not store")
@@ -87,34 +89,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("surface", parents=[common], help="1D lines or a 2D plane along random directions")
     p.add_argument("--dims", type=int, choices=[1, 2], default=2, help="2: a plane (default); 1: random lines")
-    p.add_argument("--steps", type=_positive_int, default=21, help="points per axis (default 21, as the dashboard)")
-    p.add_argument("--span", type=_positive_float, default=1.0, help="alpha (and beta) from -span to +span")
-    p.add_argument("--norm", choices=["filter", "layer", "none"], default="filter")
-    p.add_argument("--ignore", nargs="*", choices=["bias", "norm"], default=["bias", "norm"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lines", type=_positive_int, default=5, help="number of random lines for --dims 1")
+    p.add_argument(
+        "--steps", type=_positive_int, default=SURFACE.steps, help=f"points per axis (default {SURFACE.steps})"
+    )
+    p.add_argument("--span", type=_positive_float, default=SURFACE.span, help="alpha (and beta) from -span to +span")
+    p.add_argument("--norm", choices=["filter", "layer", "none"], default=SURFACE.norm)
+    p.add_argument("--ignore", nargs="*", choices=["bias", "norm"], default=list(SURFACE.ignore))
+    p.add_argument("--seed", type=int, default=SURFACE.seed)
+    p.add_argument("--lines", type=_positive_int, default=SURFACE.lines, help="number of random lines for --dims 1")
 
     p = sub.add_parser("interpolate", parents=[common], help="loss along the segment between two checkpoints")
-    p.add_argument("--from", dest="from_", help="checkpoint name, A:name, B:name, or A/B (default: first)")
-    p.add_argument("--to", help="checkpoint name, A:name, B:name, or A/B (default: last)")
-    p.add_argument("--steps", type=_positive_int, default=25)
-    p.add_argument("--path-span", type=float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"))
-    p.add_argument("--bn", choices=["recompute", "interpolate", "keep"], default="recompute")
+    ends = "default: A to B when they share an architecture, else A's first checkpoint to A"
+    p.add_argument("--from", dest="from_", help=f"checkpoint name, A:name, B:name, or A/B ({ends})")
+    p.add_argument("--to", help="checkpoint name, A:name, B:name, or A/B")
+    p.add_argument("--steps", type=_positive_int, default=INTERPOLATION.steps)
+    p.add_argument("--path-span", type=float, nargs=2, default=list(INTERPOLATION.span), metavar=("LOW", "HIGH"))
+    p.add_argument("--bn", choices=["recompute", "interpolate", "keep"], default=INTERPOLATION.bn)
 
     p = sub.add_parser("hessian", parents=[common], help="Hessian eigenvalues, trace or eigenvalue density")
     p.add_argument("--what", choices=["eigenvalues", "trace", "density"], default="eigenvalues")
-    p.add_argument("--k", type=_positive_int, default=5)
-    p.add_argument("--which", choices=["largest", "smallest", "both"], default="largest")
-    p.add_argument("--budget", type=_positive_int, default=150, help="Hessian-vector products for the trace")
-    p.add_argument("--iters", type=_positive_int, default=100, help="Lanczos steps for the density")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=_positive_int, default=HESSIAN.k, help="eigenvalues per end")
+    p.add_argument("--which", choices=["largest", "smallest", "both"], default=HESSIAN.which)
+    p.add_argument("--tol", type=_positive_float, default=HESSIAN.tol, help="relative residual of the eigenpairs")
+    p.add_argument("--max-iter", type=_positive_int, default=HESSIAN.max_iter, help="products for the eigenvalues")
+    p.add_argument(
+        "--budget", type=_positive_int, default=HESSIAN.trace_budget, help="Hessian-vector products for the trace"
+    )
+    p.add_argument("--iters", type=_positive_int, default=HESSIAN.density_iters, help="Lanczos steps for the density")
+    p.add_argument("--runs", type=_positive_int, default=HESSIAN.density_runs, help="Lanczos runs for the density")
+    p.add_argument("--seed", type=int, default=HESSIAN.seed)
 
     p = sub.add_parser("sharpness", parents=[common], help="epsilon, adaptive or average sharpness")
     p.add_argument("--kind", choices=["epsilon", "adaptive", "average"], default="epsilon")
     p.add_argument(
         "--radius",
         type=_radius,
-        help="eps (epsilon, default 1e-3), rho (adaptive, default 0.05) or sigma (average, default 0.01); at most 1000",
+        help=f"eps (epsilon, default {SHARPNESS.eps:g}), rho (adaptive, default {SHARPNESS.rho:g}) or sigma "
+        f"(average, default {SHARPNESS.sigma:g}); at most 1000",
     )
     p.add_argument(
         "--starts",
@@ -132,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples",
         type=_positive_int,
-        default=16,
-        help="Monte Carlo samples for --kind average (default 16, as the dashboard)",
+        default=SHARPNESS.samples,
+        help=f"Monte Carlo samples for --kind average (default {SHARPNESS.samples})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=SHARPNESS.seed)
 
     p = sub.add_parser("trajectory", parents=[common], help="PCA or UMAP of the checkpoints")
     p.add_argument("--method", choices=["pca", "umap"], default="pca")
@@ -146,15 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="li2018 (default): Li et al. 2018's centred PCA without biases and normalization parameters; "
         "uncentred: SVD of the differences from the final point over every parameter",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", choices=["final", "first", "mean"], default=TRAJECTORY.reference, help="PCA only")
+    p.add_argument(
+        "--neighbors",
+        type=_positive_int,
+        help=f"UMAP neighbours (default {TRAJECTORY.umap_neighbors}, at most checkpoints - 1)",
+    )
+    p.add_argument("--seed", type=int, default=TRAJECTORY.seed)
 
-    p = sub.add_parser("demo", help="train the built-in demos and precompute their first screen")
+    p = sub.add_parser("demo", help="train the built-in demos and precompute every page's first screen")
     p.add_argument("names", nargs="*", help="demos to prepare (default: all)")
     p.add_argument("--list", action="store_true", help="list the demos and exit")
-    p.add_argument("--steps", type=_positive_int, default=21, help="plane steps to precompute (default 21)")
-    p.add_argument(
-        "--surface-only", action="store_true", help="skip the Compare page's defaults (B, lines, lambda_max)"
-    )
+    p.add_argument("--pages", nargs="+", choices=list(PAGES), help="only these pages' first screens (default: all)")
+    p.add_argument("--surface-only", action="store_true", help="only the Surface page (same as --pages surface)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--traceback", action="store_true")
@@ -173,6 +188,16 @@ def _jsonable(value):
     return value
 
 
+def write_result(result, path: Path) -> Path:
+    """``result`` as ``.npz`` (``result.save``) or ``.csv`` (``result.to_csv()``), written whole or not at all."""
+    if path.suffix.lower() == ".npz":
+        return result.save(path)
+    part = path.with_name(path.name + ".part")
+    part.write_text(result.to_csv())
+    part.replace(path)
+    return path
+
+
 def run(args) -> dict:
     """Execute parsed ``args``; returns the JSON-ready summary (raises on errors)."""
     if args.command == "demo":
@@ -180,8 +205,8 @@ def run(args) -> dict:
             return {"command": "demo", "demos": _engine("demos", "demo --list").list_demos()}
         start = time.monotonic()
         return {"command": "demo", "prepared": cmd_demo(args), "seconds": round(time.monotonic() - start, 2)}
-    if args.out and Path(args.out).suffix.lower() != ".npz":
-        raise CommandError(f"--out must name a .npz file; got {args.out!r}.")
+    if args.out and Path(args.out).suffix.lower() not in (".npz", ".csv"):
+        raise CommandError(f"--out must name a .npz or .csv file; got {args.out!r}.")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CommandError(f"--out folder {str(Path(args.out).parent)!r} does not exist.")
     start = time.monotonic()
@@ -192,7 +217,7 @@ def run(args) -> dict:
     result, summary = COMMANDS[args.command](args, workspace, bar)
     elapsed = time.monotonic() - start
     if args.out:
-        result.save(args.out)
+        write_result(result, Path(args.out))
     return {
         "command": args.command,
         "workspace": workspace.name,

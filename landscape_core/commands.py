@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-PAGE_COARSE_STEPS = 11  # the Surface page shows an 11 x 11 pass first (pages/surface.py)
+from .defaults import SHARPNESS, TRAJECTORY, path_ends
 
 
 class CommandError(Exception):
@@ -215,8 +215,11 @@ def cmd_interpolate(args, workspace, bar):
     problem = problem_of(args, workspace)
     if problem is not workspace.problem and args.model == "B":
         raise CommandError("interpolate runs in model A's space; use --model A.")
-    theta_a, buffers_a, name_a = _checkpoint(workspace, args.from_, 0)
-    theta_b, buffers_b, name_b = _checkpoint(workspace, args.to, -1)
+    start, end = path_ends(workspace)  # the Interpolation page's default ends
+    theta_a, buffers_a, name_a = _checkpoint(workspace, args.from_ or start, 0)
+    theta_b, buffers_b, name_b = _checkpoint(workspace, args.to or end, -1)
+    if args.from_ is None and args.to is None and start == end:
+        raise CommandError("this workspace has no checkpoints and no model B; name --from and --to.")
     if theta_a.shape != theta_b.shape:
         raise CommandError(f"{name_a} and {name_b} have different architectures; interpolation needs one space.")
     guards.check_points(problem, args.steps, f"a path of {args.steps} steps", args.memory_budget)
@@ -251,7 +254,10 @@ def cmd_hessian(args, workspace, bar):
             problem=problem,
             k=args.k,
             which=args.which,
+            tol=args.tol,
+            max_iter=args.max_iter,
             seed=args.seed,
+            progress=bar,
             use_cache=not args.no_cache,
         )
         summary = {"eigenvalues": [float(v) for v in np.asarray(result.values)]}
@@ -262,7 +268,14 @@ def cmd_hessian(args, workspace, bar):
     if fn is None:
         fn = getattr(_engine(args.what, f"hessian --what {args.what}"), args.what)
     result = _call(
-        fn, problem=problem, seed=args.seed, budget=args.budget, iters=args.iters, use_cache=not args.no_cache
+        fn,
+        problem=problem,
+        seed=args.seed,
+        budget=args.budget,
+        iters=args.iters,
+        runs=args.runs,
+        progress=bar,
+        use_cache=not args.no_cache,
     )
     summary = {}
     for name in ("estimate", "stderr", "lambda_max", "lambda_min", "hvp_count"):
@@ -272,7 +285,11 @@ def cmd_hessian(args, workspace, bar):
     return result, summary
 
 
-SHARPNESS_RADIUS = {"epsilon": ("eps", 1e-3), "adaptive": ("rho", 0.05), "average": ("sigma", 1e-2)}  # page defaults
+SHARPNESS_RADIUS = {
+    "epsilon": ("eps", SHARPNESS.eps),
+    "adaptive": ("rho", SHARPNESS.rho),
+    "average": ("sigma", SHARPNESS.sigma),
+}
 
 
 def cmd_sharpness(args, workspace, bar):
@@ -283,12 +300,13 @@ def cmd_sharpness(args, workspace, bar):
         raise CommandError(f"landscape_core.sharpness has no {args.kind!r} measure in this install.")
     name, default = SHARPNESS_RADIUS[args.kind]
     radius = default if args.radius is None else args.radius
-    kwargs = {"problem": problem, "seed": args.seed, name: radius}
+    kwargs = {"problem": problem, "seed": args.seed, name: radius, "progress": bar, "use_cache": not args.no_cache}
     if args.kind == "average":
-        kwargs["samples"] = args.samples
+        kwargs |= {"samples": args.samples, "adaptive": SHARPNESS.adaptive_noise}
     else:
         kwargs["starts"] = getattr(args, "starts", 1)
     if args.kind == "adaptive":
+        kwargs["p"] = SHARPNESS.p
         kwargs["convention"] = getattr(args, "convention", "elementwise")
     result = _call(fn, **kwargs)
     summary = {"kind": result.kind, name: radius}
@@ -310,10 +328,15 @@ def cmd_trajectory(args, workspace, bar):
     pool = workspace.compare_checkpoints if args.model == "B" else workspace.checkpoints
     if len(pool) < 3:
         raise CommandError(f"a trajectory needs at least 3 checkpoints; model {args.model} has {len(pool)}.")
-    fn = getattr(trajectory, args.method)
     problem = workspace.compare if args.model == "B" else workspace.problem
-    variant, ignore = PCA_VARIANTS[args.pca]
-    result = _call(fn, thetas=pool, seed=args.seed, variant=variant, ignore=ignore, space=problem)
+    if args.method == "pca":
+        variant, ignore = PCA_VARIANTS[args.pca]
+        result = _call(
+            trajectory.pca, thetas=pool, reference=args.reference, variant=variant, ignore=ignore, space=problem
+        )
+    else:
+        neighbors = min(TRAJECTORY.umap_neighbors, len(pool) - 1) if args.neighbors is None else args.neighbors
+        result = _call(trajectory.umap, thetas=pool, n_neighbors=neighbors, seed=args.seed, use_cache=not args.no_cache)
     summary = {"checkpoints": len(pool)}
     if args.method == "pca":
         summary["pca"] = result.settings.get("definition")
@@ -325,61 +348,36 @@ def cmd_trajectory(args, workspace, bar):
     return result, summary
 
 
-PAGE_COMPARE_LINES = 4  # the Compare page's slice-rise lines: seed + 1, 21 steps (pages/compare.py)
-
-
-def _precompute_compare(name: str, workspace, quiet: bool) -> None:
-    """The Compare page's defaults: B's plane on A's settings, 1D lines of both, lambda_max of both."""
-    from . import directions, surface
-
-    a, b = workspace.problem, workspace.compare
-    splits = [s for s in a.splits if s in b.splits] or ["train"]
-    for label, problem in (("A", a), ("B", b)):
-        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
-        bar = ProgressBar(f"{name} {label} plane", enabled=not quiet)
-        surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=21, splits=splits, progress=bar)
-        lines = directions.random(problem, count=PAGE_COMPARE_LINES, norm="filter", ignore=("bias", "norm"), seed=1)
-        bar = ProgressBar(f"{name} {label} lines", enabled=not quiet)
-        for i in range(PAGE_COMPARE_LINES):
-            surface.line(
-                problem,
-                lines[i],
-                span=(-1.0, 1.0),
-                steps=21,
-                splits=splits,
-                progress=lambda done, total, i=i, bar=bar: bar(i * 21 + done, PAGE_COMPARE_LINES * 21),
-            )
-        try:
-            hessian = importlib.import_module("landscape_core.hessian")
-        except ImportError:
-            continue
-        hessian.top_eigenvalues(problem, k=1, which="largest", seed=0)
-
-
 def cmd_demo(args):
-    """Train (or load) each demo and precompute its first screens (Surface page, and Compare for A/B demos)."""
+    """Train (or load) each demo and precompute every page's first screen (``first_screen.precompute``)."""
     demos = _engine("demos", "demo")
-    from . import directions, surface
+    from . import first_screen
 
     names = args.names or demos.list_demos()
     unknown = [n for n in names if n not in demos.list_demos()]
     if unknown:
         raise CommandError(f"unknown demo(s) {unknown}; available: {', '.join(demos.list_demos())}.")
+    pages = ["surface"] if args.surface_only else args.pages
     report = []
     for name in names:
         start = time.monotonic()
         workspace = _call(demos.load, name=name, progress=ProgressBar(f"{name} training", enabled=not args.quiet))
         loaded = time.monotonic() - start
-        problem = workspace.problem
-        d = directions.random(problem, count=2, norm="filter", ignore=("bias", "norm"), seed=0)
-        for steps in sorted({PAGE_COARSE_STEPS, args.steps}):
-            bar = ProgressBar(f"{name} {steps}x{steps}", enabled=not args.quiet)
-            surface.plane(problem, d[0], d[1], span=(-1.0, 1.0), steps=steps, progress=bar)
-        if workspace.compare is not None and not args.surface_only:
-            _precompute_compare(name, workspace, args.quiet)
+        bars: dict[str, ProgressBar] = {}
+
+        def progress(what, done, total, name=name, bars=bars):
+            if what not in bars:
+                bars[what] = ProgressBar(f"{name} {what}", enabled=not args.quiet)
+            bars[what](done, total)
+
+        seconds = first_screen.precompute(workspace, pages=pages, progress=progress)
         report.append(
             {"demo": name, "load_s": round(loaded, 2), "total_s": round(time.monotonic() - start, 2)}
-            | {"parameters": problem.space.size, "checkpoints": len(workspace.checkpoints)}
+            | {
+                "pages_s": seconds,
+                "parameters": workspace.problem.space.size,
+                "checkpoints": len(workspace.checkpoints),
+            }
         )
     return report
 

@@ -37,7 +37,7 @@ from .interpolation import (
     path_alphas,
     with_buffers_per_point,
 )
-from .results import ResultIO
+from .results import ResultIO, csv_table
 
 ALGORITHM_VERSION = 1
 
@@ -64,11 +64,13 @@ class Curve(ResultIO):
 
     def to_csv(self) -> str:
         """Tidy CSV: ``t,path,quantity,value`` with ``path`` = ``curve`` or ``line``."""
-        lines = ["t,path,quantity,value"]
-        for label, values in (("curve", self.values), ("line", self.line_values)):
-            for q, v in values.items():
-                lines.extend(f"{t!r},{label},{q},{x!r}" for t, x in zip(self.ts, v))
-        return "\n".join(lines) + "\n"
+        rows = (
+            (t, label, q, x)
+            for label, values in (("curve", self.values), ("line", self.line_values))
+            for q, v in values.items()
+            for t, x in zip(self.ts, v)
+        )
+        return csv_table(["t", "path", "quantity", "value"], rows)
 
 
 def bezier_point(theta_a: torch.Tensor, bend: torch.Tensor, theta_b: torch.Tensor, t: float) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 
 from .hvp import HessianOperator, cached, curvature_settings
 from .lanczos import tridiagonal
-from .results import ResultIO
+from .results import ResultIO, csv_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +55,9 @@ class Density(ResultIO):
 
     def to_csv(self) -> str:
         """Tidy rows ``kind,x,value``: ``density`` (grid, density) then ``node`` (node, weight)."""
-        lines = ["kind,x,value"]
-        lines += [f"density,{float(x)!r},{float(d)!r}" for x, d in zip(self.grid, self.density)]
-        lines += [f"node,{float(x)!r},{float(w)!r}" for x, w in zip(self.nodes, self.weights)]
-        return "\n".join(lines) + "\n"
+        rows = [("density", float(x), float(d)) for x, d in zip(self.grid, self.density)]
+        rows += [("node", float(x), float(w)) for x, w in zip(self.nodes, self.weights)]
+        return csv_table(["kind", "x", "value"], rows)
 
 
 def smooth(nodes: np.ndarray, weights: np.ndarray, sigma: float, grid: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from . import cache as cache_mod
 from . import embeddings as emb
 from . import input_hessian
 from .directions import digest
-from .results import ResultIO
+from .results import ResultIO, csv_table
 from .threads import single_thread
 
 ALGORITHM_VERSION = 2
@@ -90,18 +90,17 @@ class Fragility(ResultIO):
         head += [f"average_stderr@{r}" for r in radii]
         if texts is not None:
             head.append("text")
-        lines = [",".join(head)]
+        rows = []
         for rank, row in enumerate(self.ranking):
             cells = [rank + 1, int(self.indices[row]), int(self.labels[row]), int(self.predictions[row])]
-            cells += [repr(float(self.confidence[row])), int(self.lengths[row]), repr(float(self.base_loss[row]))]
-            cells += [repr(float(self.score[row])), repr(float(self.error_radius[row]))]
-            cells += [repr(float(self.top_eigenvalue[row]))]
+            cells += [float(self.confidence[row]), int(self.lengths[row]), float(self.base_loss[row])]
+            cells += [float(self.score[row]), float(self.error_radius[row]), float(self.top_eigenvalue[row])]
             for field in (self.worst_loss, self.average_loss, self.average_stderr):
-                cells += [repr(float(v)) for v in field[row]]
+                cells += [float(v) for v in field[row]]
             if texts is not None:
-                cells.append('"' + str(texts[int(self.indices[row])]).replace('"', '""') + '"')
-            lines.append(",".join(str(c) for c in cells))
-        return "\n".join(lines) + "\n"
+                cells.append(str(texts[int(self.indices[row])]))
+            rows.append(cells)
+        return csv_table(head, rows)
 
     def curves(self, rows: Sequence[int]) -> list[dict]:
         """Tidy records ``{row, index, radius, case, loss, stderr}`` for plotting the given rows."""
@@ -266,8 +265,8 @@ class EmbeddingMap(ResultIO):
     settings: dict
 
     def to_csv(self) -> str:
-        lines = ["row,x,y"] + [f"{i},{x!r},{y!r}" for i, (x, y) in enumerate(self.coords.tolist())]
-        return "\n".join(lines) + "\n"
+        """One row per input: ``row,x,y``."""
+        return csv_table(["row", "x", "y"], ((i, x, y) for i, (x, y) in enumerate(self.coords.tolist())))
 
 
 def embedding_map(vectors: np.ndarray, method: str = "pca", seed: int = 0, neighbors: int = 15) -> EmbeddingMap:

@@ -27,7 +27,7 @@ import torch
 from .density import Density, density
 from .hvp import HessianOperator, cached, choice, curvature_settings
 from .lanczos import Which, eigsh
-from .results import ResultIO
+from .results import ResultIO, csv_table
 from .trace import TraceEstimate, trace
 
 __all__ = [
@@ -82,10 +82,11 @@ class Spectrum(ResultIO):
 
     def to_csv(self) -> str:
         """``index,end,eigenvalue,residual,converged`` per pair."""
-        lines = ["index,end,eigenvalue,residual,converged"]
-        for i, (v, e, r, c) in enumerate(zip(self.values, self.ends, self.residuals, self.converged)):
-            lines.append(f"{i},{e},{float(v)!r},{float(r)!r},{bool(c)}")
-        return "\n".join(lines) + "\n"
+        rows = enumerate(zip(self.ends, self.values, self.residuals, self.converged))
+        return csv_table(
+            ["index", "end", "eigenvalue", "residual", "converged"],
+            ((i, e, float(v), float(r), bool(c)) for i, (e, v, r, c) in rows),
+        )
 
 
 def top_eigenvalues(
@@ -185,11 +186,12 @@ class SliceCurvature(ResultIO):
 
     def to_csv(self) -> str:
         """``quantity,value`` rows: each axis's curvature, then the reference values."""
-        lines = ["quantity,value"]
-        lines += [f"axis_{i}_curvature,{float(c)!r}" for i, c in enumerate(self.curvatures)]
-        for name in ("lambda_max", "lambda_min", "trace_per_param", "trace_stderr"):
-            lines.append(f"{name},{float(getattr(self, name))!r}")
-        return "\n".join(lines) + "\n"
+        rows = [(f"axis_{i}_curvature", float(c)) for i, c in enumerate(self.curvatures)]
+        rows += [
+            (name, float(getattr(self, name)))
+            for name in ("lambda_max", "lambda_min", "trace_per_param", "trace_stderr")
+        ]
+        return csv_table(["quantity", "value"], rows)
 
 
 def slice_curvature(

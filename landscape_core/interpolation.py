@@ -31,7 +31,7 @@ from . import batchnorm
 from . import cache as cache_mod
 from .directions import digest
 from .evaluate import Cancelled, Progress, check_splits, evaluate_points
-from .results import ResultIO
+from .results import ResultIO, csv_table
 from .surface import check_span, check_steps
 
 ALGORITHM_VERSION = 1
@@ -88,10 +88,8 @@ class Path(ResultIO):
 
     def to_csv(self) -> str:
         """Tidy CSV: ``alpha,quantity,value`` for every point and quantity."""
-        lines = ["alpha,quantity,value"]
-        for q, v in self.values.items():
-            lines.extend(f"{a!r},{q},{x!r}" for a, x in zip(self.alphas, v))
-        return "\n".join(lines) + "\n"
+        rows = ((a, q, x) for q, v in self.values.items() for a, x in zip(self.alphas, v))
+        return csv_table(["alpha", "quantity", "value"], rows)
 
 
 def _index(alphas: np.ndarray, value: float) -> int | None:

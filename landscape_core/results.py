@@ -8,9 +8,11 @@ dict that says exactly how it was made. ``ResultIO`` gives each one ``save``/``l
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,35 @@ def _jsonable(value):
     if isinstance(value, float) and not np.isfinite(value):
         return repr(value)
     return value
+
+
+def csv_cell(value) -> str | int:
+    """One CSV cell: a number as the shortest decimal text that reads back to the same float64
+    (``-1.0``, ``0.1``, ``nan``, ``inf``, ``-inf``), an integer as itself, ``None`` as empty."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def csv_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A CSV table (``csv`` module quoting, ``\\n`` line ends) with cells written by ``csv_cell``.
+
+    Every number reads back with ``float()`` or ``pandas.read_csv`` to the exact float64 held
+    by the result (never ``np.float64(...)`` reprs).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    return buffer.getvalue()
 
 
 class ResultIO:
@@ -142,14 +173,14 @@ class Surface(ResultIO):
         return float(self.values[quantity][i[0], j[0]]) if len(j) else float("nan")
 
     def to_csv(self) -> str:
-        """Tidy CSV: one row per point and quantity (``alpha,beta,quantity,value``)."""
-        lines = ["alpha,beta,quantity,value" if self.is_plane else "alpha,quantity,value"]
-        for q, v in self.values.items():
-            if self.is_plane:
-                for i, a in enumerate(self.alphas):
-                    for j, b in enumerate(self.betas):
-                        lines.append(f"{a!r},{b!r},{q},{v[i, j]!r}")
-            else:
-                for i, a in enumerate(self.alphas):
-                    lines.append(f"{a!r},{q},{v[i]!r}")
-        return "\n".join(lines) + "\n"
+        """Tidy CSV: one row per point and quantity (``alpha,beta,quantity,value``; a line: ``alpha,quantity,value``)."""
+        if not self.is_plane:
+            rows = ((a, q, v[i]) for q, v in self.values.items() for i, a in enumerate(self.alphas))
+            return csv_table(["alpha", "quantity", "value"], rows)
+        rows = (
+            (a, b, q, v[i, j])
+            for q, v in self.values.items()
+            for i, a in enumerate(self.alphas)
+            for j, b in enumerate(self.betas)
+        )
+        return csv_table(["alpha", "beta", "quantity", "value"], rows)

@@ -20,7 +20,9 @@ box the ascent stops at a vertex that is only locally best). ``settings["estimat
   measures to second order (invariant to rescaling layers: 2 at every minimum of ``0.5 (ab - 1)^2``).
 
 Every function takes ``progress(done, total)`` (loss evaluations or samples) and ``cancel`` (a
-``threading.Event``, checked between evaluations; raises ``landscape_core.Cancelled``).
+``threading.Event``, checked between evaluations; raises ``landscape_core.Cancelled``). Results
+are kept in the disk cache (``use_cache=False``: neither read nor written), keyed by the problem,
+the mask, the precision and every argument, the seed included.
 Losses reported (``base_loss``, ``perturbed_loss``) come from the evaluator (``problem.evaluate``),
 exact full-split means; ascent steps use gradients of the same loss (``hvp.LossFunction``).
 """
@@ -34,7 +36,7 @@ import torch
 
 from .evaluate import Cancelled
 from .hessian import Spectrum, curvature_settings
-from .hvp import HessianOperator, check_curvature_mode
+from .hvp import HessianOperator, cached, check_curvature_mode
 from .lanczos import eigsh
 from .perturbation import (
     DEFAULT_ETA,
@@ -53,7 +55,7 @@ from .perturbation import (
     selected,
     train_loss,
 )
-from .results import ResultIO
+from .results import ResultIO, csv_table
 
 __all__ = [
     "Convention",
@@ -96,14 +98,13 @@ class Sharpness(ResultIO):
             object.__setattr__(self, "stderr", float(self.stderr))
 
     def to_csv(self) -> str:
-        """``quantity,value`` rows (value, losses, stderr, then average samples if any)."""
-        lines = ["quantity,value", f"kind,{self.kind}", f"value,{self.value!r}"]
-        lines += [f"base_loss,{self.base_loss!r}", f"perturbed_loss,{self.perturbed_loss!r}"]
+        """``kind,quantity,value`` rows (value, losses, stderr, then average samples if any)."""
+        rows = [("value", self.value), ("base_loss", self.base_loss), ("perturbed_loss", self.perturbed_loss)]
         if self.stderr is not None:
-            lines.append(f"stderr,{self.stderr!r}")
+            rows.append(("stderr", self.stderr))
         if self.samples is not None:
-            lines += [f"sample_{i},{float(s)!r}" for i, s in enumerate(self.samples)]
-        return "\n".join(lines) + "\n"
+            rows += [(f"sample_{i}", float(s)) for i, s in enumerate(self.samples)]
+        return csv_table(["kind", "quantity", "value"], ((self.kind, *row) for row in rows))
 
 
 def epsilon(
@@ -117,6 +118,7 @@ def epsilon(
     progress=None,
     cancel=None,
     starts: int = 1,
+    use_cache: bool = True,
 ) -> Sharpness:
     """Keskar et al. 2017 epsilon-sharpness (see module docstring), maximized by L-BFGS-B.
 
@@ -127,12 +129,22 @@ def epsilon(
     never give less). Raises ``DivergedPerturbation`` (a ``ValueError``) if the loss is not finite
     somewhere the ascent goes.
     """
-    from scipy.optimize import minimize
-
     eps = check_positive("eps", eps)
     check_iters(iters)
     starts = check_starts(starts)
     check_curvature_mode(problem)
+    key = {"eps": eps, "subspace_dim": subspace_dim, "iters": iters, "seed": int(seed), "starts": starts}
+    key |= curvature_settings(problem, mask, dtype, "double-backward")
+
+    def compute() -> Sharpness:
+        return _epsilon(problem, eps, subspace_dim, iters, seed, mask, dtype, progress, cancel, starts)
+
+    return cached("sharpness-epsilon", Sharpness, key, use_cache, compute, progress)
+
+
+def _epsilon(problem, eps, subspace_dim, iters, seed, mask, dtype, progress, cancel, starts) -> Sharpness:
+    from scipy.optimize import minimize
+
     index = selected(problem, mask)
     n = index.numel()
     gen = torch.Generator().manual_seed(int(seed))
@@ -220,6 +232,7 @@ def worst_case(
     cancel=None,
     starts: int = 1,
     convention: Convention | str = "elementwise",
+    use_cache: bool = True,
 ) -> Sharpness:
     """``max_{||delta / t||_p <= rho} L(theta0 + delta) - L(theta0)`` by normalized steepest ascent.
 
@@ -241,6 +254,19 @@ def worst_case(
     eta = DEFAULT_ETA[convention] if eta is None else eta
     check_eta(eta)
     check_curvature_mode(problem)
+    key = {"rho": rho, "p": "inf" if p == np.inf else float(p), "adaptive": bool(adaptive), "eta": float(eta)}
+    key |= {"iters": iters, "seed": int(seed), "starts": starts, "convention": convention.value}
+    key |= curvature_settings(problem, mask, dtype, "double-backward")
+
+    def compute() -> Sharpness:
+        return _worst_case(
+            problem, rho, p, adaptive, eta, iters, seed, mask, dtype, progress, cancel, starts, convention
+        )
+
+    return cached("sharpness-worst-case", Sharpness, key, use_cache, compute, progress)
+
+
+def _worst_case(problem, rho, p, adaptive, eta, iters, seed, mask, dtype, progress, cancel, starts, convention):
     index = selected(problem, mask)
     t = scale(problem, index, adaptive, eta, convention)
     gen = torch.Generator().manual_seed(int(seed))
@@ -322,6 +348,7 @@ def average(
     progress=None,
     cancel=None,
     convention: Convention | str = "elementwise",
+    use_cache: bool = True,
 ) -> Sharpness:
     """``E[L(theta0 + sigma t * z)] - L(theta0)``, ``z ~ N(0, I)`` on the mask, with its standard error.
 
@@ -337,6 +364,17 @@ def average(
     eta = DEFAULT_ETA[convention] if eta is None else eta
     check_eta(eta)
     check_curvature_mode(problem)
+    key = {"sigma": sigma, "samples": samples, "adaptive": bool(adaptive), "eta": float(eta), "seed": int(seed)}
+    key |= {"chunk": chunk, "convention": convention.value}  # the draws come in chunks of this many
+    key |= curvature_settings(problem, mask, None, "auto")
+
+    def compute() -> Sharpness:
+        return _average(problem, sigma, samples, adaptive, eta, seed, mask, chunk, progress, cancel, convention)
+
+    return cached("sharpness-average", Sharpness, key, use_cache, compute, progress)
+
+
+def _average(problem, sigma, samples, adaptive, eta, seed, mask, chunk, progress, cancel, convention) -> Sharpness:
     index = selected(problem, mask)
     t = scale(problem, index, adaptive, eta, convention)
     gen = torch.Generator().manual_seed(int(seed))

@@ -334,7 +334,7 @@ def load_workspace(seed: int = 0, max_length: int = 20) -> TextWorkspace:
         checkpoints=checkpoints[0],
         compare=problems[1],
         compare_checkpoints=checkpoints[1],
-        labels=("A: mini-batch 8", "B: full batch"),
+        labels=("mini-batch 8", "full batch"),  # pages add "A"/"B" themselves
         description=DESCRIPTION,
         texts={"train": list(train_c.texts), "val": list(val_c.texts)},
         tags={"train": list(train_c.tags), "val": list(val_c.tags)},

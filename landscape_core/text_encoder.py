@@ -65,7 +65,7 @@ def pooled_head_workspace(encode, name: str = "text-encoder-head", seed: int = 0
         name=name,
         problem=problems[0],
         compare=problems[1],
-        labels=("A: head, no decay", "B: head, weight decay 0.1"),
+        labels=("head, no decay", "head, weight decay 0.1"),  # pages add "A"/"B" themselves
         description="A logistic head on a sentence encoder's pooled embeddings; the pooled vector is perturbed.",
         texts={"train": list(train_c.texts), "val": list(val_c.texts)},
         tags={"train": list(train_c.tags), "val": list(val_c.tags)},

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .hvp import HessianOperator, cached, choice, curvature_settings
-from .results import ResultIO
+from .results import ResultIO, csv_table
 
 
 class TraceMethod(str, Enum):
@@ -51,10 +51,10 @@ class TraceEstimate(ResultIO):
 
     def to_csv(self) -> str:
         """``quantity,value`` rows (estimate, stderr, exact part, hvp count, then each sample)."""
-        lines = ["quantity,value", f"estimate,{self.estimate!r}", f"stderr,{self.stderr!r}"]
-        lines += [f"exact_part,{self.exact_part!r}", f"hvp_count,{self.hvp_count}"]
-        lines += [f"sample_{i},{float(s)!r}" for i, s in enumerate(self.samples)]
-        return "\n".join(lines) + "\n"
+        rows = [("estimate", float(self.estimate)), ("stderr", float(self.stderr))]
+        rows += [("exact_part", float(self.exact_part)), ("hvp_count", int(self.hvp_count))]
+        rows += [(f"sample_{i}", float(s)) for i, s in enumerate(self.samples)]
+        return csv_table(["quantity", "value"], rows)
 
 
 def _rademacher(n: int, count: int, gen: torch.Generator) -> torch.Tensor:

@@ -20,6 +20,7 @@ distances for trustworthiness and UMAP come from the same Gram matrices.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
@@ -28,13 +29,15 @@ from enum import Enum
 import numpy as np
 import torch
 
+from . import cache as cache_mod
 from .directions import register
-from .results import ResultIO
+from .results import ResultIO, csv_table
 from .space import ParamKind
 from .workspace import Checkpoint
 
 log = logging.getLogger(__name__)
 
+UMAP_VERSION = 1  # bump when the UMAP view changes its numbers
 CHUNK_BYTES = 64 * 2**20  # float64 bytes of one column chunk of the checkpoint matrix
 
 
@@ -71,14 +74,13 @@ class Trajectory(ResultIO):
         header = ["name", "step", *(f"c{j + 1}" for j in range(k))]
         if self.residual_norms is not None:
             header.append("residual_norm")
-        lines = [",".join(header)]
+        rows = []
         for i, name in enumerate(self.names):
-            row = [str(name), "" if self.steps[i] is None else str(self.steps[i])]
-            row += [repr(float(c)) for c in self.coords[i]]
+            row = [str(name), self.steps[i], *(float(c) for c in self.coords[i])]
             if self.residual_norms is not None:
-                row.append(repr(float(self.residual_norms[i])))
-            lines.append(",".join(row))
-        return "\n".join(lines) + "\n"
+                row.append(float(self.residual_norms[i]))
+            rows.append(row)
+        return csv_table(header, rows)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -116,6 +118,14 @@ def as_rows(thetas, minimum: int = 3, what: str = "thetas") -> tuple[list[torch.
         if not torch.isfinite(row).all():
             raise ValueError(f"{what}: checkpoint {names[i]!r} has NaN or inf weights; it cannot be placed.")
     return [r.detach() for r in items], names, steps
+
+
+def rows_digest(rows, names=(), steps=()) -> str:
+    """sha256 over the checkpoints' float64 bytes, names and steps (their identity in cache keys)."""
+    h = hashlib.sha256(repr((list(map(str, names)), list(map(str, steps)))).encode())
+    for row in rows:
+        h.update(row.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _chunks(size: int, n: int):
@@ -352,11 +362,14 @@ def pca(
 
 
 # -- UMAP --------------------------------------------------------------------------------------
-def umap(thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float = 0.1) -> Trajectory:
+def umap(
+    thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float = 0.1, use_cache: bool = True
+) -> Trajectory:
     """UMAP (McInnes et al. 2018, umap-learn) of the checkpoints on their exact Euclidean distances.
 
     ``n_neighbors``: UMAP's neighbourhood size, ``2 <= n_neighbors < n``; default ``min(15, n - 1)``.
-    Deterministic for a given ``seed``. Needs at least 3 checkpoints.
+    Deterministic for a given ``seed``. Needs at least 3 checkpoints. Kept in the disk cache
+    (UMAP's first call in a process compiles for seconds), keyed by the checkpoints' bytes.
     """
     rows, names, steps = as_rows(thetas)
     n = len(rows)
@@ -367,6 +380,14 @@ def umap(thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float 
             f"n_neighbors must be an integer with 2 <= n_neighbors < n (number of checkpoints = {n}); "
             f"got {n_neighbors!r}. UMAP needs more checkpoints than neighbours."
         )
+    key = cache_mod.make_key(
+        "trajectory-umap",
+        UMAP_VERSION,
+        {"checkpoints": rows_digest(rows, names, steps), "n_neighbors": n_neighbors, "min_dist": float(min_dist)}
+        | {"seed": int(seed)},
+    )
+    if use_cache and (hit := cache_mod.get(key)) is not None:
+        return Trajectory.from_bytes(hit)
     G = gram(rows, offset=rows[-1].to("cpu", torch.float64))
     distances = distances_from_gram(G)
     import umap as umap_learn
@@ -394,7 +415,12 @@ def umap(thetas, n_neighbors: int | None = None, seed: int = 0, min_dist: float 
         "n_neighbors_trust": trust_k,
     }
     trust = trustworthiness(distances, coords, trust_k)
-    return Trajectory(method="umap", coords=coords, names=names, steps=steps, trustworthiness=trust, settings=settings)
+    result = Trajectory(
+        method="umap", coords=coords, names=names, steps=steps, trustworthiness=trust, settings=settings
+    )
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result
 
 
 # -- autoencoder -----------------------------------------------------------------------------

@@ -14,10 +14,14 @@ import threading
 import numpy as np
 import torch
 
+from . import cache as cache_mod
 from . import surface as surface_mod
+from .directions import digest
 from .evaluate import Progress, check_splits, evaluate_points
-from .results import ResultIO, Surface
-from .trajectory import Trajectory, as_rows
+from .results import ResultIO, Surface, csv_table
+from .trajectory import Trajectory, as_rows, rows_digest
+
+GAP_VERSION = 1  # bump when projection_gap changes its numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +44,14 @@ class ProjectionGap(ResultIO):
 
     def to_csv(self) -> str:
         """One row per checkpoint and quantity: ``name,c1,c2,residual_norm,quantity,true,projected,gap``."""
-        lines = ["name,c1,c2,residual_norm,quantity,true,projected,gap"]
-        for q in self.true_values:
-            for i, name in enumerate(self.names):
-                c1, c2 = self.coords[i]
-                lines.append(
-                    f"{name},{c1!r},{c2!r},{self.residual_norms[i]!r},{q},{self.true_values[q][i]!r},"
-                    f"{self.projected_values[q][i]!r},{self.gap[q][i]!r}"
-                )
-        return "\n".join(lines) + "\n"
+        head = ["name", "c1", "c2", "residual_norm", "quantity", "true", "projected", "gap"]
+        rows = (
+            (name, *self.coords[i], self.residual_norms[i], q)
+            + (self.true_values[q][i], self.projected_values[q][i], self.gap[q][i])
+            for q in self.true_values
+            for i, name in enumerate(self.names)
+        )
+        return csv_table(head, rows)
 
 
 def _check_pca(trajectory: Trajectory) -> None:
@@ -65,11 +68,13 @@ def projection_gap(
     splits=None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    use_cache: bool = True,
 ) -> ProjectionGap:
     """True loss (and metrics) of each checkpoint vs. the loss at its projection on the PCA plane.
 
     ``thetas``: the same checkpoints ``trajectory`` was computed from (same order).
     Two calls of the evaluator: the n checkpoints, and the n projections ``center + coords @ directions``.
+    Kept in the disk cache, keyed by the problem, the checkpoints' bytes, the plane and the splits.
     """
     _check_pca(trajectory)
     rows, names, _ = as_rows(thetas)
@@ -80,6 +85,23 @@ def projection_gap(
     for i, row in enumerate(rows):
         problem.space.check(row, f"checkpoint {names[i]!r}")
     n = len(rows)
+    splits = check_splits(problem, splits)
+    settings = {
+        "kind": "projection_gap",
+        "trajectory": trajectory.settings,
+        "splits": splits,
+        "problem": problem.describe(),
+    }
+    key_settings = {
+        **settings,
+        "checkpoints": rows_digest(rows, names),
+        "plane": [digest(trajectory.center), *(digest(d) for d in trajectory.directions)],
+    }
+    key = cache_mod.make_key("projection-gap", GAP_VERSION, key_settings)
+    if use_cache and (hit := cache_mod.get(key)) is not None:
+        if progress is not None:
+            progress(2 * n, 2 * n)
+        return ProjectionGap.from_bytes(hit)
     report = None if progress is None else (lambda d, _t: progress(d, 2 * n))
     stacked = torch.stack(rows).to(problem.device, problem.dtype)
     zero = torch.zeros_like(stacked[0])
@@ -88,13 +110,7 @@ def projection_gap(
     center = trajectory.center.to(problem.device, problem.dtype)
     basis = trajectory.directions.to(problem.device, problem.dtype)
     projected = evaluate_points(problem, center, basis, trajectory.coords, splits, report, cancel)
-    settings = {
-        "kind": "projection_gap",
-        "trajectory": trajectory.settings,
-        "splits": check_splits(problem, splits),
-        "problem": problem.describe(),
-    }
-    return ProjectionGap(
+    result = ProjectionGap(
         names=list(names),
         coords=np.asarray(trajectory.coords, dtype=np.float64),
         true_values=true,
@@ -103,6 +119,9 @@ def projection_gap(
         residual_norms=np.asarray(trajectory.residual_norms, dtype=np.float64),
         settings=settings,
     )
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result
 
 
 def pca_plane(

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface, verdict
+from landscape_core.defaults import COMPARE
+from landscape_core.first_screen import compare_splits
 from landscape_core.results import Surface
-from pages import _ui as ui
 
 st.title("Compare: two models on the same slices")
 st.caption(
@@ -27,7 +29,7 @@ if ws.compare is None:
 label_a, label_b = ws.labels
 problem_a = ui.problem_for_page(ws, "A")
 problem_b = ui.problem_for_page(ws, "B")
-splits = [s for s in ui.chosen_splits(problem_a) if s in problem_b.splits] or ["train"]
+splits = [s for s in ui.chosen_splits(problem_a) if s in compare_splits(problem_a, problem_b)] or ["train"]
 same_space = problem_a.space.size == problem_b.space.size
 
 try:
@@ -38,21 +40,23 @@ try:
     from landscape_core import sharpness
 except Exception:
     sharpness = None
-SIGMA, SAMPLES = 0.05, 32  # adaptive average sharpness: noise 5% of each |weight|
+SIGMA, SAMPLES = COMPARE.average_sigma, COMPARE.average_samples  # adaptive average sharpness
+NORMS = ["filter", "layer"]
+IGNORE = tuple(COMPARE.ignore)
 
 with st.form("compare-settings"):
     c1, c2, c3 = st.columns(3)
     split = c1.selectbox("Split shown in the maps", splits, key="compare_split")
     quantity = c1.selectbox("Quantity", ["loss", *problem_a.metrics], key="compare_quantity")
-    norm = c2.selectbox("Normalization", ["filter", "layer"], key="compare_norm")
-    seed = c2.number_input("Seed (same for both)", 0, 10_000, 0, key="compare_seed")
-    span = c3.slider("Span: -span to +span", 0.1, 3.0, 1.0, 0.1, key="compare_span")
-    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51], value=21, key="compare_steps")
+    norm = c2.selectbox("Normalization", NORMS, index=NORMS.index(COMPARE.norm), key="compare_norm")
+    seed = c2.number_input("Seed (same for both)", 0, 10_000, COMPARE.seed, key="compare_seed")
+    span = c3.slider("Span: -span to +span", 0.1, 3.0, COMPARE.span, 0.1, key="compare_span")
+    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51], value=COMPARE.steps, key="compare_steps")
     c4, c5, c6 = st.columns(3)
-    n_lines = c4.slider("Random 1D lines for the slice-rise metric", 2, 10, 4, key="compare_lines")
+    n_lines = c4.slider("Random 1D lines for the slice-rise metric", 2, 10, COMPARE.lines, key="compare_lines")
     want_hessian = c5.checkbox(
         "lambda_max (top Hessian eigenvalue)",
-        value=hessian is not None,
+        value=hessian is not None and COMPARE.hessian,
         disabled=hessian is None,
         key="compare_hessian",
         help="Lanczos on exact Hessian-vector products; its residual is shown in the table.",
@@ -61,12 +65,12 @@ with st.form("compare-settings"):
     st.form_submit_button("Run", type="primary")
 
 q = f"{split}_{quantity}"
-common = {"norm": norm, "ignore": ["bias", "norm"], "seed": int(seed), "span": span, "splits": splits}
+common = {"norm": norm, "ignore": list(IGNORE), "seed": int(seed), "span": span, "splits": splits}
 
 
 def plane_job(problem):
     def run(progress, cancel):
-        d = directions.random(problem, count=2, norm=norm, ignore=("bias", "norm"), seed=int(seed))
+        d = directions.random(problem, count=2, norm=norm, ignore=IGNORE, seed=int(seed))
         return surface.plane(
             problem, d[0], d[1], span=(-span, span), steps=steps, splits=splits, progress=progress, cancel=cancel
         )
@@ -76,7 +80,7 @@ def plane_job(problem):
 
 def lines_job(problem):
     def run(progress, cancel):
-        d = directions.random(problem, count=n_lines, norm=norm, ignore=("bias", "norm"), seed=int(seed) + 1)
+        d = directions.random(problem, count=n_lines, norm=norm, ignore=IGNORE, seed=int(seed) + 1)
         out = []
         for i in range(n_lines):
             out.append(
@@ -84,9 +88,9 @@ def lines_job(problem):
                     problem,
                     d[i],
                     span=(-span, span),
-                    steps=21,
+                    steps=COMPARE.line_steps,
                     splits=splits,
-                    progress=lambda done, total, i=i: progress(i * 21 + done, n_lines * 21),
+                    progress=lambda done, total, i=i: progress(i * total + done, n_lines * total),
                     cancel=cancel,
                 )
             )
@@ -146,27 +150,30 @@ if sharpness is not None:
 if plane_a is not None and plane_b is not None:
     domain = ui.value_domain([plane_a, plane_b], q, log)
     cols = st.columns(2)
-    chart_a = ui.heatmap(plane_a, q, log=log, shared_domain=domain, title=f"{label_a} (A): {ui.quantity_label(q)}")
-    chart_b = ui.heatmap(plane_b, q, log=log, shared_domain=domain, title=f"{label_b} (B): {ui.quantity_label(q)}")
-    cols[0].altair_chart(chart_a, width="stretch")
-    cols[1].altair_chart(chart_b, width="stretch")
+    side = ui.PLANE_SIDE_PAIR
+    title_a, title_b = f"{label_a} (A): {ui.quantity_label(q)}", f"{label_b} (B): {ui.quantity_label(q)}"
+    chart_a = ui.heatmap(plane_a, q, log=log, shared_domain=domain, title=title_a, side=side)
+    chart_b = ui.heatmap(plane_b, q, log=log, shared_domain=domain, title=title_b, side=side)
+    cols[0].altair_chart(chart_a, width="content")  # fixed size: equal scale on both axes
+    cols[1].altair_chart(chart_b, width="content")
     diff = plane_b.values[q] - plane_a.values[q]
     bound = float(np.nanmax(np.abs(diff[np.isfinite(diff)]))) if np.isfinite(diff).any() else 1.0
     diff_surface = Surface(
         alphas=plane_a.alphas,
         betas=plane_a.betas,
-        values={f"difference_{q}": diff},
+        values={"B - A": diff},  # the legend's title: short enough for half the page
         settings={"kind": "difference", "directions": plane_a.settings["directions"], "A": plane_a.settings},
     )
     diff_chart = ui.heatmap(
         diff_surface,
-        f"difference_{q}",
+        "B - A",
         shared_domain=(-bound, bound),
         scheme="redblue-r",
         title=f"Difference B - A of {ui.quantity_label(q)} (red: B higher)",
+        side=side,
     )
     left, right = st.columns(2)
-    left.altair_chart(diff_chart, width="stretch")
+    left.altair_chart(diff_chart, width="content")
     if lines_a is not None and lines_b is not None:
         rows = []
         for label, lines in ((label_a, lines_a), (label_b, lines_b)):
@@ -207,7 +214,8 @@ if plane_a is not None and plane_b is not None:
         code = snippet.compare_code(plane_a, plane_b, ui.source("A"), ui.source("B"))
     except NotImplementedError as exc:
         code = f"# not available: {exc}"
-    ui.downloads(both, chart=diff_chart, name="compare_planes", snippet=code)
+    three = ui.row_of(chart_a, chart_b, diff_chart, independent_colors=True)  # A, B and B - A in one image
+    ui.downloads(both, chart=three, name="compare_planes", snippet=code)
 
 
 def metrics(problem, lines, spectrum, average) -> dict:
@@ -235,7 +243,11 @@ table = pd.DataFrame(
         "ratio B / A": [r["ratio"] for r in rows],
     }
 )
-st.dataframe(table, hide_index=True, column_config={"ratio B / A": st.column_config.NumberColumn(format="%.2fx")})
+st.dataframe(
+    ui.readable(table, formats={"ratio B / A": "{:.2f}x"}),
+    hide_index=True,
+    column_config={"metric": st.column_config.TextColumn(width="large")},  # whole metric names
+)
 notes = []
 if lines_a is not None:
     notes.append(

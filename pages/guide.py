@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import checkpoints, upload_registry, uploads
-from pages import _ui as ui
 
 ui.require_frame()
 
@@ -32,7 +32,12 @@ SECTIONS = [
             "sharp. Keep filter normalization unless you know why not.",
             "Diverged points are drawn grey, never clipped. A log colour scale shows structure near the minimum.",
         ],
-        "digits-mlp: compare the random plane with the Hessian plane at the same span.",
+        "digits-mlp: draw the random plane, then the Hessian plane with 'Length of the Hessian directions: as long "
+        "as the random directions', at the same span. Both directions then move the weights equally far (the page "
+        "shows each direction's length under the map), and the Hessian plane climbs far higher: a random slice "
+        "sees about the mean curvature (trace / P), the Hessian plane the largest. At unit length instead, the "
+        "Hessian plane moves the weights about 20 times less and looks flatter, which is a difference of scale, "
+        "not of shape.",
     ),
     (
         "Interpolation",

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
+from dashboard_ui.charts import BASE_COLOR, SPLIT_COLORS
 from landscape_core import interpolation, jobs
 from landscape_core.batchnorm import has_batchnorm
+from landscape_core.defaults import INTERPOLATION, path_ends, same_space
 from landscape_core.directions import digest
 from landscape_core.snippet import problem_code
-from pages import _ui as ui
-from pages._charts import BASE_COLOR, SPLIT_COLORS
 
 SPANS = {
     "0 to 1 (A to B)": (0.0, 1.0),
@@ -80,19 +81,18 @@ def endpoint_choices(ws) -> dict[str, dict]:
     return choices
 
 
-def same_space(p, q) -> bool:
-    """True when two problems have the same architecture (one path can join them)."""
-    return p.space.signature() == q.space.signature() and sorted(p.buffers) == sorted(q.buffers)
-
-
 def default_pair(labels: list[str], ws) -> tuple[int, int]:
-    """A vs B when B shares A's architecture, else the first checkpoint vs the final model."""
-    finals = [i for i, name in enumerate(labels) if "(final model" in name]
-    if len(finals) >= 2:
-        return finals[0], finals[1]
-    if len(labels) >= 2:
-        return 1, 0
-    return 0, 0
+    """Positions in ``labels`` of the default ends, ``defaults.path_ends`` (as ``landscape interpolate``)."""
+
+    def position(end: str) -> int:
+        if end in ("A", "B"):
+            marker = f"(final model {end})"
+            return next((i for i, name in enumerate(labels) if name.endswith(marker)), 0)
+        wanted = f"checkpoint: {end.split(':', 1)[1]}"
+        return labels.index(wanted) if wanted in labels else 0
+
+    start, end = path_ends(ws)
+    return position(start), position(end)
 
 
 # -- charts -----------------------------------------------------------------------------------
@@ -396,19 +396,24 @@ with st.form("interp_form"):
     name_a = left.selectbox("Start (alpha = 0)", names, index=first, key="interp_a")
     name_b = right.selectbox("End (alpha = 1)", names, index=second, key="interp_b")
     c1, c2, c3 = st.columns([2, 2, 3])
-    steps = c1.slider("Points along the path", 5, 101, 25, step=2, key="interp_steps")
-    span_label = c2.selectbox("alpha range", list(SPANS), key="interp_span")
+    steps = c1.slider("Points along the path", 5, 101, INTERPOLATION.steps, step=2, key="interp_steps")
+    span_label = c2.selectbox(
+        "alpha range", list(SPANS), index=list(SPANS.values()).index(INTERPOLATION.span), key="interp_span"
+    )
     if bn_model:
         bn = c3.radio(
             "BatchNorm statistics along the path",
             BN_MODES,
+            index=BN_MODES.index(INTERPOLATION.bn),
             format_func=lambda m: BN_LABELS[m],
             key="interp_bn",
             help=BN_NOTE,
         )
-        compare_bn = c3.checkbox("Also draw the other two BatchNorm options", value=True, key="interp_bn_all")
+        compare_bn = c3.checkbox(
+            "Also draw the other two BatchNorm options", value=INTERPOLATION.all_bn_modes, key="interp_bn_all"
+        )
     else:
-        bn, compare_bn = "recompute", False
+        bn, compare_bn = INTERPOLATION.bn, False
         c3.caption("This model has no BatchNorm layers, so there are no running statistics to set along the path.")
     log_y = st.checkbox("Logarithmic loss axis", value=False, key="interp_log")
     st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
@@ -471,7 +476,7 @@ if not table.empty:
         "**Barriers per split** (loss barrier in loss units, error barrier as a fraction of samples; the last two "
         "columns: each end evaluated with its own stored statistics)"
     )
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(ui.readable(table), hide_index=True, width="stretch")
 
 if bn_model:
     st.subheader("BatchNorm along the path")
@@ -483,7 +488,7 @@ if bn_model:
         for mode, p in paths.items():
             info = p.barrier.get(f"{split}_loss") or {}
             rows.append({"BatchNorm statistics": BN_LABELS[mode], f"{split} barrier": info.get("height")})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(ui.readable(pd.DataFrame(rows)), hide_index=True, width="stretch")
         st.markdown(bn_readout(paths, split))
     else:
         st.caption("Tick 'Also draw the other two BatchNorm options' to see how much the choice changes the path.")

@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from landscape_core import Cancelled, hessian, jobs, sharpness
+from dashboard_ui import ui
+from dashboard_ui.charts import BASE_COLOR
+from landscape_core import curvature_parts, jobs
 from landscape_core.snippet import problem_code
-from pages import _ui as ui
-from pages._charts import BASE_COLOR
 
-PARTS = ("eigenvalues", "trace", "density", "sharpness")
+PARTS = curvature_parts.PARTS  # reading order on the page
+COMPUTE_ORDER = ("trace", "density", "sharpness", "eigenvalues")  # a first number soon; the long Lanczos run last
+WHICH = ["both", "largest", "smallest"]
 PART_LABELS = {
     "eigenvalues": "Top and bottom eigenvalues (Lanczos)",
     "trace": "Trace (Hutch++)",
@@ -264,6 +266,7 @@ st.caption(
 ws = ui.workspace()
 choices = point_choices(ws)
 names = list(choices)
+D = curvature_parts.default_settings()
 
 with st.form("sharp_form"):
     top = st.columns([3, 3])
@@ -273,31 +276,40 @@ with st.form("sharp_form"):
     )
     c1, c2, c3, c4 = st.columns(4)
     c1.markdown("**Eigenvalues**")
-    k = c1.number_input("k per end", 1, 20, 3, key="sharp_k", help="How many eigenvalues at each end asked for.")
+    k = c1.number_input("k per end", 1, 20, D["k"], key="sharp_k", help="How many eigenvalues at each end asked for.")
     which = c1.radio(
         "Which end",
-        ["both", "largest", "smallest"],
+        WHICH,
+        index=WHICH.index(D["which"]),
         key="sharp_which",
         help="'both' also finds the most negative eigenvalues: what tells a saddle from a minimum.",
     )
-    tol = c1.select_slider("Tolerance (relative residual)", [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], value=1e-4, key="sharp_tol")
-    max_iter = c1.number_input("Max Hessian-vector products", 50, 5000, 400, step=50, key="sharp_max_iter")
+    tol = c1.select_slider(
+        "Tolerance (relative residual)", [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], value=D["tol"], key="sharp_tol"
+    )
+    max_iter = c1.number_input("Max Hessian-vector products", 50, 5000, D["max_iter"], step=50, key="sharp_max_iter")
     c2.markdown("**Trace and density**")
-    budget = c2.number_input("Trace budget (products)", 6, 3000, 90, step=6, key="sharp_budget")
-    iters = c2.number_input("Density: Lanczos steps per run", 5, 500, 60, key="sharp_iters")
-    runs = c2.number_input("Density: runs", 1, 20, 1, key="sharp_runs")
+    budget = c2.number_input("Trace budget (products)", 6, 3000, D["budget"], step=6, key="sharp_budget")
+    iters = c2.number_input("Density: Lanczos steps per run", 5, 500, D["iters"], key="sharp_iters")
+    runs = c2.number_input("Density: runs", 1, 20, D["runs"], key="sharp_runs")
     sigma = c2.number_input(
-        "Density: smoothing sigma (0 = 1% of the range)", 0.0, 1e6, 0.0, format="%.4g", key="sharp_sigma"
+        "Density: smoothing sigma (0 = 1% of the range)",
+        0.0,
+        1e6,
+        float(D["sigma"] or 0.0),
+        format="%.4g",
+        key="sharp_sigma",
     )
     c3.markdown("**Worst case**")
     eps = c3.select_slider(
-        "epsilon (Keskar box, relative)", [1e-4, 5e-4, 1e-3, 5e-3, 1e-2], value=1e-3, key="sharp_eps"
+        "epsilon (Keskar box, relative)", [1e-4, 5e-4, 1e-3, 5e-3, 1e-2], value=D["eps"], key="sharp_eps"
     )
-    rho = c3.select_slider("rho (adaptive radius)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], value=0.05, key="sharp_rho")
-    p = c3.radio("Adaptive norm p", ["2", "inf"], horizontal=True, key="sharp_p")
+    rho = c3.select_slider("rho (adaptive radius)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], value=D["rho"], key="sharp_rho")
+    p = c3.radio("Adaptive norm p", ["2", "inf"], index=["2", "inf"].index(D["p"]), horizontal=True, key="sharp_p")
     convention = c3.radio(
         "Adaptive scale",
         list(CONVENTIONS),
+        index=list(CONVENTIONS).index(D["convention"]),
         format_func=CONVENTIONS.get,
         key="sharp_convention",
         help="How the perturbation scales with the weights: |w| + eta on every parameter (elementwise), or "
@@ -307,17 +319,17 @@ with st.form("sharp_form"):
         "Random starts",
         1,
         50,
-        1,
+        D["starts"],
         key="sharp_starts",
         help="The worst case is found by local ascent, so it is a lower bound; more starts keep the best of several.",
     )
     c4.markdown("**Average case**")
     avg_sigma = c4.select_slider(
-        "sigma (Gaussian noise)", [1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1], value=1e-2, key="sharp_avg_sigma"
+        "sigma (Gaussian noise)", [1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1], value=D["avg_sigma"], key="sharp_avg_sigma"
     )
-    samples = c4.number_input("Samples", 4, 1000, 16, key="sharp_samples")
-    avg_adaptive = c4.checkbox("Scale noise by |w| (adaptive)", value=False, key="sharp_avg_adaptive")
-    seed = c4.number_input("Seed", 0, 10_000, 0, key="sharp_seed")
+    samples = c4.number_input("Samples", 4, 1000, D["samples"], key="sharp_samples")
+    avg_adaptive = c4.checkbox("Scale noise by |w| (adaptive)", value=D["avg_adaptive"], key="sharp_avg_adaptive")
+    seed = c4.number_input("Seed", 0, 10_000, D["seed"], key="sharp_seed")
     log_density = st.checkbox("Logarithmic density axis", value=True, key="sharp_log")
     st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
@@ -327,7 +339,6 @@ if not parts:
 
 point = choices[point_name]
 base_problem = ui.problem_for_page(ws, point["which"])
-p_value = 2 if p == "2" else float("inf")
 s = {
     "k": int(k),
     "which": which,
@@ -347,196 +358,174 @@ s = {
     "avg_adaptive": bool(avg_adaptive),
     "seed": int(seed),
 }
-settings = {"source": ui.source(point["which"]), "point": point_name, "parts": sorted(parts), **s}
+PART_KEYS = {  # the settings each part depends on (a change elsewhere does not recompute it)
+    "eigenvalues": ("k", "which", "tol", "max_iter", "seed"),
+    "trace": ("budget", "seed"),
+    "density": ("iters", "runs", "sigma", "seed"),
+    "sharpness": ("eps", "rho", "p", "convention", "starts", "avg_sigma", "samples", "avg_adaptive", "seed"),
+}
+PART_UNITS = {
+    "eigenvalues": "Hessian-vector products (at most)",
+    "trace": "Hessian-vector products",
+    "density": "Hessian-vector products",
+    "sharpness": "loss evaluations",
+}
 
 
-def compute(progress, cancel) -> dict:
-    """Every ticked estimate in turn; progress counts Hessian-vector products and loss evaluations."""
-    budgets = {
-        "eigenvalues": s["max_iter"],
-        "trace": s["budget"],
-        "density": s["iters"] * s["runs"],
-        "epsilon": 100 * s["starts"],
-        "adaptive": 21 * s["starts"],
-        "average": s["samples"],
-    }
-    plan = [q for q in ("eigenvalues", "trace", "density") if q in parts]
-    plan += ["epsilon", "adaptive", "average"] if "sharpness" in parts else []
-    total = sum(budgets[q] for q in plan)
-    offsets = dict(zip(plan, np.cumsum([0] + [budgets[q] for q in plan])[:-1].tolist()))
-    progress(0, total)
-    problem = base_problem
-    if point["theta"] is not None:
-        problem = base_problem.at(point["theta"], point["buffers"])
+def part_job(part: str):
+    def run(progress, cancel):
+        problem = base_problem
+        if point["theta"] is not None:
+            problem = base_problem.at(point["theta"], point["buffers"])
+        return curvature_parts.compute(problem, part, s, progress=progress, cancel=cancel)
 
-    def report(part):
-        def callback(done, part_total):
-            share = min(1.0, done / part_total) if part_total else 1.0
-            progress(int(offsets[part] + share * budgets[part]), total)
+    return run
 
-        return callback
-
-    out: dict = {"problem_size": problem.space.size}
-    common = {"seed": s["seed"], "cancel": cancel}
-    if "eigenvalues" in parts:
-        out["spectrum"] = hessian.top_eigenvalues(
-            problem,
-            k=s["k"],
-            which=s["which"],
-            tol=s["tol"],
-            max_iter=s["max_iter"],
-            progress=report("eigenvalues"),
-            **common,
-        )
-    if "trace" in parts:
-        out["trace"] = hessian.trace(problem, budget=s["budget"], progress=report("trace"), **common)
-    if "density" in parts:
-        out["density"] = hessian.density(
-            problem, iters=s["iters"], runs=s["runs"], sigma=s["sigma"], progress=report("density"), **common
-        )
-    if "sharpness" in parts:
-        starts_ = s["starts"]
-        out["epsilon"] = sharpness.epsilon(problem, eps=s["eps"], starts=starts_, progress=report("epsilon"), **common)
-        out["adaptive"] = sharpness.adaptive(
-            problem,
-            rho=s["rho"],
-            p=p_value,
-            convention=s["convention"],
-            starts=starts_,
-            progress=report("adaptive"),
-            **common,
-        )
-        out["average"] = sharpness.average(
-            problem,
-            sigma=s["avg_sigma"],
-            samples=s["samples"],
-            adaptive=s["avg_adaptive"],
-            convention=s["convention"],
-            progress=report("average"),
-            **common,
-        )
-    if cancel.is_set():
-        raise Cancelled("cancelled")
-    progress(total, total)
-    return out
-
-
-result = ui.run_job(
-    jobs.job_key("sharpness", settings),
-    compute,
-    "Sharpness & Hessian",
-    unit="steps (Hessian-vector products and loss evaluations)",
-)
-if result is None:
-    st.stop()
-
-spectrum = result.get("spectrum")
-trace_est = result.get("trace")
-dens = result.get("density")
-dimension = result["problem_size"]
 
 st.subheader(point_name)
-metrics = st.columns(4)
-if spectrum is not None:
-    metrics[0].metric("lambda_max (largest eigenvalue)", _fmt(spectrum.lambda_max))
-    metrics[1].metric("lambda_min (smallest eigenvalue)", _fmt(spectrum.lambda_min))
-if trace_est is not None:
-    metrics[2].metric("Hessian trace", f"{trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}")
-if "epsilon" in result:
-    metrics[3].metric("epsilon-sharpness (Keskar, %)", _fmt(getattr(result["epsilon"], "value", None)))
+metrics_row = st.container()
+boxes = {part: st.container() for part in PARTS if part in parts}  # sections in reading order
+result: dict = {}
+order = [q for q in COMPUTE_ORDER if q in parts]
+for i, part in enumerate(order):  # one part at a time, each shown as soon as it is done
+    with boxes[part]:
+        key = jobs.job_key(
+            f"sharpness-{part}",
+            {"source": ui.source(point["which"]), "point": point_name} | {name: s[name] for name in PART_KEYS[part]},
+        )
+        value = ui.run_job(key, part_job(part), PART_LABELS[part], unit=PART_UNITS[part])
+    if value is None:
+        for later in order[i + 1 :]:
+            boxes[later].caption(f"{PART_LABELS[later]}: waiting, computed after {PART_LABELS[part].lower()}.")
+        break
+    result[part] = value
 
-if spectrum is not None or trace_est is not None:
-    for line in spectrum_readout(spectrum, trace_est, dimension) if spectrum is not None else []:
-        st.markdown(line)
-    if spectrum is None and trace_est is not None:
-        st.markdown(
-            f"**Trace {trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}**: mean eigenvalue "
-            f"{trace_est.estimate / dimension:.3g} over {dimension:,} parameters."
+spectrum = result.get("eigenvalues")
+trace_est = result.get("trace")
+dens = result.get("density")
+sharp = result.get("sharpness") or {}
+dimension = base_problem.space.size
+
+
+def _metric(col, label: str, part: str, value: str) -> None:
+    col.metric(label, value if part in result else "pending" if part in parts else "not asked for")
+
+
+with metrics_row:
+    metrics = st.columns(4)
+    _metric(metrics[0], "lambda_max (largest eigenvalue)", "eigenvalues", _fmt(spectrum and spectrum.lambda_max))
+    _metric(metrics[1], "lambda_min (smallest eigenvalue)", "eigenvalues", _fmt(spectrum and spectrum.lambda_min))
+    trace_text = f"{trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}" if trace_est is not None else ""
+    _metric(metrics[2], "Hessian trace", "trace", trace_text)
+    _metric(
+        metrics[3], "epsilon-sharpness (Keskar, %)", "sharpness", _fmt(getattr(sharp.get("epsilon"), "value", None))
+    )
+    if spectrum is not None or trace_est is not None:
+        for line in spectrum_readout(spectrum, trace_est, dimension) if spectrum is not None else []:
+            st.markdown(line)
+        if spectrum is None and trace_est is not None:
+            st.markdown(
+                f"**Trace {trace_est.estimate:.4g} +/- {trace_est.stderr:.2g}**: mean eigenvalue "
+                f"{trace_est.estimate / dimension:.3g} over {dimension:,} parameters."
+            )
+
+if spectrum is not None:
+    with boxes["eigenvalues"]:
+        st.markdown("#### Extreme eigenvalues")
+        spec_chart = spectrum_chart(spectrum)
+        st.altair_chart(spec_chart, width="stretch")
+        digits = ui.significant_digits(spectrum.values)
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "end": spectrum.ends,
+                    "eigenvalue": spectrum.values,
+                    "residual ||Hv - lambda v||": spectrum.residuals,
+                    "converged": np.where(spectrum.converged, "yes", "NO"),
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "eigenvalue": st.column_config.NumberColumn(format=f"%.{digits}g"),
+                "residual ||Hv - lambda v||": st.column_config.NumberColumn(format="%.2e"),
+            },
+        )
+        st.caption(
+            f"Thick-restart Lanczos, {spectrum.hvp_count} Hessian-vector products; converged means residual <= "
+            f"{spectrum.settings.get('tol')} x the largest |eigenvalue|. Eigenvalues to {digits} significant digits, "
+            "enough to tell every pair apart."
+        )
+        ui.downloads(
+            spectrum, chart=spec_chart, name="eigenvalues", snippet=snippet(ui.source(point["which"]), point, parts, s)
         )
 
-if spectrum is not None:
-    st.markdown("#### Extreme eigenvalues")
-    left, right = st.columns([3, 2])
-    spec_chart = spectrum_chart(spectrum)
-    left.altair_chart(spec_chart, width="stretch")
-    right.dataframe(
-        pd.DataFrame(
-            {
-                "end": spectrum.ends,
-                "eigenvalue": spectrum.values,
-                "residual ||Hv - lambda v||": spectrum.residuals,
-                "converged": np.where(spectrum.converged, "yes", "NO"),
-            }
-        ),
-        hide_index=True,
-        width="stretch",
-    )
-    right.caption(
-        f"Thick-restart Lanczos, {spectrum.hvp_count} Hessian-vector products; converged means residual <= "
-        f"{spectrum.settings.get('tol')} x the largest |eigenvalue|."
-    )
-    ui.downloads(
-        spectrum, chart=spec_chart, name="eigenvalues", snippet=snippet(ui.source(point["which"]), point, parts, s)
-    )
-
 if trace_est is not None:
-    st.markdown("#### Trace")
-    st.markdown(
-        f"tr(H) = **{trace_est.estimate:.5g}**, standard error {trace_est.stderr:.3g} "
-        f"({trace_est.settings.get('method', 'hutch++')}, {trace_est.hvp_count} Hessian-vector products; "
-        f"{trace_est.exact_part:.5g} of it computed exactly on the sketched subspace)."
-    )
-    ui.downloads(trace_est, name="trace")
+    with boxes["trace"]:
+        st.markdown("#### Trace")
+        st.markdown(
+            f"tr(H) = **{trace_est.estimate:.5g}**, standard error {trace_est.stderr:.3g} "
+            f"({trace_est.settings.get('method', 'hutch++')}, {trace_est.hvp_count} Hessian-vector products; "
+            f"{trace_est.exact_part:.5g} of it computed exactly on the sketched subspace)."
+        )
+        ui.downloads(trace_est, name="trace")
 
 if dens is not None:
-    st.markdown("#### Eigenvalue density")
-    dens_chart = density_chart(dens, log_density, spectrum)
-    st.altair_chart(dens_chart, width="stretch")
-    st.caption(
-        f"Stochastic Lanczos quadrature: {dens.settings.get('runs')} run(s) of {dens.settings.get('iters')} steps, "
-        f"{dens.hvp_count} products. Most of the mass sits near 0 (flat directions); the few outliers on the right are "
-        "the sharp directions. A log axis shows them."
-    )
-    ui.downloads(dens, chart=dens_chart, name="density")
-
-if "epsilon" in result:
-    st.markdown("#### Sharpness")
-    p_text = "2" if p == "2" else "inf"
-    rows = [
-        sharpness_row(
-            "epsilon-sharpness (Keskar 2017, % of 1 + L; lower bound)",
-            result["epsilon"],
-            f"eps = {s['eps']:g}, full space, best of {s['starts']} start(s), seed {s['seed']}",
-        ),
-        sharpness_row(
-            "adaptive sharpness (worst case, scale-invariant; lower bound)",
-            result["adaptive"],
-            f"rho = {s['rho']:g}, p = {p_text}, {CONVENTIONS[s['convention']]}, best of {s['starts']} start(s), "
-            f"seed {s['seed']}",
-        ),
-        sharpness_row(
-            "average sharpness (expected rise under noise)",
-            result["average"],
-            f"sigma = {s['avg_sigma']:g}, {s['samples']} samples"
-            + (f", noise scaled ({CONVENTIONS[s['convention']]})" if s["avg_adaptive"] else "")
-            + f", seed {s['seed']}",
-        ),
-    ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    eps_value = _num(getattr(result["epsilon"], "value", None))
-    if eps_value is not None:
-        adaptive_value = _fmt(getattr(result["adaptive"], "value", None), ".3g")
-        average_value = _fmt(getattr(result["average"], "value", None), ".3g")
-        average_err = _fmt(getattr(result["average"], "stderr", None), ".2g")
-        st.markdown(
-            f"Within a box of relative size epsilon = {s['eps']:g} around every weight, the worst perturbation "
-            f"found raises the loss by **{eps_value:.3g}% of (1 + loss)** (Keskar's phi). Within a scale-invariant "
-            f"ball of relative radius rho = {s['rho']:g} it rises by **{adaptive_value}** (loss units); under "
-            f"random Gaussian noise of size sigma = {s['avg_sigma']:g} by **{average_value} +/- {average_err}** "
-            f"on average. Worst-case values are **lower bounds**: the best of {s['starts']} local ascent(s) from "
-            "random starts (more starts can only find more); compare them between models with the same settings, "
-            "not across measures."
+    with boxes["density"]:
+        st.markdown("#### Eigenvalue density")
+        dens_chart = density_chart(dens, log_density, spectrum)
+        st.altair_chart(dens_chart, width="stretch")
+        st.caption(
+            f"Stochastic Lanczos quadrature: {dens.settings.get('runs')} run(s) of {dens.settings.get('iters')} "
+            f"steps, {dens.hvp_count} products. Most of the mass sits near 0 (flat directions); the few outliers on "
+            "the right are the sharp directions. A log axis shows them."
         )
-    for name in ("epsilon", "adaptive", "average"):
-        with st.expander(f"Downloads: {name} sharpness"):
-            ui.downloads(result[name], name=f"{name}_sharpness")
+        ui.downloads(dens, chart=dens_chart, name="density")
+
+if sharp:
+    with boxes["sharpness"]:
+        st.markdown("#### Sharpness")
+        p_text = "2" if p == "2" else "inf"
+        rows = [
+            sharpness_row(
+                "epsilon-sharpness (Keskar 2017, % of 1 + L; lower bound)",
+                sharp["epsilon"],
+                f"eps = {s['eps']:g}, full space, best of {s['starts']} start(s), seed {s['seed']}",
+            ),
+            sharpness_row(
+                "adaptive sharpness (worst case, scale-invariant; lower bound)",
+                sharp["adaptive"],
+                f"rho = {s['rho']:g}, p = {p_text}, {CONVENTIONS[s['convention']]}, best of {s['starts']} start(s), "
+                f"seed {s['seed']}",
+            ),
+            sharpness_row(
+                "average sharpness (expected rise under noise)",
+                sharp["average"],
+                f"sigma = {s['avg_sigma']:g}, {s['samples']} samples"
+                + (f", noise scaled ({CONVENTIONS[s['convention']]})" if s["avg_adaptive"] else "")
+                + f", seed {s['seed']}",
+            ),
+        ]
+        st.dataframe(
+            ui.readable(pd.DataFrame(rows)),
+            hide_index=True,
+            width="stretch",
+            column_config={"standard error": st.column_config.Column(help="only the average case has one")},
+        )
+        eps_value = _num(getattr(sharp["epsilon"], "value", None))
+        if eps_value is not None:
+            adaptive_value = _fmt(getattr(sharp["adaptive"], "value", None), ".3g")
+            average_value = _fmt(getattr(sharp["average"], "value", None), ".3g")
+            average_err = _fmt(getattr(sharp["average"], "stderr", None), ".2g")
+            st.markdown(
+                f"Within a box of relative size epsilon = {s['eps']:g} around every weight, the worst perturbation "
+                f"found raises the loss by **{eps_value:.3g}% of (1 + loss)** (Keskar's phi). Within a scale-invariant "
+                f"ball of relative radius rho = {s['rho']:g} it rises by **{adaptive_value}** (loss units); under "
+                f"random Gaussian noise of size sigma = {s['avg_sigma']:g} by **{average_value} +/- {average_err}** "
+                f"on average. Worst-case values are **lower bounds**: the best of {s['starts']} local ascent(s) from "
+                "random starts (more starts can only find more); compare them between models with the same settings, "
+                "not across measures."
+            )
+        for name in ("epsilon", "adaptive", "average"):
+            with st.expander(f"Downloads: {name} sharpness"):
+                ui.downloads(sharp[name], name=f"{name}_sharpness")

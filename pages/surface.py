@@ -6,11 +6,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface
+from landscape_core.defaults import SURFACE
 from landscape_core.results import Surface
-from pages import _ui as ui
 
-COARSE_STEPS = 11
+COARSE_STEPS = SURFACE.coarse_steps
+STEP_CHOICES = [11, 21, 31, 41, 51, 75, 101]
+NORMS = ["filter", "layer", "none"]
+HESSIAN_LENGTHS = {
+    "unit": "unit length (alpha in parameter units)",
+    "random": "as long as the random directions (same seed and normalization)",
+}
 
 st.title("Surface: the loss around the trained model")
 st.caption(
@@ -43,27 +50,51 @@ if len(checkpoints) >= 3 and _imports("landscape_core.checkpoint_plane"):
     DIRECTION_KINDS["through"] = "Plane through three checkpoints (2D)"
 names = [c.name for c in checkpoints]
 
+
+def direction_lengths(norms, problem) -> str:
+    """One sentence with the length of each direction and of the weights, in parameter units."""
+    if not norms:
+        return ""
+    theta = float(problem.theta0.double().norm())
+    shown = ", ".join(f"||d{i + 1}|| = {n:.3g}" for i, n in enumerate(norms))
+    return (
+        f"Direction lengths: {shown} (parameter units; the weights have ||theta0|| = {theta:.3g}). A step of "
+        "alpha = 1 moves the weights by ||d1||, so planes and lines compare only at equal lengths times span."
+    )
+
+
 with st.form("surface-settings"):
     c1, c2, c3 = st.columns(3)
     shape = c1.radio("View", ["2D plane", "1D lines"], horizontal=True, key="surface_shape")
     kind = c1.selectbox("Directions", list(DIRECTION_KINDS), format_func=DIRECTION_KINDS.get, key="surface_kind")
     norm = c2.selectbox(
         "Normalization (random)",
-        ["filter", "layer", "none"],
+        NORMS,
+        index=NORMS.index(SURFACE.norm),
         key="surface_norm",
         help="filter: each filter/row of the direction gets the norm of the same filter of the weights (Li et al. 2018).",
     )
     ignore = c2.multiselect(
         "Ignore (set to zero)",
         ["bias", "norm"],
-        default=["bias", "norm"],
+        default=list(SURFACE.ignore),
         key="surface_ignore",
         help="Biases and normalization-layer parameters are left untouched by default.",
     )
-    seed = c2.number_input("Seed", 0, 10_000, 0, key="surface_seed")
-    span = c3.slider("Span: alpha (and beta) from -span to +span", 0.1, 3.0, 1.0, 0.1, key="surface_span")
-    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51, 75, 101], value=41, key="surface_steps")
-    n_lines = c3.slider("Random 1D lines to overlay", 1, 10, 5, key="surface_lines")
+    seed = c2.number_input("Seed", 0, 10_000, SURFACE.seed, key="surface_seed")
+    span = c3.slider("Span: alpha (and beta) from -span to +span", 0.1, 3.0, SURFACE.span, 0.1, key="surface_span")
+    steps = c3.select_slider("Steps per axis", STEP_CHOICES, value=SURFACE.steps, key="surface_steps")
+    n_lines = c3.slider("Random 1D lines to overlay", 1, 10, SURFACE.lines, key="surface_lines")
+    hessian_length = "unit"
+    if any(k.startswith("hessian") for k in DIRECTION_KINDS):
+        hessian_length = c1.selectbox(
+            "Length of the Hessian directions",
+            list(HESSIAN_LENGTHS),
+            format_func=HESSIAN_LENGTHS.get,
+            key="surface_hessian_length",
+            help="Eigenvectors have length 1; a filter-normalized random direction is about as long as the weights. "
+            "Scale them to the random directions' lengths to compare the two planes at the same span.",
+        )
     if "through" in DIRECTION_KINDS:
         picks = st.columns(3)
         defaults = (0, len(names) // 2, len(names) - 1)
@@ -86,7 +117,12 @@ def _directions(count: int):
         k, which = (1, "both") if kind == "hessian-both" and count == 2 else (count, "largest")
         spectrum = hessian.top_eigenvalues(problem, k=k, which=which, seed=int(seed))
         basis = spectrum.vectors.to(problem.device, problem.dtype)
-        return directions.register(basis, {"kind": "hessian", "k": k, "which": which, "seed": int(seed)})
+        info = {"kind": "hessian", "k": k, "which": which, "seed": int(seed)}
+        if hessian_length == "random":  # each eigenvector as long as the random direction it is compared with
+            random = directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
+            basis = basis * random.norm(dim=1, keepdim=True).to(basis.dtype)
+            info |= {"length": "random", "norm": norm}
+        return directions.register(basis, info)
     return directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
 
 
@@ -100,12 +136,15 @@ base_settings = {
     "span": span,
     "splits": splits,
 }
+if kind.startswith("hessian"):
+    base_settings["hessian_length"] = hessian_length
 
 if kind.startswith("hessian"):
     st.info(
-        "Hessian directions are unit-norm eigenvectors (Lanczos on exact Hessian-vector products), so alpha is in "
-        "parameter units; a random slice, by contrast, sees only the average curvature (trace / P). A negative "
-        "smallest eigenvalue means the base point is a saddle, which a random slice would hide."
+        "Hessian directions are eigenvectors (Lanczos on exact Hessian-vector products) of length 1, so alpha is in "
+        "parameter units, unless scaled to the random directions' lengths to compare the two planes at one span. "
+        "A random slice sees only the average curvature (trace / P). A negative smallest eigenvalue means the base "
+        "point is a saddle, which a random slice would hide."
     )
 
 if kind in ("pca", "through"):
@@ -185,16 +224,19 @@ if shape == "2D plane":
         domain = ui.value_domain([result], quantities, log)  # train and val on one colour scale
         heat_tab, three_tab = st.tabs(["Heatmap with contours", "3D surface"])
         charts = []
+        side = ui.PLANE_SIDE if len(quantities) == 1 else ui.PLANE_SIDE_PAIR
         with heat_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):
-                chart = ui.heatmap(result, q, log=log, shared_domain=domain, points=points, path=kind == "pca")
+                chart = ui.heatmap(
+                    result, q, log=log, shared_domain=domain, points=points, path=kind == "pca", side=side
+                )
                 charts.append(chart)
-                col.altair_chart(chart, width="stretch")
+                col.altair_chart(chart, width="content")  # fixed size: equal scale on both axes
         with three_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):
-                col.plotly_chart(ui.surface_3d(result, q, log=log), key=f"surface3d:{q}")
+                col.plotly_chart(ui.surface_3d(result, q, log=log, shared_domain=domain), key=f"surface3d:{q}")
         q0 = quantities[0]
         values = result.values[q0]
         finite = values[np.isfinite(values)]
@@ -214,13 +256,15 @@ if shape == "2D plane":
                 + "."
             )
         st.markdown(readout)
+        st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
         try:
             code = snippet.surface_code(result, ui.source())
         except NotImplementedError as exc:
             code = f"# not available: {exc}"
-        ui.downloads(result, chart=charts[0], name=f"plane_{q0}", snippet=code)
+        export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
+        ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=code)
 else:
-    lines_steps = max(steps, 21)
+    lines_steps = max(steps, SURFACE.min_line_steps)
 
     def lines_job(progress, cancel):
         d = _directions(n_lines)
@@ -278,6 +322,8 @@ else:
                     f"{ends.value.min():.4g} to {ends.value.max():.4g} across the {n_lines} lines. A wide spread means "
                     "one slice alone would misrepresent the landscape."
                 )
+        norms = [line["direction_norms"][0] for line in result.settings.get("lines", [])]
+        st.caption(direction_lengths(norms, problem))
         try:
             code = snippet.surface_code(result, ui.source())
         except NotImplementedError as exc:

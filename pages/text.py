@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import embedding_matrix, embeddings, fragility, jobs
-from pages import _ui as ui
+from landscape_core.defaults import TEXT
+from landscape_core.first_screen import is_text_problem
 
 TEXT_DEMO = "text-sentiment"
 RADIUS_CHOICES = {
@@ -22,6 +24,8 @@ RADIUS_CHOICES = {
     "up to 30% (default)": (0.0, 0.025, 0.05, 0.1, 0.2, 0.3),
     "up to 100%": (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
 }
+SCORE_RADII = (0.025, 0.05, 0.1, 0.2)
+MAPS = ("pca", "umap")
 CASE_DASH = {"worst": [1, 0], "average": [5, 4]}
 FRAGILITY_COLORS = ["#74c0fc", "#fab005", "#c92a2a"]  # robust (blue) to fragile (red), all visible on white
 
@@ -40,11 +44,7 @@ def _text_demo():
 
 
 def has_embedding(problem) -> bool:
-    try:
-        embeddings.embedding_layer(problem.model)
-    except ValueError:
-        return False
-    return not problem.splits["train"].X.is_floating_point()
+    return is_text_problem(problem)
 
 
 def text_workspace():
@@ -156,6 +156,33 @@ def map_chart(coords, result, texts, class_names, title: str, method: str, score
     )
 
 
+def most_fragile_row(result, only_correct: bool) -> int | None:
+    """Row of the top-ranked input, among those the model classifies right when ``only_correct``."""
+    for row in (int(r) for r in result.ranking):
+        if not only_correct or result.labels[row] == result.predictions[row]:
+            return row
+    return None
+
+
+def readout(res, name: str, split: str, texts, only_correct: bool) -> str:
+    """The page's summary of one model: median rises, the most fragile input (as the table counts it), flips."""
+    j = int(np.flatnonzero(res.radii == res.settings["score_radius"])[0])
+    wrong = float(np.mean(res.labels != res.predictions))
+    right = res.labels == res.predictions
+    flipped = (res.error_radius > 0) & (res.error_radius <= res.settings["score_radius"])
+    flips = float(flipped.sum() / max(right.sum(), 1))
+    top = most_fragile_row(res, only_correct)
+    which = "Most fragile input it classifies right" if only_correct else "Most fragile input"
+    fragile = f'{which}: "{texts[top]}" (score {res.score[top]:.3g}).' if top is not None else f"{which}: none."
+    return (
+        f"**{name}**: on {res.n} {split} inputs ({wrong:.0%} misclassified), the worst perturbation of "
+        f"{res.settings['score_radius']:.0%} of the embedding norm raises the loss by "
+        f"**{np.median(res.worst_loss[:, j] - res.base_loss):.3g}** (median; random directions of the same size: "
+        f"{np.median(res.average_loss[:, j] - res.base_loss):.2g}). {fragile} A worst-case perturbation of that "
+        f"size turns {flips:.0%} of the inputs it classifies right into errors."
+    )
+
+
 class WithTexts:
     """A ``Fragility`` whose CSV download carries the texts (for ``ui.downloads``)."""
 
@@ -207,27 +234,36 @@ splits = list(ws.problem.splits)
 
 with st.form("text_form"):
     c1, c2, c3, c4 = st.columns(4)
-    split = c1.selectbox("Inputs from", splits, index=splits.index("val") if "val" in splits else 0, key="text_split")
+    split = c1.selectbox(
+        "Inputs from", splits, index=splits.index(TEXT.split) if TEXT.split in splits else 0, key="text_split"
+    )
     n_split = ws.problem.splits[split].n
-    max_inputs = c2.number_input("Inputs (first n)", 5, n_split, min(n_split, 200), step=5, key="text_n")
-    radius_label = c3.selectbox("Radii", list(RADIUS_CHOICES), index=1, key="text_radii")
-    score_radius = c4.selectbox("Score radius", (0.025, 0.05, 0.1, 0.2), index=1, key="text_score_r")
+    max_inputs = c2.number_input("Inputs (first n)", 5, n_split, min(n_split, TEXT.max_inputs), step=5, key="text_n")
+    radius_label = c3.selectbox(
+        "Radii", list(RADIUS_CHOICES), index=list(RADIUS_CHOICES.values()).index(TEXT.radii), key="text_radii"
+    )
+    score_radius = c4.selectbox(
+        "Score radius", SCORE_RADII, index=SCORE_RADII.index(TEXT.score_radius), key="text_score_r"
+    )
     c5, c6, c7, c8 = st.columns(4)
-    samples = c5.slider("Random directions per input", 2, 32, 8, key="text_samples")
-    steps = c6.slider("Ascent steps per radius", 1, 50, 10, key="text_steps")
-    seed = c7.number_input("Seed", 0, 10_000, 0, key="text_seed")
-    method = c8.radio("Map", ("pca", "umap"), format_func=str.upper, horizontal=True, key="text_map")
+    samples = c5.slider("Random directions per input", 2, 32, TEXT.samples, key="text_samples")
+    steps = c6.slider("Ascent steps per radius", 1, 50, TEXT.steps, key="text_steps")
+    seed = c7.number_input("Seed", 0, 10_000, TEXT.seed, key="text_seed")
+    method = c8.radio("Map", MAPS, index=MAPS.index(TEXT.map), format_func=str.upper, horizontal=True, key="text_map")
     c9, c10 = st.columns([1, 3])
     score_kind = c9.radio(
         "Fragility score",
         list(fragility.SCORES),
+        index=list(fragility.SCORES).index(TEXT.score),
         format_func={"rise": "loss rise", "keskar": "relative (Keskar)"}.get,
         horizontal=True,
         key="text_score",
         help="Loss rise: max L - L at the score radius; misclassified inputs, whose loss gradient is large, "
         "dominate it. Relative: 100 (max L - L) / (1 + L), which also ranks fragile inputs the model gets right.",
     )
-    hessian = c10.checkbox("Also the top eigenvalue of each input's embedding Hessian", False, key="text_hessian")
+    hessian = c10.checkbox(
+        "Also the top eigenvalue of each input's embedding Hessian", TEXT.hessian, key="text_hessian"
+    )
     st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
 kwargs = {
@@ -267,22 +303,8 @@ first = results["A"]["result"]
 if int(first.labels.max()) > 1 or int(first.predictions.max()) > 1:
     class_names = [f"class {c}" for c in range(int(max(first.labels.max(), first.predictions.max())) + 1)]
 
-# readout
-for which, item in results.items():
-    res = item["result"]
-    top = int(res.ranking[0])
-    j = int(np.flatnonzero(res.radii == res.settings["score_radius"])[0])
-    wrong = float(np.mean(res.labels != res.predictions))
-    right = res.labels == res.predictions
-    flipped = (res.error_radius > 0) & (res.error_radius <= res.settings["score_radius"])
-    flips = float(flipped.sum() / max(right.sum(), 1))
-    st.markdown(
-        f"**{names[which]}**: on {res.n} {split} inputs ({wrong:.0%} misclassified), the worst perturbation of "
-        f"{res.settings['score_radius']:.0%} of the embedding norm raises the loss by **{np.median(res.worst_loss[:, j] - res.base_loss):.3g}** "
-        f"(median; random directions of the same size: {np.median(res.average_loss[:, j] - res.base_loss):.2g}). "
-        f'Most fragile: "{texts[top]}" (score {res.score[top]:.3g}). A worst-case perturbation of that size turns '
-        f"{flips:.0%} of the inputs it classifies right into errors."
-    )
+# readout (written once the ranking's toggle below is known: it names what the table shows)
+readout_box = st.container()
 
 # ranking tables
 st.subheader("Most fragile inputs")
@@ -295,6 +317,9 @@ only_correct = c_only.toggle(
     help="A misclassified input already sits where the loss is high and steep, so it tops any loss-rise "
     "ranking; among the inputs the model gets right, the top rows are the ones closest to flipping.",
 )
+with readout_box:
+    for which, item in results.items():
+        st.markdown(readout(item["result"], names[which], split, texts, only_correct))
 columns = st.columns(len(results))
 for col, (which, item) in zip(columns, results.items()):
     col.markdown(f"**{names[which]}**")
@@ -394,7 +419,9 @@ if trainable:
 
     def line_job(progress, cancel):
         return {
-            w: embedding_matrix.embedding_surface(p, span=(-1.0, 1.0), steps=31, seed=int(seed), cancel=cancel)
+            w: embedding_matrix.embedding_surface(
+                p, span=TEXT.line_span, steps=TEXT.line_steps, seed=int(seed), cancel=cancel
+            )
             for w, p in trainable.items()
         }
 

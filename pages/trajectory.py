@@ -12,15 +12,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import jobs, trajectory, trajectory_plane
+from landscape_core.defaults import TRAJECTORY
 from landscape_core.snippet import problem_code
-from pages import _ui as ui
 
 VIEW_LABELS = {"pca": "PCA", "umap": "UMAP", "autoencoder": "Autoencoder"}
 PCA_CHOICES = {  # label: (variant, ignored kinds), see landscape_core.trajectory.pca
     "Li et al. 2018: centred, biases and normalization parameters removed": ("li2018", ("bias", "norm")),
     "uncentred, every parameter": ("uncentred", ()),
 }
+REFERENCES = ["final", "first", "mean"]
 EPOCH_SCHEME = "oranges"
 PATH_COLOR = "#e8590c"
 
@@ -97,9 +99,13 @@ def plane_chart(plane, traj, quantity: str, log: bool):
         plane,
         quantity,
         log=log,
-        title=f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint, with the training path",
+        title=[
+            f"{ui.quantity_label(quantity)} on the PCA plane through the final checkpoint,",
+            "with the training path",
+        ],
         points=points,
         path=True,
+        side=ui.PLANE_SIDE,
     )
     ends = pd.DataFrame({"a0": traj.coords[[0, -1], 0], "b0": traj.coords[[0, -1], 1], "label": ["start", "end"]})
     labels = (
@@ -261,7 +267,8 @@ with st.form("traj_form"):
     run_name = c1.selectbox("Training run", list(runs), key="traj_run")
     reference = c1.selectbox(
         "PCA reference point",
-        ["final", "first", "mean"],
+        REFERENCES,
+        index=REFERENCES.index(TRAJECTORY.reference),
         key="traj_reference",
         help="PCA is taken of theta_i minus this point; 'final' (Li et al.) puts the trained model at the origin.",
     )
@@ -272,12 +279,14 @@ with st.form("traj_form"):
         help="Li et al. 2018 centre the differences before the PCA and leave biases and normalization parameters out; "
         "the uncentred PCA fits the plane through the reference point over every parameter.",
     )
-    use_umap = c2.checkbox("UMAP view", value=True, key="traj_umap")
-    n_neighbors = c2.slider("UMAP neighbours", 2, 15, 5, key="traj_neighbors")
-    use_ae = c2.checkbox("Autoencoder view", value=False, key="traj_ae")
-    seed = c2.number_input("Seed (UMAP, autoencoder)", 0, 10_000, 0, key="traj_seed")
-    steps = c3.select_slider("Plane: steps per axis", [11, 15, 21, 31, 41, 51], value=21, key="traj_steps")
-    margin = c3.slider("Plane: margin around the path", 0.0, 1.0, 0.2, 0.05, key="traj_margin")
+    use_umap = c2.checkbox("UMAP view", value=TRAJECTORY.umap, key="traj_umap")
+    n_neighbors = c2.slider("UMAP neighbours", 2, 15, TRAJECTORY.umap_neighbors, key="traj_neighbors")
+    use_ae = c2.checkbox("Autoencoder view", value=TRAJECTORY.autoencoder, key="traj_ae")
+    seed = c2.number_input("Seed (UMAP, autoencoder)", 0, 10_000, TRAJECTORY.seed, key="traj_seed")
+    steps = c3.select_slider(
+        "Plane: steps per axis", [11, 15, 21, 31, 41, 51], value=TRAJECTORY.plane_steps, key="traj_steps"
+    )
+    margin = c3.slider("Plane: margin around the path", 0.0, 1.0, TRAJECTORY.margin, 0.05, key="traj_margin")
     log = c3.checkbox("Log colour scale", value=True, key="traj_log")
     st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
@@ -287,7 +296,8 @@ problem = ui.problem_for_page(ws, which)
 splits = ui.chosen_splits(problem)
 n = len(checkpoints)
 if use_umap and n_neighbors >= n:
-    st.warning(f"UMAP needs fewer neighbours than checkpoints ({n}); using {n - 1}.")
+    if n_neighbors != TRAJECTORY.umap_neighbors:  # the default is capped quietly, as landscape demo does
+        st.warning(f"UMAP needs fewer neighbours than checkpoints ({n}); using {n - 1}.")
     n_neighbors = n - 1
 variant, ignored = PCA_CHOICES[pca_label]
 s = {
@@ -355,7 +365,7 @@ summary = pd.DataFrame(
         if m in views
     ]
 )
-st.dataframe(summary, hide_index=True, width="stretch")
+st.dataframe(ui.readable(summary), hide_index=True, width="stretch")
 shown = [m for m in ("pca", "umap", "autoencoder") if m in views]
 cols = st.columns(len(shown))
 view_charts = {}
@@ -390,7 +400,7 @@ quantity = st.selectbox(
 plane_view = None
 if plane is not None:
     plane_view = plane_chart(plane, pca, quantity, log)
-    st.altair_chart(plane_view, width="stretch")
+    st.altair_chart(plane_view, width="content")  # fixed size: equal scale on both axes
     st.caption(
         "The origin is the PCA reference point; the dots are the checkpoints at their PCA coordinates, joined in "
         "training order. Axes in parameter units along the orthonormal PCA directions (equal scale)."
@@ -401,7 +411,7 @@ gap = views["gap"]
 gap_view = gap_chart(gap, pca, quantity)
 st.altair_chart(gap_view, width="stretch")
 st.markdown(gap_readout(gap, pca, quantity))
-st.dataframe(gap_frame(gap, pca, quantity), hide_index=True, width="stretch")
+st.dataframe(ui.readable(gap_frame(gap, pca, quantity)), hide_index=True, width="stretch")
 
 code = snippet(ui.source(which), attribute, s, splits)
 with st.expander("Downloads: PCA view and the projection gap"):

@@ -10,13 +10,15 @@ from an upload is shown as plain text (``ui.plain``).
 
 from __future__ import annotations
 
+import traceback
+
 import pandas as pd
 import streamlit as st
 import torch
 
+from dashboard_ui import ui
 from landscape_core import exported, spec, upload_registry, uploads
 from landscape_core.uploads import Upload
-from pages import _ui as ui
 
 st.title("Your model")
 st.caption(
@@ -25,6 +27,10 @@ st.caption(
 )
 
 MIB = 2**20
+UNREADABLE = (
+    "a file could not be read: it is damaged or cut off, or it is not a save of the kind its name says "
+    "(.pt/.pth: torch.save, .safetensors, .npz: numpy.savez, .pt2: torch.export.save)."
+)
 
 
 # -- the spec -------------------------------------------------------------------------------------
@@ -151,6 +157,8 @@ if check:
             )
     except (ValueError, TypeError) as exc:  # a refused file: one sentence (names as typed), no traceback
         ui.error_box(ui.plain(str(exc)), "Upload refused")
+    except Exception as exc:  # a reader that tripped inside a damaged file: still a sentence, details folded
+        ui.error_box(UNREADABLE, "Upload refused", tb="".join(traceback.format_exception(exc)))
     else:
         _show_workspace(ws)
         _open(ws)
@@ -187,6 +195,8 @@ if check_program:
                 )
         except (ValueError, TypeError) as exc:
             ui.error_box(ui.plain(str(exc)), "Program refused")
+        except Exception as exc:
+            ui.error_box(UNREADABLE, "Program refused", tb="".join(traceback.format_exception(exc)))
         else:
             _show_workspace(ws)
             _open(ws)

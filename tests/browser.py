@@ -3,7 +3,8 @@
 ``streamlit_server(args, log_name, env)`` starts ``streamlit run app.py --server.headless true``
 (plus ``args``) on a free local port, waits for ``/_stcore/health`` and yields the URL;
 ``launch_chromium(playwright)`` starts Debian's Chromium with the flags this machine needs;
-``wait_for_app_run(page)`` waits until the app is connected and no script run is in progress.
+``wait_for_app_run(page)`` waits until the app is connected and no script run is in progress;
+``wait_while_working(page, locator)`` waits for an element as long as the app keeps working.
 """
 
 from __future__ import annotations
@@ -80,7 +81,46 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def wait_for_app_run(page, timeout: float = 120_000) -> None:
-    """Connected, and the script (not only a fragment) is not running."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+def wait_for_app_run(page, stall_s: float = 300.0) -> None:
+    """Connected, and the script (not only a fragment) is not running; as long as the app keeps working."""
+    wait_while_working(
+        page, page.locator('[data-testid="stApp"][data-test-connection-state="CONNECTED"]'), stall_s=stall_s
+    )
+    wait_while_working(
+        page, page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]'), stall_s=stall_s
+    )
+
+
+def work_signs(page) -> tuple:
+    """What shows the app is still working: progress bars' texts (their counts move), spinners, run state."""
+    app = page.locator('[data-testid="stApp"]')
+    return (
+        tuple(page.locator('[data-testid="stProgress"]').all_inner_texts()),
+        tuple(page.locator('[data-testid="stSpinner"]').all_inner_texts()),
+        app.first.get_attribute("data-test-script-state") if app.count() else None,
+        page.locator('[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]').count(),
+    )
+
+
+def wait_while_working(page, locator, state: str = "visible", stall_s: float = 300.0) -> None:
+    """Wait until ``locator`` reaches ``state``, for as long as the app keeps working.
+
+    No total time limit: a loaded machine may take many minutes. It fails only when nothing the
+    app shows changes for ``stall_s`` seconds (no progress count moves, no run starts or ends),
+    which is a hang, not slowness. Polls once a second.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    last, since = None, time.monotonic()
+    while True:
+        try:
+            locator.first.wait_for(state=state, timeout=1000)
+            return
+        except PlaywrightTimeout:
+            signs = work_signs(page)
+            if signs != last:
+                last, since = signs, time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                raise TimeoutError(
+                    f"nothing changed for {stall_s:.0f} s while waiting for {locator}; last: {signs}"
+                ) from None

@@ -4,21 +4,20 @@ Jobs are waited on synchronously here (``LANDSCAPE_JOB_WAIT``), so one ``run()``
 with the result drawn, as a browser would show it after the progress bar.
 """
 
-import os
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 300
+TIMEOUT = 1800  # a hang guard for one script run; jobs are waited on until done (LANDSCAPE_JOB_WAIT)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
 def synchronous_jobs(monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "240")
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")  # until the job is done, however long that takes
 
 
 def _app(page: str | None = None, subset: int | None = None) -> AppTest:
@@ -103,37 +102,48 @@ def test_guide_lists_views_and_pitfalls():
     assert sum("Pitfalls" in m.value for m in at.markdown) == len(titles)
 
 
-def test_job_errors_are_readable_and_cancel_is_reported():
+def test_job_errors_are_readable_and_cancel_is_reported(monkeypatch):
+    """The jobs reach their states first (waited on as events); the page then draws each state."""
+    from landscape_core import Cancelled, jobs
+
+    def bad(progress, cancel):
+        raise ValueError("span must satisfy low < high; got (1.0, -1.0).")
+
+    def cancelled(progress, cancel):
+        progress(3, 10)
+        raise Cancelled("stopped")
+
+    def slow(progress, cancel):
+        progress(0, 10)
+        cancel.wait()  # runs until the test cancels it
+        raise Cancelled("stopped")
+
+    registry = jobs.registry()
+    for key in ("test:bad-job", "test:cancelled-job", "test:slow-job"):
+        registry.forget(key)
+    assert registry.submit("test:bad-job", bad, "bad plane").wait(600)
+    assert registry.submit("test:cancelled-job", cancelled, "long plane").wait(600)
+    slow_job = registry.submit("test:slow-job", slow, "slow plane")
+
     def script():
-        import threading
+        from dashboard_ui import ui
 
-        from landscape_core import Cancelled
-        from pages import _ui as ui
+        ui.run_job("test:bad-job", lambda p, c: None, "bad plane")
+        ui.run_job("test:cancelled-job", lambda p, c: None, "long plane")
+        ui.run_job("test:slow-job", lambda p, c: None, "slow plane")
 
-        def bad(progress, cancel):
-            raise ValueError("span must satisfy low < high; got (1.0, -1.0).")
-
-        def cancelled(progress, cancel):
-            progress(3, 10)
-            raise Cancelled("stopped")
-
-        ui.run_job("test:bad-job", bad, "bad plane")
-        ui.run_job("test:cancelled-job", cancelled, "long plane")
-        gate = threading.Event()
-        ui.run_job("test:slow-job", lambda p, c: gate.wait(30) and None, "slow plane")
-
-    at = AppTest.from_function(script, default_timeout=60)
-    os.environ["LANDSCAPE_JOB_WAIT"] = "2"
-    at.run()
-    assert not at.exception
-    assert at.error[0].value == "bad plane failed: span must satisfy low < high; got (1.0, -1.0)."
-    assert at.expander[0].label == "Technical details (traceback)"
-    assert at.warning[0].value.startswith("long plane: cancelled after 3 of 10 points")
-    assert {b.label for b in at.button} >= {"Retry", "Run again", "Cancel"}
-    assert "slow plane" in at.get("progress")[0].proto.text
-    from landscape_core import jobs
-
-    jobs.registry().get("test:slow-job").cancel()
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "0")  # draw what the jobs are doing now
+    at = AppTest.from_function(script, default_timeout=TIMEOUT)
+    try:
+        at.run()
+        assert not at.exception
+        assert at.error[0].value == "bad plane failed: span must satisfy low < high; got (1.0, -1.0)."
+        assert at.expander[0].label == "Technical details (traceback)"
+        assert at.warning[0].value.startswith("long plane: cancelled after 3 of 10 points")
+        assert {b.label for b in at.button} >= {"Retry", "Run again", "Cancel"}
+        assert "slow plane" in at.get("progress")[0].proto.text
+    finally:
+        slow_job.cancel()
 
 
 def test_app_hides_pages_whose_engine_is_missing(monkeypatch):
@@ -175,7 +185,7 @@ def test_a_spec_that_fails_is_reported_in_the_sidebar(monkeypatch, tmp_path):
 
 
 def test_spec_argument_parsing():
-    from pages import _ui as ui
+    from dashboard_ui import ui
 
     assert ui.spec_from_argv(["app.py", "--spec", "examples/cnn.py:build"]) == "examples/cnn.py:build"
     assert ui.spec_from_argv(["app.py"]) is None
@@ -192,7 +202,7 @@ def test_sidebar_labels_the_subset_honestly():
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_problem_moves_to_cuda():
-    from pages import _ui as ui
+    from dashboard_ui import ui
 
     problem = ui._page_problem("logistic-blobs", "A", 0, "cuda")
     assert problem.theta0.is_cuda and problem.splits["train"].X.is_cuda
@@ -215,8 +225,8 @@ def test_surface_hessian_saddle_check_plane():
 def test_heatmap_draws_diverged_cells_and_contours():
     import numpy as np
 
+    from dashboard_ui import charts as _charts
     from landscape_core.results import Surface
-    from pages import _charts
 
     alphas = np.linspace(-1, 1, 9)
     values = alphas[:, None] ** 2 + alphas[None, :] ** 2 + 0.1
@@ -245,3 +255,31 @@ def test_uploaded_workspace_is_listed_and_opens():
     assert picker.value == wid and "digits-mlp" in picker.options
     assert len(at.get("vega_lite_chart")) >= 2
     assert any(c.value.startswith("# not available: an uploaded workspace") for c in at.code)
+
+
+def test_surface_shows_direction_lengths_and_compares_hessian_planes_at_equal_length():
+    """Guide's tip: a Hessian plane is compared with a random one at equal direction lengths."""
+    import re
+
+    def lengths(at) -> list[float]:
+        text = next(c.value for c in at.caption if c.value.startswith("Direction lengths"))
+        return [float(v) for v in re.findall(r"\|\|d\d\|\| = ([\d.e+-]+)", text)]
+
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "surface.py"), default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = "logistic-blobs"
+    at.session_state["surface_steps"] = 11
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    random = lengths(at)
+    assert len(random) == 2 and min(random) > 1.2  # filter-normalized: as long as the weights, not 1
+    at.selectbox(key="surface_kind").set_value("hessian")
+    at.selectbox(key="surface_hessian_length").set_value("random")
+    _submit(at)
+    assert lengths(at) == pytest.approx(random, rel=1e-3)
+    at.selectbox(key="surface_hessian_length").set_value("unit")
+    _submit(at)
+    assert lengths(at) == pytest.approx([1.0, 1.0], rel=1e-3)
+    guide = AppTest.from_file(str(Path(APP).parent / "pages" / "guide.py"), default_timeout=TIMEOUT)
+    guide.run()
+    tips = " ".join(m.value for m in guide.markdown if m.value.startswith("**Try it on:** digits-mlp: draw"))
+    assert "as long as the random directions" in tips and "same span" in tips

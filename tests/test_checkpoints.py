@@ -134,7 +134,7 @@ class _RunsCode:
 def test_random_bytes_are_corrupt_not_refused(tmp_path, data):
     """Torch's weights-only unpickler rejects these with "Unsupported operand": damaged, not unsafe."""
     (tmp_path / "garbage.pt").write_bytes(data)
-    with pytest.raises(ValueError, match=r"'garbage\.pt' is corrupt or truncated .*: Unsupported operand \d+\.$"):
+    with pytest.raises(ValueError, match=r"'garbage\.pt' is corrupt or truncated .*: its contents are not a file"):
         checkpoints.read_file(tmp_path / "garbage.pt")
     upload = uploads.Upload("garbage.pt", data)
     for read in (uploads.read_data, uploads.read_state_dict):
@@ -196,3 +196,48 @@ def test_frozen_parameters_must_match(tmp_path):
     with pytest.raises(ValueError, match="frozen parameter '0.weight'"):
         checkpoints.checkpoint_from_state_dict(frozen_problem, state, "changed")
     np.testing.assert_equal(checkpoints.step_from_name("run3_epoch_12.pt"), 12)
+
+
+INTERNALS = ("Error", "operand", "pop from", "codec", "PytorchStreamReader", "central directory", "utf-8", "index")
+INTERNALS += ("File is not a zip file", "Bad magic number", "Truncated file header")
+
+
+def _zip_bytes(names=()) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name in names:
+            z.writestr(name, b"x")
+    return buffer.getvalue()
+
+
+def _torch_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("text.pt", b"hello, not a checkpoint\n", "its contents are not a file written by torch.save"),
+        ("pickle.pt", b"\x80\x02a.", "its contents are not a file written by torch.save"),  # IndexError inside
+        ("latin.pt", bytes(range(128, 256)) * 4, "its contents are not a file written by torch.save"),
+        ("bad-utf8.pt", b"\x80\x02X\x02\x00\x00\x00\xff\xfe.", "its contents are not a file written by torch.save"),
+        ("cut.pt", _torch_bytes()[:-40], "it is cut off or damaged"),
+        ("empty.pt", _zip_bytes(), "its contents are not a file written by torch.save"),
+        ("bad.safetensors", (10).to_bytes(8, "little") + bytes(range(246, 256)), "its header or tensor data"),
+    ],
+)
+def test_damaged_files_are_refused_in_a_sentence_without_internals(tmp_path, name, data, reason):
+    """The refusal says which file and what is wrong with it, not what the loader tripped over."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError) as info:
+        checkpoints.read_file(tmp_path / name)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint file {name!r} is corrupt or truncated") and reason in message
+    assert message.endswith(".") and not any(word in message for word in INTERNALS), message

@@ -77,7 +77,8 @@ def test_surface_lines_and_human_output(spec, capsys, fresh_cache):
 
 def test_hessian_eigenvalues_equal_the_closed_form(spec, capsys, fresh_cache):
     """For mean squared error of a linear model, H = 2/n [X 1]^T [X 1] exactly."""
-    code, stdout, stderr = run(capsys, "hessian", "--spec", spec, "--k", 2, "--json", "--quiet")
+    argv = ["hessian", "--spec", spec, "--k", 2, "--which", "largest", "--tol", 1e-8]
+    code, stdout, stderr = run(capsys, *argv, "--json", "--quiet")
     assert code == 0, stderr
     problem = load_spec(spec).problem
     X = problem.splits["train"].X
@@ -149,7 +150,7 @@ def test_average_sharpness_matches_half_sigma_squared_trace(spec, tmp_path, caps
         (["surface", "--spec", "{spec}", "--demo", "digits-mlp"], "give exactly one of --spec"),
         (["surface"], "give exactly one of --spec"),
         (["surface", "--spec", "{spec}", "--steps", "500"], "over the steps limit of 401"),
-        (["surface", "--spec", "{spec}", "--out", "result.csv"], "--out must name a .npz file"),
+        (["surface", "--spec", "{spec}", "--out", "result.txt"], "--out must name a .npz or .csv file"),
         (["surface", "--spec", "{spec}", "--splits", "test"], "unknown split(s) ['test']"),
         (["surface", "--spec", "{spec}", "--memory-budget", "0.001"], "over the memory budget of"),
         (["interpolate", "--spec", "{spec}", "--from", "epoch_9"], "no checkpoint 'epoch_9'; available: epoch_1"),
@@ -262,10 +263,15 @@ def test_demo_precomputes_what_the_dashboard_opens_first(spec, capsys, fresh_cac
     assert code == 0 and stdout.strip() == "tiny"
     code, stdout, stderr = run(capsys, "demo", "--json", "--quiet")
     assert code == 0, stderr
-    assert json.loads(stdout)["prepared"][0]["demo"] == "tiny"
+    prepared = json.loads(stdout)["prepared"][0]
+    assert prepared["demo"] == "tiny"
     code, stdout, _ = run(capsys, "surface", "--demo", "tiny", "--json", "--quiet")
     assert json.loads(stdout)["cached"] is True
-    code, stdout, _ = run(capsys, "surface", "--demo", "tiny", "--model", "B", "--json", "--quiet")
+    code, stdout, _ = run(capsys, "surface", "--demo", "tiny", "--model", "B", "--steps", 21, "--json", "--quiet")
     assert json.loads(stdout)["cached"] is True  # the Compare page's plane of B too
+    assert "eigenvalues: 2k = 6 eigenvalues asked for" in prepared["pages_s"]["sharpness"]  # as the page says
+    for argv in (["interpolate"], ["hessian", "--what", "trace"], ["sharpness", "--kind", "average"]):
+        code, stdout, _ = run(capsys, *argv, "--demo", "tiny", "--json", "--quiet")
+        assert json.loads(stdout)["cached"] is True, argv  # the other pages' first screens
     code, _, stderr = run(capsys, "demo", "nope", "--quiet")
     assert code == 1 and "unknown demo(s) ['nope']; available: tiny" in stderr

@@ -1,4 +1,8 @@
-"""Background jobs: progress, ETA, cancel, errors, sharing by key."""
+"""Background jobs: progress, ETA, cancel, errors, sharing by key.
+
+Workers are held by events the test sets, never by a time: ``HOLD`` only bounds a wait so a
+failing test cannot hang the run (it is far longer than any step takes on a loaded machine).
+"""
 
 import threading
 
@@ -8,6 +12,8 @@ import torch
 from landscape_core import Cancelled, jobs
 from landscape_core.jobs import JobRegistry, State
 
+HOLD = 600.0  # seconds: a hang guard for events, never a schedule
+
 
 def test_result_progress_and_eta():
     reg = JobRegistry()
@@ -15,7 +21,7 @@ def test_result_progress_and_eta():
 
     def fn(progress, cancel):
         progress(1, 4)
-        release.wait(5)
+        release.wait(HOLD)
         progress(4, 4)
         return "value"
 
@@ -26,7 +32,7 @@ def test_result_progress_and_eta():
     assert snap.state is State.RUNNING and (snap.done, snap.total) == (1, 4) and snap.fraction == 0.25
     assert snap.eta_s is not None and snap.eta_s == pytest.approx(3 * snap.elapsed_s, rel=0.5, abs=0.05)
     release.set()
-    assert job.wait(5)
+    assert job.wait(HOLD)
     assert job.state is State.DONE and job.result == "value" and job.snapshot().fraction == 1.0
 
 
@@ -37,14 +43,14 @@ def test_same_key_shares_one_computation():
 
     def fn(progress, cancel):
         calls.append(1)
-        gate.wait(5)
+        gate.wait(HOLD)
         return len(calls)
 
     first = reg.submit("same", fn)
     second = reg.submit("same", fn)
     assert first is second
     gate.set()
-    first.wait(5)
+    assert first.wait(HOLD)
     assert reg.submit("same", fn).result == 1 and calls == [1]
 
 
@@ -63,7 +69,7 @@ def test_cancel_between_chunks_with_the_evaluator():
             progress(done, total)
             if done > 0:
                 started.set()
-                cancel.wait(5)  # hold the chunk boundary until the test cancels
+                cancel.wait(HOLD)  # hold the chunk boundary until the test cancels
 
         return evaluate_points(
             problem, problem.theta0, basis, torch.zeros(50, 1), progress=report, cancel=cancel, chunk_size=5
@@ -71,20 +77,20 @@ def test_cancel_between_chunks_with_the_evaluator():
 
     reg = JobRegistry()
     job = reg.submit("cancel-me", fn)
-    assert started.wait(10)
+    assert started.wait(HOLD)
     job.cancel()
-    assert job.wait(10)
+    assert job.wait(HOLD)
     assert job.state is State.CANCELLED and job.result is None
     assert 0 < job.snapshot().done < 50
     # a cancelled job is replaced by a fresh run on the next submit
     again = reg.submit("cancel-me", lambda p, c: 7)
-    assert again is not job and again.wait(5) and again.result == 7
+    assert again is not job and again.wait(HOLD) and again.result == 7
 
 
 def test_error_is_captured_not_raised():
     reg = JobRegistry()
     job = reg.submit("bad", lambda p, c: (_ for _ in ()).throw(ValueError("span must be positive")))
-    assert job.wait(5)
+    assert job.wait(HOLD)
     assert job.state is State.ERROR
     assert job.snapshot().error == "ValueError: span must be positive"
     assert "ValueError" in job.error_traceback
@@ -94,15 +100,15 @@ def test_error_is_captured_not_raised():
 def test_queue_limits_concurrency():
     reg = JobRegistry(max_running=1)
     gate = threading.Event()
-    first = reg.submit("one", lambda p, c: gate.wait(5))
+    first = reg.submit("one", lambda p, c: gate.wait(HOLD))
     second = reg.submit("two", lambda p, c: 2)
     while first.state is not State.RUNNING:
         pass
     assert second.state is State.QUEUED
     second.cancel()
     gate.set()
-    assert second.wait(5) and second.state is State.CANCELLED
-    assert first.wait(5) and first.state is State.DONE
+    assert second.wait(HOLD) and second.state is State.CANCELLED
+    assert first.wait(HOLD) and first.state is State.DONE
 
 
 def test_keys_and_bad_input():
@@ -116,23 +122,36 @@ def test_keys_and_bad_input():
 
 
 def test_orphaned_job_cancels_itself_and_a_watched_one_does_not():
+    """The watched job is touched just before each of its progress reports, as a page polling it
+    would; the unwatched one waits longer than ``orphan_after`` between reports. The outcome does not
+    depend on how fast the threads run: only on the order touch -> report."""
     reg = JobRegistry()
+    both_submitted = threading.Event()
+    handles = {}
 
-    def fn(progress, cancel):
+    def orphan_fn(progress, cancel):
         for i in range(1000):
-            if cancel.is_set():
+            if cancel.wait(0.5):  # longer than orphan_after without anybody looking
                 raise Cancelled("stopped")
             progress(i, 1000)
-            cancel.wait(0.01)
         return "done"
 
-    watched = reg.submit("watched", fn, orphan_after=0.2)
-    orphan = reg.submit("orphan", fn, orphan_after=0.2)
-    while not orphan.finished:
-        watched.touch()
-    assert orphan.state is State.CANCELLED and orphan.orphaned
-    assert watched.state is State.RUNNING and not watched.orphaned
-    watched.cancel()
-    assert watched.wait(5) and watched.state is State.CANCELLED and not watched.orphaned
+    def watched_fn(progress, cancel):
+        both_submitted.wait(HOLD)
+        i = 0
+        while not handles["orphan"].finished:
+            handles["watched"].touch()  # a page looked at it a moment ago
+            progress(i, 1000)
+            i += 1
+            handles["orphan"].wait(0.01)
+        return "watched until the other one stopped"
+
+    handles["orphan"] = reg.submit("orphan", orphan_fn, orphan_after=0.3)
+    handles["watched"] = reg.submit("watched", watched_fn, orphan_after=0.3)
+    both_submitted.set()
+    assert handles["orphan"].wait(HOLD) and handles["watched"].wait(HOLD)
+    assert handles["orphan"].state is State.CANCELLED and handles["orphan"].orphaned
+    assert handles["watched"].state is State.DONE, handles["watched"].error
+    assert not handles["watched"].orphaned
     # without orphan_after a job runs on unwatched
-    assert reg.submit("free", lambda p, c: (p(1, 1), "ok")[1]).wait(5)
+    assert reg.submit("free", lambda p, c: (p(1, 1), "ok")[1]).wait(HOLD)

@@ -217,3 +217,16 @@ def test_spec_calling_sys_exit_does_not_end_the_process(tmp_path):
     path.write_text("import sys\n\ndef build():\n    sys.exit('usage: exiting.py DATA')\n")
     with pytest.raises(SpecError, match="raised SystemExit: usage: exiting.py DATA"):
         load_spec(str(path))
+
+
+def test_example_docstrings_state_the_true_parameter_count():
+    """Every "N parameters" a docstring of examples/ states is the count of the model it describes."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("digits_cnn_spec_doc", EXAMPLES / "digits_cnn_spec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stated = re.search(r"([\d,]+) parameters", module.make_model.__doc__)
+    assert stated, module.make_model.__doc__
+    assert int(stated.group(1).replace(",", "")) == sum(p.numel() for p in module.make_model().parameters())

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def synchronous_jobs(monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "240")
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")  # until the job is done, however long that takes
     monkeypatch.syspath_prepend(str(ROOT))
 
 
 def test_text_page_defaults_draw_ranking_curves_map_and_downloads():
-    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=1800)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith("Text embeddings")
@@ -30,10 +30,20 @@ def test_text_page_defaults_draw_ranking_curves_map_and_downloads():
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"CSV", "NPZ", "Settings"} <= labels
     assert not at.error
+    # the readout names the input the table puts first: with the toggle on, one the model gets right
+    assert at.toggle(key="text_only_correct").value is True
+    readout = next(m.value for m in at.markdown if "Most fragile input" in m.value)
+    assert "Most fragile input it classifies right" in readout
+    assert f'"{ranking["text"].iloc[0]}"' in readout
+    assert (ranking["label"] == ranking["prediction"]).all()
+    at.toggle(key="text_only_correct").set_value(False).run()
+    everything = at.dataframe[0].value
+    readout = next(m.value for m in at.markdown if "Most fragile input" in m.value)
+    assert "Most fragile input:" in readout and f'"{everything["text"].iloc[0]}"' in readout
 
 
 def test_text_page_on_the_text_workspace_with_the_relative_score():
-    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=1800)
     at.session_state["ui_workspace"] = "text-sentiment"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -13,7 +13,7 @@ from pathlib import Path
 import crafted
 import pytest
 import torch
-from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run
+from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
 
 SHOTS = ROOT / "test-output" / "screenshots"
 MARKDOWN_NAME = "[click](https:example.invalid) *x*.pt"  # a file name that markdown would turn into a link
@@ -91,7 +91,7 @@ def _upload_and_check(page, paths, form_index=0, button="Check and open") -> Non
     for i, group in enumerate(groups):
         form.locator('input[type="file"]').nth(i).set_input_files([str(p) for p in group])
         for p in group:
-            form.get_by_text(p.name).first.wait_for()
+            wait_while_working(page, form.get_by_text(p.name))
     form.get_by_role("button", name=button, exact=True).click()
     wait_for_app_run(page)
 
@@ -104,12 +104,12 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     page.goto(f"{app_url}/your_model")
     wait_for_app_run(page)
     assert "Your model" in page.locator('[data-testid="stSidebarNav"]').inner_text()
-    page.get_by_text("Workspace").first.wait_for()  # the frame's sidebar is drawn
-    page.get_by_text("The spec in use").wait_for()
+    wait_while_working(page, page.get_by_text("Workspace"))  # the frame's sidebar is drawn
+    wait_while_working(page, page.get_by_text("The spec in use"))
     _no_exception(page)
 
     _upload_and_check(page, [files / "epoch_10.pt", files / "epoch_2.pt"])
-    page.get_by_text("Accepted:").wait_for()
+    wait_while_working(page, page.get_by_text("Accepted:"))
     table = page.locator('[data-testid="stDataFrame"]').last.inner_text()
     _no_exception(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def test_upload_state_dicts_then_a_corrupt_one(page, app_url, files):
     wait_for_app_run(page)
     _upload_and_check(page, [files / "truncated.pt"])
     error = page.locator('[data-testid="stAlert"]').filter(has_text="Upload refused")
-    error.first.wait_for()
+    wait_while_working(page, error)
     assert "'truncated.pt' is corrupt or truncated" in error.first.inner_text()
     _no_exception(page)
     page.screenshot(path=str(SHOTS / "your_model_refused.png"), full_page=True)
@@ -134,7 +134,7 @@ def test_upload_a_program_with_data_and_no_code(page, app_url, files):
     _upload_and_check(
         page, [[files / "net.pt2"], [files / "data.pt"]], form_index=1, button="Check and open the program"
     )
-    page.get_by_text("Accepted:").wait_for()
+    wait_while_working(page, page.get_by_text("Accepted:"))
     assert "program net.pt2" in page.locator('[data-testid="stAlert"]').filter(has_text="Accepted").first.inner_text()
     _no_exception(page)
     page.screenshot(path=str(SHOTS / "your_model_program.png"), full_page=True)

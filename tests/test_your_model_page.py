@@ -34,8 +34,8 @@ def spec_file(tmp_path):
 
 def _page(monkeypatch, argv) -> AppTest:
     monkeypatch.setattr(sys, "argv", ["app.py", *argv])
-    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "120")
-    at = AppTest.from_file(APP, default_timeout=180)
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")  # until the job is done
+    at = AppTest.from_file(APP, default_timeout=1800)
     at.run()
     at.switch_page("pages/your_model.py")
     at.run()

@@ -1,8 +1,10 @@
 """Shared UI of the dashboard: sidebar state, the job widget, downloads, errors.
 
-Pages import from here (``from pages import _ui as ui``) and keep only their own layout.
-Charts live in ``pages/_charts.py``, the frame (sidebar, workspace loading, errors) in
-``pages/_frame.py``; both are re-exported here, so this docstring is the whole API.
+Pages import from here (``from dashboard_ui import ui``) and keep only their own layout.
+Charts live in ``dashboard_ui/charts.py``, the frame (sidebar, workspace loading, errors) in
+``dashboard_ui/frame.py``; both are re-exported here, so this docstring is the whole API.
+The package sits outside ``pages/``: Streamlit lists every ``pages/*.py`` file as a page on a
+fresh server's first run, and these are not pages.
 
 Stable API
 ----------
@@ -35,7 +37,7 @@ Background work:
 - ``run_job(key, fn, label, auto=True, unit="points") -> result | None``: ``fn(progress, cancel)`` runs in
   a ``landscape_core.jobs`` worker (shared across sessions by ``key``; build keys with
   ``landscape_core.jobs.job_key(kind, settings)``). While it runs, a polling fragment
-  shows a progress bar (points done, time left) and a Cancel button, and this returns
+  shows a progress bar (points done, time left, smoothed by ``landscape_core.eta``) and a Cancel button, and this returns
   ``None``; when done it returns the result. Errors and cancellations are shown in place
   with a Retry / Run again button. ``auto=False``: wait for the user's Run button. A job that
   no page has polled for ``ORPHAN_SECONDS`` (the user changed settings or left) cancels itself.
@@ -44,32 +46,56 @@ Output:
 
 - ``downloads(result, chart=None, name="result", snippet=None)``: download buttons for
   CSV (``result.to_csv()``), NPZ (``result.to_bytes()``), PNG and SVG of an Altair
-  ``chart`` (vl-convert), settings JSON, and a "copy as Python" code block (``snippet``).
+  ``chart`` (vl-convert, at the sidebar's image width and scale, every part of the view:
+  pass an ``alt.hconcat`` to export several maps in one file), settings JSON, and a
+  "copy as Python" code block (``snippet``).
+- ``image_size() -> (width, scale)``: the sidebar's choice for image downloads.
 - ``error_box(exc, what="")``: a readable one-line error; the traceback only in an expander.
 - ``quantity_label(q) -> str``: ``"train_loss"`` -> ``"train loss"``.
+- ``significant_digits(values) -> int``: digits that show distinct values distinctly (tables).
+- ``readable(frame)``: a DataFrame styled for ``st.dataframe`` (those digits; "n/a", never "None").
 
-Charts (from ``pages/_charts.py``):
+Charts (from ``dashboard_ui/charts.py``):
 
 - ``heatmap(surface, quantity, log=False, shared_domain=None, title=None, levels=10,
-  points=None, path=False)`` -> Altair chart: cells, numpy contour lines, diverged cells in
-  grey, base point marked; ``points={name: (alpha, beta)}`` marks models (``path`` joins them).
-- ``surface_3d(surface, quantity, log=False, title=None)`` -> plotly figure.
+  points=None, path=False, side=PLANE_SIDE)`` -> Altair chart: cells, numpy contour lines, diverged
+  cells in grey, base point marked; ``points={name: (alpha, beta)}`` marks models (``path`` joins
+  them). Fixed size, equal scale on both axes: show with ``st.altair_chart(chart, width="content")``
+  (``side=PLANE_SIDE_PAIR`` for two maps side by side).
+- ``surface_3d(surface, quantity, log=False, title=None, shared_domain=None)`` -> plotly figure
+  (``shared_domain``: one colour scale and height axis for several views).
 - ``line_chart(data, x, y, color=None, title="", x_title=None, y_title=None, log_y=False,
   band=None, base_x=0.0, detail=None)`` -> Altair chart from a long-form DataFrame (``detail``:
   column separating several lines of one colour; ``band``: (low, high) columns shaded).
 - ``value_domain(surfaces, quantity_or_list, log=False) -> (lo, hi)``: one colour scale for several maps.
+- ``row_of(*charts, independent_colors=False)`` -> the charts side by side in one view (for image downloads).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+import weakref
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from landscape_core import jobs
-from pages._charts import heatmap, line_chart, quantity_label, surface_3d, value_domain  # noqa: F401
-from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
+from dashboard_ui.charts import (  # noqa: F401
+    EXPORT_SCALES,
+    EXPORT_WIDTHS,
+    PLANE_SIDE,
+    PLANE_SIDE_PAIR,
+    chart_image,
+    heatmap,
+    line_chart,
+    quantity_label,
+    row_of,
+    surface_3d,
+    value_domain,
+)
+from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     SUBSET_CHOICES,
     _load_workspace,
     _page_problem,
@@ -88,6 +114,8 @@ from pages._frame import (  # noqa: F401  (the frame's API, re-exported)
     workspace,
     workspace_id,
 )
+from landscape_core import jobs
+from landscape_core.eta import EtaSmoother
 
 POLL_SECONDS = 0.5
 ORPHAN_SECONDS = 20.0  # a job no page has polled for this long cancels itself (chunks stay cached)
@@ -106,6 +134,17 @@ def _job_wait() -> float:
     return float(os.environ.get("LANDSCAPE_JOB_WAIT", "1.5"))
 
 
+_ETAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # job -> its EtaSmoother, shared by sessions
+_ETAS_LOCK = threading.Lock()
+
+
+def seconds_left(job, snap) -> float | None:
+    """The job's time left as shown: ``landscape_core.eta.EtaSmoother`` over its whole run (no jumps)."""
+    with _ETAS_LOCK:
+        smoother = _ETAS.setdefault(job, EtaSmoother())
+        return smoother.update(snap.done, snap.total, snap.elapsed_s)
+
+
 @st.fragment(run_every=POLL_SECONDS)
 def _job_panel(key: str, unit: str = "points") -> None:
     job = jobs.registry().get(key)
@@ -116,7 +155,7 @@ def _job_panel(key: str, unit: str = "points") -> None:
     if snap.state is jobs.State.QUEUED:
         text = f"{snap.label}: waiting for another computation to finish"
     else:
-        text = f"{snap.label}: {snap.done:,} of {snap.total:,} {unit}, {_format_seconds(snap.eta_s)}"
+        text = f"{snap.label}: {snap.done:,} of {snap.total:,} {unit}, {_format_seconds(seconds_left(job, snap))}"
     left, right = st.columns([6, 1], vertical_alignment="bottom")
     left.progress(snap.fraction, text=text)
     if job.cancel_event.is_set():
@@ -174,15 +213,56 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
 
 
 # -- output -----------------------------------------------------------------------------------
+def readable(table, formats: dict | None = None):
+    """``table`` (a DataFrame) styled for ``st.dataframe``: every float column to ``significant_digits``
+    of its own values. A column with missing values is shown as text, "n/a" where a value is missing
+    (Streamlit prints ``None`` for a missing number whatever the styling); the others stay numbers.
+    ``formats``: ``{column: format string or function}`` for columns that need their own."""
+    formats_given, table, formats = formats or {}, table.copy(), {}
+    for column in table.columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        numeric = table[column].map(
+            lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        )
+        if not (numeric.all() and values.notna().any()) or pd.api.types.is_integer_dtype(table[column]):
+            continue
+        digits = significant_digits(values.to_numpy())
+        given = formats_given.get(column)
+
+        def show(v, d=digits, given=given):
+            return given.format(v) if isinstance(given, str) else given(v) if given else f"{v:.{d}g}"
+
+        if values.isna().any():
+            table[column] = [("n/a" if pd.isna(v) else show(float(v))) for v in values]
+        else:
+            table[column] = values.astype(float)
+            formats[column] = show
+    return table.style.format(formats)
+
+
+def significant_digits(values, minimum: int = 4, maximum: int = 12) -> int:
+    """Fewest significant digits (at least ``minimum``) that print distinct finite values distinctly.
+
+    A table's default of 4 decimals shows -0.003612, -0.003641 and -0.003597 all as -0.0036;
+    4 significant digits tell them apart, -0.0036123 and -0.0036119 need 5.
+    """
+    finite = np.unique(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
+    for digits in range(minimum, maximum + 1):
+        if len({f"{v:.{digits}g}" for v in finite}) == len(finite):
+            return digits
+    return maximum
+
+
+def image_size() -> tuple[int, int]:
+    """``(width px per chart, scale)`` of PNG/SVG downloads, as chosen in the sidebar."""
+    width = int(st.session_state.get("ui_image_width", EXPORT_WIDTHS[1]))
+    scale = int(st.session_state.get("ui_image_scale", EXPORT_SCALES[1]))
+    return width, scale
 
 
 def _chart_bytes(chart, fmt: str) -> bytes | str:
-    import vl_convert
-
-    spec = chart.to_json()
-    if fmt == "png":
-        return vl_convert.vegalite_to_png(spec, scale=2)
-    return vl_convert.vegalite_to_svg(spec)
+    width, scale = image_size()
+    return chart_image(chart, fmt, width=width, scale=scale)
 
 
 def downloads(result, chart=None, name: str = "result", snippet: str | None = None) -> None:

@@ -1,6 +1,6 @@
 """The app frame: sidebar (workspace, splits, subset, device), workspace loading, errors.
 
-Re-exported by ``pages/_ui.py``; pages import ``pages._ui``, not this module. See its
+Re-exported by ``dashboard_ui/ui.py``; pages import ``dashboard_ui.ui``, not this module. See its
 docstring for the API.
 """
 
@@ -315,9 +315,43 @@ def sidebar() -> None:
         )
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         st.selectbox("Device", devices, key="ui_device", format_func=str.upper)
-        st.caption(f"Model A: {ws.labels[0]} - {problem.space.size:,} parameters")
+        st.caption(_model_caption("Model A", ws.labels[0], problem.space.size))
         if ws.compare is not None:
-            st.caption(f"Model B: {ws.labels[1]} - {ws.compare.space.size:,} parameters")
+            st.caption(_model_caption("Model B", ws.labels[1], ws.compare.space.size))
+        _image_settings()
+
+
+def _model_caption(which: str, label: str, parameters: int) -> str:
+    """``"Model A: small batch - 9,610 parameters"``; a label that already names the model is not repeated."""
+    name = label.strip()
+    for prefix in (f"{which}:", f"{which[-1]}:", f"{which} -", f"{which[-1]} -"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :].strip()
+    if name in ("", which, which[-1]):  # the default labels ("A", "B") add nothing
+        return f"{which} - {parameters:,} parameters"
+    return f"{which}: {name} - {parameters:,} parameters"
+
+
+def _image_settings() -> None:
+    """Size of the PNG/SVG downloads on every page (read by ``ui.image_size``)."""
+    from dashboard_ui.charts import EXPORT_SCALES, EXPORT_WIDTHS
+
+    with st.expander("Image downloads"):
+        st.selectbox(
+            "Width of each chart (px)",
+            EXPORT_WIDTHS,
+            index=1,
+            key="ui_image_width",
+            help="The plot area of each chart; titles, axis titles and legends are added around it, never cut.",
+        )
+        st.selectbox(
+            "PNG scale",
+            EXPORT_SCALES,
+            index=1,
+            key="ui_image_scale",
+            format_func=lambda s: f"{s}x (pixels per px)",
+            help="2x or 3x for sharp images in slides and papers; SVG is vector and needs none.",
+        )
 
 
 def error_box(exc: BaseException | str, what: str = "", tb: str | None = None) -> None:

@@ -16,6 +16,8 @@ from landscape_core.contours import auto_levels, contour_segments
 alt.data_transformers.disable_max_rows()
 
 SCHEME = "viridis"
+PLANE_SIDE = 420  # px: the longer side of a plane's plot area, one map per row
+PLANE_SIDE_PAIR = 300  # px: the same with two maps side by side
 DIVERGED_COLOR = "#9e9e9e"
 BASE_COLOR = "#d6336c"
 SPLIT_COLORS = {"train": "#3b5bdb", "val": "#e8590c"}
@@ -61,18 +63,60 @@ def _axis_titles(surface) -> tuple[str, str]:
     return name(0, "alpha"), name(1, "beta")
 
 
+def plane_size(surface, side: int = PLANE_SIDE) -> tuple[int, int]:
+    """``(width, height)`` in px of a plane's plot area: equal units per pixel on both axes.
+
+    alpha and beta are coordinates along directions of one parameter space, so a unit of each
+    gets the same length on screen; the longer axis gets ``side`` pixels (a square plane is square).
+    """
+    x_range = float(np.ptp(_edges(surface.alphas)))
+    y_range = float(np.ptp(_edges(surface.betas)))
+    if x_range >= y_range:
+        return side, max(1, round(side * y_range / x_range))
+    return max(1, round(side * x_range / y_range)), side
+
+
+LABEL_CHAR_PX, LABEL_LINE_PX = 7.0, 15.0  # bold 11 px text: width per character, line height
+
+
+def _label_offsets(marks: pd.DataFrame, ae: np.ndarray, be: np.ndarray, width: int, height: int) -> list:
+    """``(dx, dy, align)`` per marked point: each label on the side facing the plot's centre (so it
+    stays inside the plot), moved down a line while it would overlap a label placed before it."""
+    placed, out = [], []
+    for row in marks.itertuples():
+        x = (row.a0 - ae[0]) / (ae[-1] - ae[0]) * width
+        y = (be[-1] - row.b0) / (be[-1] - be[0]) * height
+        text_w = LABEL_CHAR_PX * len(str(row.model))
+        align, dx = ("right", -9) if x > width / 2 else ("left", 9)
+        dy = 12 if y < height / 2 else -12
+        while True:
+            left = x + dx - (text_w if align == "right" else 0)
+            box = (left, y + dy - LABEL_LINE_PX / 2, left + text_w, y + dy + LABEL_LINE_PX / 2)
+            clash = any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
+            if not clash:
+                break
+            dy += LABEL_LINE_PX if dy > 0 else -LABEL_LINE_PX
+        placed.append(box)
+        out.append((dx, dy, align))
+    return out
+
+
 def heatmap(
     surface,
     quantity: str,
     log: bool = False,
     shared_domain=None,
-    title: str | None = None,
+    title: str | list[str] | None = None,
     levels: int = 10,
     points: dict | None = None,
     path: bool = False,
     scheme: str = SCHEME,
+    side: int = PLANE_SIDE,
 ):
     """Heatmap of ``surface.values[quantity]`` (a plane) with contour lines and the base point.
+
+    Drawn at a fixed size with equal scale on both axes (``plane_size``; ``side``: px of the
+    longer axis): show it with ``st.altair_chart(chart, width="content")`` so it is not stretched.
 
     ``log``: logarithmic colour scale (symlog if some values are <= 0). ``shared_domain``:
     ``(lo, hi)`` of the colour scale, to compare several maps on one scale.
@@ -102,6 +146,7 @@ def heatmap(
     cells["a1_overlap"] = cells["a1"] + 0.03 * (cells["a1"] - cells["a0"])
     cells["b1_overlap"] = cells["b1"] + 0.03 * (cells["b1"] - cells["b0"])
     finite = np.isfinite(cells["value"].to_numpy())
+    width, height = plane_size(surface, side)
     label = quantity_label(quantity)
     x_title, y_title = _axis_titles(surface)
     scale_type = ("log" if _positive(values) else "symlog") if log else "linear"
@@ -177,11 +222,12 @@ def heatmap(
             )
         )
         if len(marks) <= 4:
-            layers.append(
-                alt.Chart(marks)
-                .mark_text(dx=8, dy=-8, align="left", color="white", fontWeight="bold")
-                .encode(x="a0:Q", y="b0:Q", text="model:N")
-            )
+            for row, (dx, dy, align) in zip(marks.to_dict("records"), _label_offsets(marks, ae, be, width, height)):
+                layers.append(
+                    alt.Chart(pd.DataFrame([row]))
+                    .mark_text(dx=dx, dy=dy, align=align, baseline="middle", color="white", fontWeight="bold")
+                    .encode(x="a0:Q", y="b0:Q", text="model:N")
+                )
     centred = surface.settings.get("center", "theta0") == "theta0"
     if centred and ae[0] <= 0 <= ae[-1] and be[0] <= 0 <= be[-1]:
         marker = pd.DataFrame({"a0": [0.0], "b0": [0.0], "point": ["base point (theta0)"]})
@@ -193,29 +239,58 @@ def heatmap(
     title = title or f"{label} on the plane theta0 + alpha d1 + beta d2"
     return alt.layer(*layers).properties(
         title=alt.TitleParams(title, anchor="start", offset=8),
-        width="container",
-        height=380,
-        autosize=alt.AutoSizeParams(type="fit", contains="padding"),
+        width=width,
+        height=height,
+        autosize=alt.AutoSizeParams(type="pad"),  # the plot keeps its size; axes, legend and title go around it
     )
 
 
-def surface_3d(surface, quantity: str, log: bool = False, title: str | None = None):
-    """Plotly 3D surface of a plane; diverged points are left as gaps."""
+def surface_3d(surface, quantity: str, log: bool = False, title: str | None = None, shared_domain=None):
+    """Plotly 3D surface of a plane; diverged points are left as gaps.
+
+    ``shared_domain``: ``(lo, hi)`` of the values (``value_domain``) for one colour scale and one
+    height axis across several views; log10 of it with ``log``.
+    """
     import plotly.graph_objects as go
 
     values = np.asarray(surface.values[quantity], dtype=np.float64)
     z = np.where(np.isfinite(values), values, np.nan)
-    if log and _positive(values):
+    logged = log and _positive(values)
+    if logged:
         z = np.log10(z)
-    label = quantity_label(quantity) + (" (log10)" if log and _positive(values) else "")
+    label = quantity_label(quantity) + (" (log10)" if logged else "")
+    bounds = {}
+    if shared_domain is not None:
+        lo, hi = (float(v) for v in shared_domain)
+        if logged:
+            lo, hi = np.log10(max(lo, np.finfo(float).tiny)), np.log10(max(hi, np.finfo(float).tiny))
+        if hi > lo:
+            bounds = {"cmin": lo, "cmax": hi}
     fig = go.Figure(
-        go.Surface(x=surface.alphas, y=surface.betas, z=z.T, colorscale="Viridis", colorbar={"title": label})
+        go.Surface(
+            x=surface.alphas,
+            y=surface.betas,
+            z=z.T,
+            colorscale="Viridis",
+            colorbar={"title": {"text": label, "side": "right"}, "len": 0.75, "thickness": 14},
+            **bounds,
+        )
     )
+    zaxis = {"title": {"text": label}}
+    if bounds:
+        pad = 0.02 * (bounds["cmax"] - bounds["cmin"])
+        zaxis["range"] = [bounds["cmin"] - pad, bounds["cmax"] + pad]
     fig.update_layout(
         title=title or f"{quantity_label(quantity)}: 3D view",
-        scene={"xaxis_title": "alpha", "yaxis_title": "beta", "zaxis_title": label},
-        height=440,
-        margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        scene={
+            "xaxis_title": "alpha",
+            "yaxis_title": "beta",
+            "zaxis": zaxis,
+            "domain": {"x": [0.06, 0.82], "y": [0.0, 1.0]},  # room for z ticks on the left, the colour bar right
+            "camera": {"eye": {"x": 1.9, "y": -1.9, "z": 1.3}},  # far enough that every axis stays in the scene
+        },
+        height=500,
+        margin={"l": 20, "r": 10, "t": 50, "b": 10},
     )
     return fig
 
@@ -272,3 +347,64 @@ def line_chart(
         height=320,
         autosize=alt.AutoSizeParams(type="fit", contains="padding"),
     )
+
+
+def row_of(*charts, independent_colors: bool = False):
+    """Several charts side by side in one view (an image with every map of a page);
+    ``independent_colors``: each keeps its own colour scale and legend (A, B and B - A)."""
+    panels = []
+    for chart in charts:
+        panel = chart.copy(deep=False)
+        panel.autosize = alt.Undefined  # a concatenated view is laid out by the row
+        panels.append(panel)
+    row = alt.hconcat(*panels)
+    return row.resolve_scale(color="independent") if independent_colors else row
+
+
+# -- image export ---------------------------------------------------------------------------------
+EXPORT_WIDTHS = (480, 640, 960, 1280)  # px of one chart's plot area
+EXPORT_SCALES = (1, 2, 3)  # device pixels per px (PNG only)
+
+
+def _resize(node, width: int) -> None:
+    """In place: a container-wide view gets ``width`` px; a fixed-size one is scaled to ``width`` keeping its shape."""
+    if isinstance(node, list):
+        for item in node:
+            _resize(item, width)
+        return
+    if not isinstance(node, dict):
+        return
+    w, h = node.get("width"), node.get("height")
+    if w == "container":
+        node["width"] = width
+    elif isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0:
+        node["width"], node["height"] = width, max(1, round(h * width / w))
+    for key in ("hconcat", "vconcat", "concat"):
+        if key in node:
+            for part in node[key]:
+                part.pop("autosize", None)  # a concatenated view is laid out by its parent
+            _resize(node[key], width)
+    if "layer" in node and w is None:  # a layer of layers (a heatmap plus labels): its size is inside
+        _resize(node["layer"], width)
+
+
+def export_spec(chart, width: int = 640) -> dict:
+    """The Vega-Lite spec of ``chart`` for a file: each view ``width`` px wide (equal-scale planes keep
+    their aspect), laid out so that titles, axis titles and legends sit outside the plot, never cut."""
+    spec = chart.to_dict()
+    _resize(spec, int(width))
+    spec["autosize"] = {"type": "pad", "contains": "padding"}
+    spec.setdefault("padding", 8)
+    return spec
+
+
+def chart_image(chart, fmt: str = "png", width: int = 640, scale: int = 2) -> bytes | str:
+    """PNG bytes (``scale`` device pixels per px) or SVG text of ``chart`` at ``width`` px per view."""
+    import vl_convert
+
+    spec = export_spec(chart, width)
+    if fmt == "png":
+        return vl_convert.vegalite_to_png(spec, scale=scale)
+    if fmt == "svg":
+        return vl_convert.vegalite_to_svg(spec)
+    raise ValueError(f"fmt must be 'png' or 'svg'; got {fmt!r}.")

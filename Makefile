@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dashboard,umap]"
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,bench]"

@@ -1,4 +1,4 @@
-"""Charts shared by the pages: Altair heatmaps with numpy contours, lines, a plotly 3D view.
+"""Charts shared by the pages: Altair heatmaps with contour lines, lines, a plotly 3D view.
 
 No numerics beyond reshaping for display: contour lines come from
 ``landscape_core.contours``. Diverged (NaN/inf) cells are drawn in grey and named, never
@@ -11,7 +11,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from landscape_core.contours import auto_levels, contour_segments
+from landscape_core.contours import auto_levels, contour_lines
 
 alt.data_transformers.disable_max_rows()
 
@@ -186,18 +186,23 @@ def heatmap(
     finite_values = values[np.isfinite(values)]
     wide = _positive(values) and finite_values.max() > 10 * finite_values.min()
     level_values = auto_levels(values, levels, log=(log or wide) and _positive(values))
-    segments = contour_segments(alphas, betas, values, level_values) if len(level_values) else {}
-    rows = [(level, *seg[0], *seg[1]) for level, segs in segments.items() for seg in segs]
+    lines = contour_lines(alphas, betas, values, level_values) if len(level_values) else {}
+    rows = [
+        (level, f"{level:.6g}/{k}", i, *xy)
+        for level, polylines in lines.items()
+        for k, line in enumerate(polylines)
+        for i, xy in enumerate(line)
+    ]
     if rows:
-        lines = pd.DataFrame(rows, columns=["level", "x1", "y1", "x2", "y2"])
+        frame = pd.DataFrame(rows, columns=["level", "line", "vertex", "x", "y"])
         layers.append(
-            alt.Chart(lines)
-            .mark_rule(color="white", strokeWidth=1, opacity=0.75)
+            alt.Chart(frame)
+            .mark_line(color="white", strokeWidth=1, opacity=0.75)
             .encode(
-                x="x1:Q",
-                y="y1:Q",
-                x2="x2",
-                y2="y2",
+                x="x:Q",
+                y="y:Q",
+                detail="line:N",
+                order="vertex:Q",
                 tooltip=[alt.Tooltip("level:Q", title=f"contour of {label}", format=".4g")],
             )
         )

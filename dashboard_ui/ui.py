@@ -58,7 +58,7 @@ Output:
 Charts (from ``dashboard_ui/charts.py``):
 
 - ``heatmap(surface, quantity, log=False, shared_domain=None, title=None, levels=10,
-  points=None, path=False, side=PLANE_SIDE)`` -> Altair chart: cells, numpy contour lines, diverged
+  points=None, path=False, side=PLANE_SIDE)`` -> Altair chart: cells, contour lines (contourpy), diverged
   cells in grey, base point marked; ``points={name: (alpha, beta)}`` marks models (``path`` joins
   them). Fixed size, equal scale on both axes: show with ``st.altair_chart(chart, width="content")``
   (``side=PLANE_SIDE_PAIR`` for two maps side by side).

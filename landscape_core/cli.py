@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=TRAJECTORY.seed)
 
+    p = sub.add_parser("dashboard", help="start the dashboard in the browser (a Streamlit server)")
+    p.add_argument("--spec", help="open this spec's workspace: path/to/spec.py:build or package.module:build")
+    p.add_argument("--port", type=_positive_int, help="server port (default: Streamlit's, 8501)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser window")
+
     p = sub.add_parser("demo", help="train the built-in demos and precompute every page's first screen")
     p.add_argument("names", nargs="*", help="demos to prepare (default: all)")
     p.add_argument("--list", action="store_true", help="list the demos and exit")
@@ -252,6 +257,20 @@ def _print_human(report: dict) -> None:
         print(f"  written to {report['out']}")
 
 
+def _dashboard(args) -> int:
+    """``landscape dashboard``: the Streamlit server in the foreground (its own exit status)."""
+    try:
+        from dashboard_ui import launch
+    except ImportError:
+        sys.stderr.write("landscape: error: the dashboard is not installed with this package.\n")
+        return 1
+    try:
+        return launch.serve(spec=args.spec, port=args.port, headless=args.headless)
+    except RuntimeError as exc:
+        sys.stderr.write(f"landscape: error: {exc}\n")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``landscape`` console script; returns the exit status."""
     parser = build_parser()
@@ -260,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["LANDSCAPE_CACHE_DIR"] = args.cache_dir
+    if args.command == "dashboard":
+        return _dashboard(args)
     try:
         report = run(args)
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ its trustworthiness), the PCA-plane surface and the per-checkpoint projection ga
 
 from __future__ import annotations
 
+import importlib.util
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -279,7 +281,14 @@ with st.form("traj_form"):
         help="Li et al. 2018 centre the differences before the PCA and leave biases and normalization parameters out; "
         "the uncentred PCA fits the plane through the reference point over every parameter.",
     )
-    use_umap = c2.checkbox("UMAP view", value=TRAJECTORY.umap, key="traj_umap")
+    has_umap = importlib.util.find_spec("umap") is not None
+    use_umap = c2.checkbox(
+        "UMAP view",
+        value=TRAJECTORY.umap and has_umap,
+        disabled=not has_umap,
+        key="traj_umap",
+        help=None if has_umap else "UMAP is not installed here: pip install 'landscape-dashboard[umap]'.",
+    )
     n_neighbors = c2.slider("UMAP neighbours", 2, 15, TRAJECTORY.umap_neighbors, key="traj_neighbors")
     use_ae = c2.checkbox("Autoencoder view", value=TRAJECTORY.autoencoder, key="traj_ae")
     seed = c2.number_input("Seed (UMAP, autoencoder)", 0, 10_000, TRAJECTORY.seed, key="traj_seed")

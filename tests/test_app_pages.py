@@ -147,14 +147,8 @@ def test_job_errors_are_readable_and_cancel_is_reported(monkeypatch):
 
 
 def test_app_hides_pages_whose_engine_is_missing(monkeypatch):
-    import importlib.util
-    import sys
+    from dashboard_ui import app as module  # importing it draws nothing: main() does
 
-    sys.path.insert(0, str(Path(APP).parent))
-    spec = importlib.util.spec_from_file_location("app_under_test", APP)
-    source = Path(APP).read_text().split("st.set_page_config")[0]
-    module = importlib.util.module_from_spec(spec)
-    exec(compile(source, APP, "exec"), module.__dict__)
     real = module.importlib.import_module
 
     def fake_import(name):
@@ -234,7 +228,15 @@ def test_heatmap_draws_diverged_cells_and_contours():
     surface = Surface(alphas=alphas, betas=alphas, values={"train_loss": values}, settings={"center": "theta0"})
     spec = _charts.heatmap(surface, "train_loss", log=True).to_dict()
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
-    assert marks[:3] == ["rect", "rect", "rule"] and marks[-1] == "point"  # cells, diverged, contours, base
+    assert marks[:3] == ["rect", "rect", "line"] and marks[-1] == "point"  # cells, diverged, contours, base
+    contours = [d for d in spec["datasets"].values() if d and "vertex" in d[0]]
+    assert len(contours) == 1
+    # one line mark per polyline, its vertices in order: each line's rows are the polyline's points
+    from landscape_core.contours import auto_levels, contour_lines
+
+    expected = contour_lines(alphas, alphas, values, auto_levels(values, 10, log=True))
+    assert len({row["line"] for row in contours[0]}) == sum(len(lines) for lines in expected.values())
+    assert len(contours[0]) == sum(len(line) for lines in expected.values() for line in lines)
     datasets = spec["datasets"]
     diverged = [d for d in datasets.values() if d and "status" in d[0]]
     assert len(diverged) == 1 and len(diverged[0]) == 1 and diverged[0][0]["alpha"] == -1.0

@@ -1,9 +1,9 @@
-"""Marching-squares contours against exact geometry."""
+"""Contour lines (contourpy) against exact geometry."""
 
 import numpy as np
 import pytest
 
-from landscape_core.contours import auto_levels, contour_segments
+from landscape_core.contours import auto_levels, contour_lines, contour_segments
 
 
 def _endpoints(segments):
@@ -62,12 +62,37 @@ def test_nan_cells_get_no_segments():
 
 def test_saddle_cell_is_resolved_by_cell_mean():
     x = np.array([0.0, 1.0])
-    z = np.array([[1.0, 0.0], [0.0, 1.0]])  # corners (0,0),(1,1) high: case 5
-    segs = contour_segments(x, x, z, [0.5])[0.5]
-    assert segs.shape == (2, 2, 2)
-    # mean 0.5 >= level: the high corners are joined, so the segments cut off the low corners
-    mids = segs.mean(axis=1)
-    assert sorted(map(tuple, np.round(mids, 12))) == [(0.25, 0.75), (0.75, 0.25)]
+    z = np.array([[1.0, 0.0], [0.0, 1.0]])  # corners (0,0),(1,1) high, (1,0),(0,1) low; cell mean 0.5
+    # mean 0.5 above the level: the high corners are joined, so the segments cut off the low corners
+    mids = contour_segments(x, x, z, [0.4])[0.4].mean(axis=1)
+    assert sorted(map(tuple, np.round(mids, 12))) == [(0.2, 0.8), (0.8, 0.2)]
+    # mean below the level: the low corners are joined, the segments cut off the high corners
+    mids = contour_segments(x, x, z, [0.6])[0.6].mean(axis=1)
+    assert sorted(map(tuple, np.round(mids, 12))) == [(0.2, 0.2), (0.8, 0.8)]
+
+
+def test_bowl_contour_is_one_closed_polyline_per_level():
+    x = np.linspace(-1.5, 1.5, 101)
+    z = x[:, None] ** 2 + x[None, :] ** 2
+    lines = contour_lines(x, x, z, [0.25, 1.0])
+    for level, polylines in lines.items():
+        assert len(polylines) == 1
+        (line,) = polylines
+        np.testing.assert_array_equal(line[0], line[-1])  # closed
+        r = np.sqrt(level)
+        np.testing.assert_allclose(np.linalg.norm(line, axis=1), r, atol=(x[1] - x[0]) ** 2 / (8 * r) + 1e-12)
+
+
+def test_contours_never_enter_diverged_cells():
+    x = np.linspace(-1, 1, 21)
+    z = x[:, None] ** 2 + x[None, :] ** 2
+    assert len(contour_lines(x, x, z, [0.09])[0.09]) == 1  # the circle r = 0.3 around the centre
+    z[12:15, 9:12] = np.inf  # diverged corners: cells 11..14 (x 0.1..0.5) x 8..11 (y -0.2..0.2) masked
+    lines = contour_lines(x, x, z, [0.09])[0.09]
+    assert len(lines) == 1 and not np.array_equal(lines[0][0], lines[0][-1])  # the circle is cut open
+    for line in lines:
+        inside = (line[:, 0] > x[11] + 1e-12) & (line[:, 0] < x[15] - 1e-12) & (np.abs(line[:, 1]) < x[12] - 1e-12)
+        assert not inside.any()
 
 
 def test_bad_shapes_rejected():

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from . import surface as surface_mod
-from .directions import digest, register
 from .evaluate import Progress
+from .provenance import digest, register
 from .results import Surface
 
 

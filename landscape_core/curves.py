@@ -24,7 +24,6 @@ import torch
 
 from . import batchnorm
 from . import cache as cache_mod
-from .directions import digest
 from .evaluate import Cancelled, Progress, check_splits
 from .interpolation import (
     BNMode,
@@ -37,6 +36,7 @@ from .interpolation import (
     path_alphas,
     with_buffers_per_point,
 )
+from .provenance import digest
 from .results import ResultIO, csv_table
 
 ALGORITHM_VERSION = 1

@@ -3,22 +3,20 @@
 Every direction is a flat ``(P,)`` tensor of ``problem.space``. Each function registers
 how a direction was made (``provenance``), so a surface drawn along it can say so.
 Hessian, PCA and checkpoint-plane directions live beside their algorithms
-(``hessian.py``, ``trajectory.py``) and are re-exported here.
+(``hessian.py``, ``trajectory.py``, ``checkpoint_plane.py``) and are re-exported here; those
+modules register provenance through ``provenance.py`` and never import this one, so the
+dependencies run one way.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Iterable
 from enum import Enum
 
 import torch
 
+from .provenance import digest, provenance, register  # noqa: F401  (part of this module's API)
 from .space import ParamKind
-
-_PROVENANCE: OrderedDict[str, dict] = OrderedDict()
-_PROVENANCE_MAX = 1024
 
 
 class Norm(str, Enum):
@@ -27,27 +25,6 @@ class Norm(str, Enum):
     FILTER = "filter"  # each output slice (conv filter, linear row) to the norm of theta0's slice
     LAYER = "layer"  # each tensor to the norm of theta0's tensor
     NONE = "none"  # raw N(0, 1) entries
-
-
-def digest(vector: torch.Tensor) -> str:
-    """sha256 of a direction's float32 bytes (identity for provenance and cache keys)."""
-    return hashlib.sha256(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
-
-
-def register(vectors: torch.Tensor, settings: dict) -> torch.Tensor:
-    """Remember how each row of ``vectors`` was made; returns ``vectors`` unchanged."""
-    rows = vectors if vectors.dim() == 2 else vectors[None]
-    for i, row in enumerate(rows):
-        _PROVENANCE[digest(row)] = {**settings, "index": i}
-        _PROVENANCE.move_to_end(digest(row))
-    while len(_PROVENANCE) > _PROVENANCE_MAX:
-        _PROVENANCE.popitem(last=False)
-    return vectors
-
-
-def provenance(vector: torch.Tensor) -> dict:
-    """How ``vector`` was made, if a function of this library made it; else ``{"kind": "user"}``."""
-    return dict(_PROVENANCE.get(digest(vector), {"kind": "user"}))
 
 
 def random(

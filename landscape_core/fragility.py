@@ -25,7 +25,7 @@ import torch
 from . import cache as cache_mod
 from . import embeddings as emb
 from . import input_hessian
-from .directions import digest
+from .provenance import digest
 from .results import ResultIO, csv_table
 from .threads import single_thread
 

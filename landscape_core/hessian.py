@@ -234,7 +234,7 @@ def slice_curvature(
     for row, norm in zip(rows, norms):
         u = row.to("cpu", torch.float64) / norm
         curvatures.append(float(u @ op.matvec(u)))
-    from .directions import digest, provenance
+    from .provenance import digest, provenance
 
     n = trace_estimate.settings.get("dimension", problem.space.size)
     settings = {

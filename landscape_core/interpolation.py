@@ -29,8 +29,8 @@ import torch
 
 from . import batchnorm
 from . import cache as cache_mod
-from .directions import digest
 from .evaluate import Cancelled, Progress, check_splits, evaluate_points
+from .provenance import digest
 from .results import ResultIO, csv_table
 from .surface import check_span, check_steps
 

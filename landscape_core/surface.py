@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from . import cache as cache_mod
-from .directions import digest, provenance
 from .evaluate import Progress, check_splits, evaluate_points
+from .provenance import digest, provenance
 from .results import Surface
 
 ALGORITHM_VERSION = 1

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .threads import single_thread
-from .trajectory import (
+from .trajectory_base import (
     Trajectory,
     _block,
     _chunks,

@@ -16,8 +16,8 @@ import torch
 
 from . import cache as cache_mod
 from . import surface as surface_mod
-from .directions import digest
 from .evaluate import Progress, check_splits, evaluate_points
+from .provenance import digest
 from .results import ResultIO, Surface, csv_table
 from .trajectory import Trajectory, as_rows, rows_digest
 

@@ -51,12 +51,15 @@ def model_dir():
 
 
 def load_encoder():
-    """``(tokenizer, encoder)``: the packaged MiniLM as a transformers ``BertModel`` in eval mode."""
+    """``(tokenizer, encoder)``: the packaged MiniLM as a transformers ``BertModel`` in eval mode, with
+    eager attention (twice differentiable, for Hessians)."""
     from transformers import AutoModel, AutoTokenizer
 
     path = str(model_dir())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    # eager attention: the fused SDPA kernels have no second derivative on the CPU, and Hessian-vector
+    # products need one ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+    encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     return tokenizer, encoder.eval()
 
 

@@ -196,7 +196,7 @@ def _page_problem(wid: str, which: str, subset: int, device: str, session_owner:
     if problem is None:
         raise ValueError(f"workspace {wid!r} has no model B to compare with.")
     if torch.device(device) != problem.device:
-        data = {name: (s.X.to(device), s.y.to(device)) for name, s in problem.splits.items()}
+        data = {name: s.source() for name, s in problem.splits.items()}
         problem = Problem(
             problem.model,
             problem.loss,
@@ -206,6 +206,8 @@ def _page_problem(wid: str, which: str, subset: int, device: str, session_owner:
             batch_size=problem.batch_size,
             device=device,
             mode=problem.mode,
+            output=problem.output,
+            data_placement=problem.data_placement,
         )
     if subset:
         problem = problem.subset(subset, seed=0)

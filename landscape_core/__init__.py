@@ -8,8 +8,9 @@ points; results are small dataclasses that carry their settings and cache to dis
 __version__ = "0.1.0"
 
 from .evaluate import Cancelled  # noqa: E402
+from .losses import TokenCrossEntropy  # noqa: E402
 from .problem import Problem  # noqa: E402
 from .results import Surface  # noqa: E402
 from .space import ParamKind, ParamSpace  # noqa: E402
 
-__all__ = ["Cancelled", "ParamKind", "ParamSpace", "Problem", "Surface", "__version__"]
+__all__ = ["Cancelled", "ParamKind", "ParamSpace", "Problem", "Surface", "TokenCrossEntropy", "__version__"]

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from . import inputs
+
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -99,7 +101,8 @@ class Recomputer:
                 seen += n_b
                 for _, layer in self.layers:
                     layer.momentum = n_b / seen
-                self.model(self.split.X[start:stop])
+                args, kwargs = inputs.call_args(self.split.slice(start, stop)[0])
+                self.model(*args, **kwargs)
             for _, layer in self.layers:
                 layer.eval()
         return {k: v.detach().clone() for k, v in self.model.named_buffers()}

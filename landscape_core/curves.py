@@ -221,11 +221,11 @@ def _train_bend(problem, theta_a, theta_b, iterations, lr, momentum, batch_size,
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {step} of {iterations} training steps")
         t = float(torch.rand((), generator=gen))
-        index = torch.randperm(split.n, generator=gen)[:size].to(split.X.device)
+        X, y = split.take(torch.randperm(split.n, generator=gen)[:size])
         buffers = {k: v.clone() for k, v in problem.buffers.items()}  # train-mode BatchNorm writes into these
         params = problem.space.unflatten(bezier_point(theta_a, bend, theta_b, t))
-        output = torch.func.functional_call(model, {**buffers, **frozen, **params}, (split.X[index],))
-        loss = problem.loss_value(output, split.y[index])
+        output = problem.call(model, {**buffers, **frozen, **params}, X)
+        loss = problem.loss_value(output, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

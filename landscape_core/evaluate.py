@@ -75,7 +75,7 @@ def evaluate_points(
     chunk = chunk_size or runner.chunk_size(memory_budget)
     quantities = ("loss", *problem.metrics)
     functions = {q: _batch_function(problem, q) for q in quantities}
-    weighted = {s: {q: problem.weighted_batches(s, q) for q in quantities} for s in split_names}
+    weighted = {s: {q: problem.coefficients(s, q) for q in quantities} for s in split_names}
     out = {f"{s}_{q}": np.full(k, np.nan) for s in split_names for q in quantities}
     if progress is not None:
         progress(0, k)
@@ -92,7 +92,7 @@ def evaluate_points(
                     # point's value does not depend on its neighbours (the centre equals the base)
                     segments = runner.outputs(c, X, (s, b))
                     for name, fn in functions.items():
-                        coefficient = weighted[s][name][b][2]
+                        coefficient = weighted[s][name][b]
                         if coefficient == 0.0:
                             continue  # every label of the batch ignored: its mean is 0/0 and weighs nothing
                         acc[name] += coefficient * torch.cat([_per_point(fn, o, y).double() for o in segments])

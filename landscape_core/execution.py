@@ -95,7 +95,7 @@ class Runner:
         """Memory the affine path keeps: first-layer outputs at the centre, along each basis
         vector and one partial sum, for every sample of every split."""
         index, layer = self.split_at
-        x = self.problem.splits["train"].X[:2]
+        x = self.problem.splits["train"].head(2)[0]
         with torch.no_grad():
             for module in list(self.model)[: index + 1]:
                 x = module(x)
@@ -108,6 +108,8 @@ class Runner:
         model = self.model
         if not isinstance(model, nn.Sequential) or self.problem.mode.value == "train":
             return None
+        if getattr(self.problem, "output", None) is not None:
+            return None  # output= picks from one point's output; the affine path stacks points
         for i, module in enumerate(model):
             if not list(module.parameters(recurse=True)):
                 if list(module.buffers()):
@@ -170,7 +172,7 @@ class Runner:
             params = {n: v for n, v in params.items() if n in own}
 
         def one(p, x):
-            return torch.func.functional_call(module, self._state(p), (x,))
+            return self.problem.call(module, self._state(p), x)
 
         return torch.func.vmap(one, in_dims=(0, 0 if batched_input else None))(params, X)
 
@@ -352,7 +354,7 @@ def activation_numel(problem) -> int:
     model = problem.local_model()  # the copy problem.forward runs in this thread
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        X = problem.splits["train"].X[:2]  # two samples: train-mode BatchNorm refuses one
+        X = problem.splits["train"].head(2)[0]  # two samples: train-mode BatchNorm refuses one
         with torch.no_grad():
             problem.forward(problem.theta0, X)
     finally:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
+
 from . import directions, surface
 from .defaults import COMPARE, INTERPOLATION, SURFACE, TEXT, TRAJECTORY, path_ends
 
@@ -176,7 +178,8 @@ def is_text_problem(problem) -> bool:
         embedding_layer(problem.model)
     except ValueError:
         return False
-    return not problem.splits["train"].X.is_floating_point()
+    X = problem.splits["train"].head(1)[0]  # a dict of token ids (a transformer) is not this page's form yet
+    return isinstance(X, torch.Tensor) and not X.is_floating_point()
 
 
 def text_settings(problem) -> dict:

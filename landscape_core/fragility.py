@@ -169,7 +169,7 @@ def fragility(
     n = data.n if max_inputs is None else min(int(max_inputs), data.n)
     if n < 1:
         raise ValueError(f"max_inputs must be >= 1; got {max_inputs!r}.")
-    X, y = data.X[:n], data.y[:n]
+    X, y = data.head(n)
     access = emb.EmbeddingAccess(problem, theta, embedding)
     X = access.check_inputs(X)
     y_np = y.cpu().numpy().astype(np.int64)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import cache as cache_mod
+from . import inputs
 from .evaluate import Cancelled
 from .private_model import PrivateModels
 from .problem import Mode
@@ -116,8 +117,9 @@ class LossFunction:
         self.method = choice(HVPMethod, method, "hvp_method")
         self._graphs: tuple[torch.Tensor, list] | None = None  # (theta, [(leaf, grad, weight)])
         self.device = problem.device
-        # batches whose labels are all ignored weigh 0 (their mean is 0/0): left out
-        batches = [(X, y, c) for X, y, c in problem.weighted_batches(split) if c != 0.0]
+        # batches whose labels are all ignored weigh 0 (their mean is 0/0): left out; read one at a
+        # time on every pass (a split kept on the CPU or in a Dataset is sent a batch at a time)
+        batches = _Counted(problem.weighted_batches(split), None)
         if self.dtype == problem.dtype:
             # each thread runs its own copy of the model's structure (private_model)
             self.local_model = problem.local_model
@@ -130,13 +132,14 @@ class LossFunction:
             self.local_model = PrivateModels(_converted(problem.model, self.dtype)).get
             self.buffers = {k: _cast(v, self.dtype) for k, v in problem.buffers.items()}
             self.frozen = {k: _cast(v, self.dtype) for k, v in problem.space.frozen.items()}
-            self.batches = [(_cast(X, self.dtype), _cast(y, self.dtype), c) for X, y, c in batches]
+            self.batches = _Counted(batches.source, self.dtype)
         self.space = problem.space
         self.loss_value = problem.loss_value
+        self.call = problem.call
 
-    def batch_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, theta: torch.Tensor, X, y: torch.Tensor) -> torch.Tensor:
         state = {**self.buffers, **self.frozen, **self.space.unflatten(theta)}
-        return self.loss_value(torch.func.functional_call(self.local_model(), state, (X,)), y)
+        return self.loss_value(self.call(self.local_model(), state, X), y)
 
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
         """Exact full-split loss at ``theta`` (differentiable scalar): ``sum_b c_b L_b``."""
@@ -214,6 +217,27 @@ class LossFunction:
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
+
+
+class _Counted:
+    """The weighted batches with ``c != 0``, floating tensors cast to ``dtype`` (``None``: kept),
+    read lazily on each iteration; ``len`` counts them."""
+
+    def __init__(self, source, dtype: torch.dtype | None):
+        self.source = source
+        self.dtype = dtype
+        self.count = sum(1 for c in source.coefficients if c != 0.0)
+
+    def __iter__(self):
+        for X, y, c in self.source:
+            if c == 0.0:
+                continue
+            if self.dtype is not None:
+                X, y = inputs.apply(X, lambda t: _cast(t, self.dtype)), _cast(y, self.dtype)
+            yield X, y, c
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def _converted(model: nn.Module, dtype: torch.dtype) -> nn.Module:

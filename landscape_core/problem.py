@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,14 +13,15 @@ from enum import Enum
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from .metrics import BUILTIN_METRICS, Accuracy, accuracy, class_axis
+from . import inputs as inp
+from .metrics import BUILTIN_METRICS, IGNORE_INDEX, Accuracy, accuracy, class_axis
 from .private_model import PrivateModels
 from .space import ParamSpace
+from .splits import Placement, Split, make_split
 from .weighting import Weighting, ignore_index_of, weighting_of
 
-__all__ = ["BUILTIN_METRICS", "Mode", "Problem", "Split", "accuracy"]
+__all__ = ["BUILTIN_METRICS", "Mode", "Placement", "Problem", "Split", "accuracy"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,66 +41,59 @@ class Mode(str, Enum):
 POINTS_PER_CALL = 64  # points per evaluator call in Problem.evaluate
 
 
-class Split:
-    """One data split held as tensors on the problem's device: ``X`` ``(n, ...)``, ``y`` ``(n, ...)``.
-
-    ``batch_size``: samples per forward pass, at most ``n`` (a larger request is the whole split).
-    """
-
-    def __init__(self, name: str, X: torch.Tensor, y: torch.Tensor, batch_size: int):
-        self.name = name
-        self.X = X
-        self.y = y
-        self.n = int(X.shape[0])
-        self.batch_size = min(int(batch_size), self.n)
-        self._fingerprint: str | None = None
-
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-        """Yield ``(X_b, y_b, n_b / n)``: the batches with their share of the samples.
-
-        The share of the samples is the exact coefficient of a plain mean over samples only;
-        ``Problem.weighted_batches`` gives each loss's own coefficients.
-        """
-        for start in range(0, self.n, self.batch_size):
-            stop = min(start + self.batch_size, self.n)
-            yield self.X[start:stop], self.y[start:stop], (stop - start) / self.n
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the split's bytes (inputs and labels)."""
-        if self._fingerprint is None:
-            h = hashlib.sha256()
-            for t in (self.X, self.y):
-                h.update(str((tuple(t.shape), str(t.dtype))).encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
-
-
-def _to_tensors(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialize an ``(X, y)`` tuple, a ``Dataset`` or a ``DataLoader`` as two tensors."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, Dataset):
-        X, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in data)
-    elif isinstance(data, (DataLoader, Dataset)):
-        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=512, shuffle=False)
-        xs, ys = [], []
-        for item in loader:
-            if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise ValueError(f"{what}: each batch must be an (inputs, labels) pair; got {type(item).__name__}.")
-            xs.append(torch.as_tensor(item[0]))
-            ys.append(torch.as_tensor(item[1]))
-        if not xs:
-            raise ValueError(f"{what} is empty (0 samples); a loss needs at least one sample.")
-        X, y = torch.cat(xs), torch.cat(ys)
-    else:
-        raise ValueError(
-            f"{what} must be an (X, y) tuple of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}."
+def _call_hint(model: nn.Module, X) -> str:
+    """A sentence naming the fix when the inputs' form does not fit ``model.forward``."""
+    try:
+        params = [
+            p
+            for p in inspect.signature(model.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+    except (TypeError, ValueError):
+        return ""
+    names = [p.name for p in params]
+    if isinstance(X, dict):
+        unknown = [k for k in X if k not in names]
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
+        if unknown and not has_var_kw:
+            return f" The inputs carry {unknown}, which forward({', '.join(names)}) does not take; rename the keys."
+        required = [p.name for p in params if p.default is p.empty and p.name not in X]
+        if required:
+            return f" forward needs {required}, which the inputs do not carry; add them to the dict."
+        return ""
+    given = 1 if isinstance(X, torch.Tensor) else len(X)
+    required = [p.name for p in params if p.default is p.empty and p.kind is not p.KEYWORD_ONLY]
+    if len(required) > given:
+        return (
+            f" forward({', '.join(names)}) needs {len(required)} arguments but the inputs give {given}; give them "
+            f"as a tuple (model(*X)) or as a dict {{{', '.join(repr(n) + ': ...' for n in required)}}} (model(**X))."
         )
-    if X.shape[0] == 0:
-        raise ValueError(f"{what} is empty (0 samples); a loss needs at least one sample.")
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{what}: inputs have {X.shape[0]} samples but labels have {y.shape[0]}.")
-    return X.detach(), y.detach()
+    return ""
+
+
+def _token_hint(out: torch.Tensor, y: torch.Tensor) -> str:
+    if out.dim() >= 3 and class_axis(out, y) == -1:
+        return (
+            f". For logits (n, T, C) against token labels (n, T) use loss=landscape_core.TokenCrossEntropy() "
+            f"(labels {IGNORE_INDEX} skipped, exact over batches)"
+        )
+    return ""
+
+
+class WeightedBatches:
+    """``(X_b, y_b, c_b)`` of a split, read lazily each time it is iterated (a split held on the
+    CPU or in a ``Dataset`` sends one batch at a time); ``len`` is the number of batches."""
+
+    def __init__(self, split: Split, coefficients: list[float]):
+        self.split = split
+        self.coefficients = coefficients
+
+    def __iter__(self) -> Iterator[tuple]:
+        for (X, y, _), c in zip(self.split.batches(), self.coefficients):
+            yield X, y, c
+
+    def __len__(self) -> int:
+        return len(self.coefficients)
 
 
 class Problem:
@@ -111,7 +106,9 @@ class Problem:
         the batch sum (``reduction="sum"``) or one value per sample; values on a split are exact under
         batching for each (``landscape_core.weighting``: class weights and ``ignore_index`` included; a
         custom weighted mean declares ``batch_weight(output, target)``).
-    train, val: ``(X, y)`` tensors, a ``Dataset`` or a ``DataLoader``; materialized once as tensors.
+    train, val: ``(X, y)`` with ``X`` a tensor (``model(X)``), a tuple of tensors (``model(*X)``) or a dict
+        of tensors (``model(**X)``, e.g. ``input_ids`` and ``attention_mask``); or a ``Dataset`` of
+        ``(x, y)`` samples of those forms, or a ``DataLoader`` (its ``collate_fn`` is used, its order is not).
     metrics: extra quantities, ``{name: fn(output, target) -> batch mean}`` or names of built-ins
         (``"accuracy"``). ``None``: accuracy is added when the task is classification (logits
         ``(..., C)`` or ``(n, C, ...)`` vs integer labels; labels equal to the loss's ``ignore_index``,
@@ -120,6 +117,10 @@ class Problem:
         Values never depend on it (exact weighted means, ``landscape_core.weighting``) in eval mode.
     device: ``"cpu"``, ``"cuda"``... defaults to the model's device.
     mode: ``"eval"`` (default) or ``"train"``, see ``Mode``.
+    output: ``output(model_output) -> tensor``, what the loss is computed on; ``None``: the output itself,
+        the first element of a tuple, ``logits`` (else the first tensor) of a mapping or ``ModelOutput``.
+    data_placement: where the samples are kept, ``"auto"``, ``"device"``, ``"cpu"`` (host memory, one batch
+        at a time sent to the device) or ``"lazy"`` (a ``Dataset`` read a batch at a time); see ``splits``.
 
     Attributes: ``theta0`` (flat ``(P,)`` trained parameters), ``space`` (``ParamSpace``),
     ``buffers`` (running statistics), ``splits`` (``{"train": Split, "val": Split}``),
@@ -138,6 +139,8 @@ class Problem:
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         mode: Mode | str = Mode.EVAL,
+        output: Callable | None = None,
+        data_placement: Placement | str = Placement.AUTO,
     ):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
@@ -148,6 +151,10 @@ class Problem:
         if mode not in [m.value for m in Mode]:
             raise ValueError(f"mode must be one of {[m.value for m in Mode]}; got {mode!r}.")
         self.mode = Mode(mode)
+        if output is not None and not callable(output):
+            raise ValueError(f"output must be a callable output(model_output) -> tensor or None; got {output!r}.")
+        self.output = output
+        self.data_placement = data_placement
         first = next(iter(model.parameters()), None)
         if device is not None:
             try:
@@ -175,11 +182,7 @@ class Problem:
         for name, data in (("train", train), ("val", val)):
             if data is None:
                 continue
-            X, y = _to_tensors(data, name)
-            if X.is_floating_point():
-                X = X.to(self.dtype)
-            bs = batch_size or min(X.shape[0], 4096)
-            self.splits[name] = Split(name, X.to(self.device), y.to(self.device), bs)
+            self.splits[name] = make_split(name, data, batch_size, self.device, self.dtype, data_placement)
         if "train" not in self.splits:
             raise ValueError("train data is required.")
         self.batch_size = batch_size
@@ -188,20 +191,22 @@ class Problem:
 
     # -- set-up checks ---------------------------------------------------------
     def _probe(self, split_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        split = self.splits[split_name]
-        X, y = split.X[: min(split.n, 16)], split.y[: min(split.n, 16)]
+        X, y = self.splits[split_name].head(16)
         with torch.no_grad():
             try:
-                out = self.forward(self.theta0, X)
+                raw = self._call(self.local_model(), self._state(self.theta0), X)
             except Exception as exc:  # the user's model failed on the user's data
                 raise ValueError(
-                    f"{split_name}: the model failed on a batch of inputs of shape {tuple(X.shape)}: {exc}"
+                    f"{split_name}: the model failed on a batch of inputs {inp.describe(X)}: {exc}.{_call_hint(self.model, X)}"
                 ) from exc
-        if not isinstance(out, torch.Tensor) or out.dim() == 0:
-            got = type(out).__name__ if not isinstance(out, torch.Tensor) else "a 0-dimensional tensor"
+            try:
+                out = self.output_of(raw)
+            except ValueError as exc:
+                raise ValueError(f"{split_name}: {exc}") from None
+        if out.dim() == 0:
             raise ValueError(
-                f"{split_name}: the model returned {got}; it must return one tensor with a batch axis (logits or "
-                "predictions of shape (n, ...)). Wrap a model that returns a tuple or dict so that it returns that tensor."
+                f"{split_name}: the model output is a 0-dimensional tensor; it must have a batch axis (logits or "
+                "predictions of shape (n, ...)); give output=callable that picks such a tensor."
             )
         return out, y
 
@@ -211,7 +216,7 @@ class Problem:
         if class_dim is not None:
             classes = out.shape[class_dim]
             for split in self.splits.values():
-                labelled = split.y[split.y != self.ignore_index]
+                labelled = torch.cat([y[y != self.ignore_index].reshape(-1) for y in split.labels()])
                 if labelled.numel() == 0:
                     raise ValueError(
                         f"every {split.name} label equals the ignore_index {self.ignore_index}; "
@@ -290,7 +295,7 @@ class Problem:
         except Exception as exc:
             raise ValueError(
                 f"{split_name}: loss(output, target) failed for output shape {tuple(out.shape)} and label shape "
-                f"{tuple(y.shape)} ({y.dtype}); they must fit the loss: {exc}"
+                f"{tuple(y.shape)} ({y.dtype}); they must fit the loss: {exc}{_token_hint(out, y)}"
             ) from exc
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"loss must return a tensor (the batch mean or sum); got {type(value).__name__}.")
@@ -314,8 +319,12 @@ class Problem:
         """Names of the values ``evaluate`` returns, e.g. ``["train_loss", "train_accuracy", ...]``."""
         return [f"{s}_{q}" for s in self.splits for q in ("loss", *self.metrics)]
 
-    def forward(self, theta: torch.Tensor, X: torch.Tensor, buffers: Mapping | None = None) -> torch.Tensor:
-        """Model output at the flat parameters ``theta`` ``(P,)`` for inputs ``X``; differentiable."""
+    def forward(self, theta: torch.Tensor, X, buffers: Mapping | None = None) -> torch.Tensor:
+        """Model output (``output_of``) at the flat parameters ``theta`` ``(P,)`` for inputs ``X``
+        (a tensor, tuple or dict, ``landscape_core.inputs``); differentiable."""
+        return self.output_of(self._call(self.local_model(), self._state(theta, buffers), X))
+
+    def _state(self, theta: torch.Tensor, buffers: Mapping | None = None) -> dict:
         params = self.space.unflatten(theta)
         if self.space.frozen:
             params = {**self.space.frozen, **params}
@@ -323,8 +332,24 @@ class Problem:
         if self.mode is Mode.TRAIN:
             # train-mode BatchNorm updates running statistics in place: give it copies
             buffers = {k: v.clone() for k, v in buffers.items()}
-        state = {**buffers, **params}
-        return torch.func.functional_call(self.local_model(), state, (X,))
+        return {**buffers, **params}
+
+    @staticmethod
+    def _call(module: nn.Module, state: Mapping, X):
+        args, kwargs = inp.call_args(X)
+        return torch.func.functional_call(module, dict(state), args, kwargs)
+
+    def call(self, module: nn.Module, state: Mapping, X) -> torch.Tensor:
+        """``output_of(module(X))`` with the parameters and buffers ``state`` (``functional_call``);
+        ``X`` called as ``module(X)``, ``module(*X)`` or ``module(**X)`` by its form."""
+        return self.output_of(self._call(module, state, X))
+
+    def output_of(self, raw) -> torch.Tensor:
+        """The tensor the loss is computed on, from what the model returned (``output=``, else
+        the tensor, the first of a tuple, ``logits`` of a mapping or ``ModelOutput``)."""
+        if self.output is not None:
+            return inp.output_tensor(self.output(raw), "output(model_output)")
+        return inp.output_tensor(raw)
 
     def local_model(self) -> nn.Module:
         """This thread's private copy of the model's structure (shares its tensors; see ``private_model``)."""
@@ -347,26 +372,33 @@ class Problem:
         ``sum_b c_b * value_b`` (``landscape_core.weighting``: ``c_b = W_b / W`` for a weighted mean,
         1 for a sum); a batch with ``c_b = 0`` (every label ignored) contributes nothing.
         """
-        data = self.splits[split]
+        return WeightedBatches(self.splits[split], self.coefficients(split, quantity))
+
+    def coefficients(self, split: str = "train", quantity: str = "loss") -> list[float]:
+        """The per-batch coefficients ``c_b`` of ``quantity`` on ``split`` (see ``weighted_batches``);
+        the weights of every quantity are read in one pass over the split."""
         key = (split, quantity)
-        coefficients = self._coefficients.get(key)
-        if coefficients is None:
-            fn = self.loss if quantity == "loss" else self.metrics[quantity]
-            weighting = self.weightings[quantity]
-            weights = []
-            for X, y, _ in data.batches():
+        if key not in self._coefficients:
+            quantities = ["loss", *self.metrics]
+            functions = {q: self.loss if q == "loss" else self.metrics[q] for q in quantities}
+            weights: dict[str, list[float]] = {q: [] for q in quantities}
+            for X, y, _ in self.splits[split].batches():
+                output = []
 
-                def output_at(X=X):
-                    with torch.no_grad():
-                        return self.forward(self.theta0, X)
+                def output_at(X=X, output=output):
+                    if not output:
+                        with torch.no_grad():
+                            output.append(self.forward(self.theta0, X))
+                    return output[0]
 
-                weights.append(weighting.batch_weight(fn, y, output_at))
-            try:
-                coefficients = weighting.coefficients(weights)
-            except ValueError as exc:
-                raise ValueError(f"{split} {quantity}: {exc}") from None
-            self._coefficients[key] = coefficients
-        return [(X, y, c) for (X, y, _), c in zip(data.batches(), coefficients)]
+                for q in quantities:
+                    weights[q].append(self.weightings[q].batch_weight(functions[q], y, output_at))
+            for q in quantities:
+                try:
+                    self._coefficients[(split, q)] = self.weightings[q].coefficients(weights[q])
+                except ValueError as exc:
+                    raise ValueError(f"{split} {q}: {exc}") from None
+        return self._coefficients[key]
 
     def full_loss(self, theta: torch.Tensor, split: str = "train") -> torch.Tensor:
         """Exact full-split loss at ``theta`` as a differentiable scalar (``sum_b c_b L_b``, ``weighted_batches``)."""
@@ -455,8 +487,8 @@ class Problem:
             if s.n <= max_samples:
                 clone.splits[name] = s
                 continue
-            idx = torch.randperm(s.n, generator=gen)[:max_samples].to(s.X.device)
-            clone.splits[name] = Split(name, s.X[idx], s.y[idx], min(s.batch_size, max_samples))
+            idx = torch.randperm(s.n, generator=gen)[:max_samples]
+            clone.splits[name] = s.subset(idx, min(s.batch_size, max_samples))
         clone._coefficients = {}
         clone.base = clone._check_base()
         return clone

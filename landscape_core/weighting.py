@@ -8,7 +8,7 @@ batch enters with the coefficient ``W_b / W``: the share of the split's weight, 
 What ``W_b`` is, per kind of loss (``Weighting.weight``):
 
 * ``"class-weights"``: ``nn.CrossEntropyLoss``/``nn.NLLLoss`` (and ``F.cross_entropy``/``F.nll_loss``,
-  also as a ``functools.partial``) with integer class targets: ``W_b = sum_i weight[y_i]`` over the
+  also as a ``functools.partial``) and ``losses.TokenCrossEntropy`` with integer class targets: ``W_b = sum_i weight[y_i]`` over the
   targets that are not ``ignore_index`` (``weight`` = 1 when not given). Torch divides the
   label-smoothed loss by the same sum, so label smoothing is covered too.
 * ``"declared"``: a callable with a ``batch_weight(output, target)`` method says its own ``W_b``
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import TokenCrossEntropy
 from .metrics import IGNORE_INDEX, Accuracy
 
 
@@ -51,7 +52,10 @@ _CLASS_LOSS_FUNCTIONS = (F.cross_entropy, F.nll_loss)
 
 
 def _options(fn: Callable) -> dict | None:
-    """``{"weight", "ignore_index", "reduction"}`` of a torch class loss (module, function or partial)."""
+    """``{"weight", "ignore_index", "reduction"}`` of a torch class loss (module, function or partial)
+    or of a ``TokenCrossEntropy``."""
+    if isinstance(fn, TokenCrossEntropy):
+        return {"weight": fn.weight, "ignore_index": fn.ignore_index, "reduction": fn.reduction}
     if isinstance(fn, _CLASS_LOSS_MODULES) and type(fn).forward in {c.forward for c in _CLASS_LOSS_MODULES}:
         return {"weight": fn.weight, "ignore_index": fn.ignore_index, "reduction": fn.reduction}
     if fn in _CLASS_LOSS_FUNCTIONS:

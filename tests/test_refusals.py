@@ -90,14 +90,33 @@ class TupleModel(nn.Module):
         return (logits, x) if self.kind == "tuple" else {"logits": logits}
 
 
-@pytest.mark.parametrize("kind, name", [("tuple", "tuple"), ("dict", "dict")])
-def test_a_model_returning_a_tuple_or_dict_gets_one_clear_sentence(kind, name):
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_a_model_returning_a_tuple_or_dict_is_read_as_its_logits(kind):
+    X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    torch.manual_seed(0)
+    wrapped = Problem(TupleModel(kind), F.cross_entropy, (X, y))
+    with torch.no_grad():
+        logits = wrapped.model.linear(X)
+    assert wrapped.base["train_loss"] == pytest.approx(float(F.cross_entropy(logits, y)), abs=1e-6)
+    assert "train_accuracy" in wrapped.base
+
+
+class NoTensorModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"names": ["a"] * x.shape[0], "count": 3}
+
+
+def test_a_model_returning_no_tensor_gets_one_clear_sentence():
     X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     with pytest.raises(ValueError) as info:
-        Problem(TupleModel(kind), F.cross_entropy, (X, y))
+        Problem(NoTensorModel(), F.cross_entropy, (X, y))
     message = str(info.value)
-    assert message.startswith(f"train: the model returned {name}; it must return one tensor with a batch axis")
-    assert "attribute" not in message and "\n" not in message
+    assert message.startswith("train: the model returned no tensor to compute the loss on (names: list, count: int)")
+    assert "output=" in message and "\n" not in message
 
 
 def test_uploaded_labels_equal_to_the_ignore_index_are_accepted():

@@ -155,7 +155,7 @@ class ParamSpace:
         """
         self.check(vector, "vector", batched=True)
         lead = vector.shape[:-1]
-        return {p.name: vector[..., p.slice].reshape(*lead, *p.shape) for p in self.params}
+        return {p.name: vector[..., p.slice].reshape(tuple(lead) + p.shape) for p in self.params}  # 0-dim ok
 
     def check(self, vector: torch.Tensor, what: str = "direction", batched: bool = False) -> None:
         """Raise ``ValueError`` unless ``vector`` is a flat vector of this space."""

@@ -1,0 +1,448 @@
+"""The embedding principle: a narrower network's critical points sit, embedded, in a wider one's landscape.
+
+``widen(problem, layer, width)`` splits hidden units of ``layer`` (Zhang et al. 2021, "Embedding
+principle of loss landscape of deep neural networks"; Fukumizu & Amari 2000): each new unit
+copies the incoming weights and bias of a source unit, and the source's outgoing weights
+(the columns of the next layer that read it) are divided between the source and its copies
+in shares that sum to 1. Every output is unchanged, so the loss is; the gradient of a copy's
+incoming weights is its share times the source's, and of its outgoing weights equal to the
+source's, so a critical point stays critical.
+
+The Hessian at the widened point, in coordinates that separate the copies (a congruence, so
+the counts of positive, zero and negative eigenvalues are kept, Sylvester's law of inertia),
+is the narrow Hessian plus, for each source ``k`` split once with shares ``a`` and ``1 - a``:
+
+    [[a (1 - a) S_k, M_k^T], [M_k, 0]],  S_k = E[(g . v_k) s''(z_k) x x^T]  (p x p),
+                                          M_k = E[g s'(z_k) x^T]            (q x p),
+
+with ``x`` the layer's input (and a 1 for the bias, ``p`` entries), ``z_k`` the unit's
+pre-activation, ``s`` the activation, ``v_k`` its outgoing weights (``q`` outputs of the next
+layer) and ``g`` the gradient of the loss with respect to the next layer's output. So the
+widened point gains ``q - r`` zero eigenvalues (shifting outgoing weight between the copies
+leaves the function as it is), ``r`` positive and ``r`` negative ones (``r = rank M_k``; ``M_k``
+vanishes for one output), and the inertia of ``S_k`` restricted to the null space of ``M_k``
+(all zeros for ReLU, whose ``s'' = 0``). A minimum of the narrow net becomes a saddle of the
+wide one as soon as ``M_k`` is not zero or ``S_k`` has a negative direction (shares in (0, 1)).
+``tests/test_embedding_principle.py`` checks these counts on exact float64 Hessians.
+
+Supported: a ``Linear`` or ``Conv2d`` layer whose output goes through elementwise operations
+(activations, scalar arithmetic, eval-mode dropout; for ``Conv2d`` also per-channel pooling and
+one ``flatten``) into exactly one ``Linear`` or ``Conv2d`` that reads nothing else. The graph is
+read with ``torch.fx``; anything else is refused by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .problem import Mode, Problem
+
+Split = str | float | Sequence[float]
+MAX_WIDTH = 100_000
+
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+    nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink,
+    nn.Softshrink, nn.Hardshrink, nn.LogSigmoid, nn.Identity,
+)  # fmt: skip
+DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)  # identity in eval mode
+CHANNEL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # per channel
+ELEMENTWISE_FUNCTIONS = {
+    torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.sin, torch.cos, torch.square, torch.abs,
+    torch.mul, torch.add, torch.sub, torch.neg, torch.clamp,
+    F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.tanh, F.sigmoid,
+    F.softplus, F.softsign, F.hardtanh, F.hardsigmoid, F.hardswish, F.logsigmoid,
+    operator.mul, operator.add, operator.sub, operator.truediv, operator.neg, operator.pow,
+}  # fmt: skip
+ELEMENTWISE_METHODS = {
+    "relu",
+    "tanh",
+    "sigmoid",
+    "exp",
+    "mul",
+    "add",
+    "sub",
+    "div",
+    "neg",
+    "pow",
+    "square",
+    "clamp",
+    "abs",
+}
+LAYER_TYPES = (nn.Linear, nn.Conv2d)
+
+
+@dataclasses.dataclass(frozen=True)
+class Widening:
+    """How a widened problem was made (``problem.widening``).
+
+    ``layer``/``consumer``: module names of the split layer and of the layer reading its units.
+    ``units``: units before; ``width``: after. ``sources``: int64 ``(width - units,)``, the unit
+    each new unit copies (new unit ``units + e`` copies ``sources[e]``). ``shares``: float64
+    ``(width,)``, each unit's share of its source's outgoing weights (1 for units not split;
+    the shares of a source and its copies sum to 1). ``block``: inputs of the consumer per
+    unit (the spatial size when a flatten sits between a ``Conv2d`` and a ``Linear``; else 1).
+    """
+
+    layer: str
+    consumer: str
+    units: int
+    width: int
+    sources: np.ndarray
+    shares: np.ndarray
+    block: int
+    seed: int
+    split: str | list[float]
+
+    def settings(self) -> dict:
+        """JSON-ready summary (for result settings)."""
+        return {
+            "layer": self.layer,
+            "consumer": self.consumer,
+            "units": self.units,
+            "width": self.width,
+            "sources": self.sources.tolist(),
+            "shares": self.shares.tolist(),
+            "seed": self.seed,
+            "split": self.split,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    layer: nn.Module
+    consumer_name: str
+    consumer: nn.Module
+    units: int
+    block: int
+
+
+def _units(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def plan(problem: Problem, layer: str) -> _Plan:
+    """Check that ``layer`` can be widened; the consumer and block size, else a ``ValueError`` saying why."""
+    model = problem.model
+    modules = dict(model.named_modules())
+    if not isinstance(layer, str) or layer not in modules or layer == "":
+        names = [n for n, m in modules.items() if isinstance(m, LAYER_TYPES)]
+        raise ValueError(f"layer must name a Linear or Conv2d module of the model, one of {names}; got {layer!r}.")
+    module = modules[layer]
+    if not isinstance(module, LAYER_TYPES):
+        raise ValueError(
+            f"layer {layer!r} is a {type(module).__name__}; widen splits units of Linear and Conv2d layers."
+        )
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        raise ValueError(f"layer {layer!r} is a grouped Conv2d (groups={module.groups}); only groups=1 can be widened.")
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # data-dependent control flow and the like
+        raise ValueError(
+            f"the model's forward could not be traced with torch.fx ({type(exc).__name__}: {exc}); widen needs the "
+            f"graph to see which layer reads the units of layer {layer!r}."
+        ) from exc
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    if len(calls) != 1:
+        raise ValueError(f"layer {layer!r} is called {len(calls)} times in the forward; widen needs exactly one call.")
+    conv = isinstance(module, nn.Conv2d)
+    region, frontier, consumer, flatten = {calls[0]}, [calls[0]], None, False
+    while frontier:
+        node = frontier.pop()
+        for user in node.users:
+            if user in region:
+                continue
+            kind = _kind(user, modules, conv, problem.mode)
+            if kind == "output":
+                raise ValueError(
+                    f"layer {layer!r} reaches the model's output without another Linear or Conv2d: its units are "
+                    "outputs (the last layer), and only hidden layers can be widened."
+                )
+            if kind == "layer":
+                if consumer is not None and consumer is not user:
+                    raise ValueError(
+                        f"the units of layer {layer!r} are read by two layers ({consumer.target!r} and {user.target!r}); "
+                        "widen needs exactly one."
+                    )
+                consumer = user
+                continue
+            if kind == "flatten":
+                if flatten or not conv:
+                    raise ValueError(
+                        f"layer {layer!r}: {_name(user, modules)} can only follow a Conv2d once, before a Linear."
+                    )
+                flatten = True
+            elif kind != "elementwise":
+                raise ValueError(
+                    f"layer {layer!r} is followed by {_name(user, modules)}, {kind}; widen supports a Linear or Conv2d followed by "
+                    "elementwise activations and then a Linear or Conv2d."
+                )
+            others = [a for a in user.all_input_nodes if a not in region]
+            if others:
+                raise ValueError(
+                    f"layer {layer!r}: {_name(user, modules)} also reads {others[0].name!r}; elementwise steps after the layer "
+                    "may combine its units only with each other and with numbers."
+                )
+            region.add(user)
+            frontier.append(user)
+    if consumer is None:
+        raise ValueError(f"no Linear or Conv2d reads the units of layer {layer!r}; nothing to divide them between.")
+    reads = [a for a in consumer.all_input_nodes if a not in region]
+    if reads or len([n for n in graph.nodes if n.op == "call_module" and n.target == consumer.target]) != 1:
+        raise ValueError(
+            f"layer {consumer.target!r} (reading {layer!r}) is called more than once or reads other inputs."
+        )
+    target = modules[consumer.target]
+    units = _units(module)
+    if isinstance(target, nn.Linear):
+        if conv and not flatten:
+            raise ValueError(f"a Linear ({consumer.target!r}) reads the Conv2d {layer!r} without a flatten in between.")
+        if target.in_features % units:
+            raise ValueError(f"{consumer.target!r} has {target.in_features} inputs, not a multiple of {units} units.")
+        block = target.in_features // units
+        if block != 1 and not flatten:
+            raise ValueError(f"{consumer.target!r} has {target.in_features} inputs for {units} units of {layer!r}.")
+    else:
+        if flatten or not conv or target.groups != 1 or target.in_channels != units:
+            raise ValueError(
+                f"the Conv2d {consumer.target!r} cannot read the {units} units of {layer!r} channel by channel."
+            )
+        block = 1
+    return _Plan(module, consumer.target, target, units, block)
+
+
+def _name(node: fx.Node, modules: dict) -> str:
+    """How a graph node reads in a message: ``BatchNorm1d '1'``, ``function 'softmax'``, ``method 'view'``."""
+    if node.op == "call_module":
+        return f"{type(modules[node.target]).__name__} {node.target!r}"
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    return f"{node.op.removeprefix('call_')} {target!r}"
+
+
+def _kind(node: fx.Node, modules: dict, conv: bool, mode: Mode) -> str:
+    """What a node after the layer is: elementwise, flatten, layer, output, or a reason it is not allowed."""
+    if node.op == "output":
+        return "output"
+    if node.op == "call_module":
+        module = modules[node.target]
+        if isinstance(module, LAYER_TYPES):
+            return "layer"
+        if isinstance(module, ELEMENTWISE_MODULES) or (isinstance(module, nn.PReLU) and module.num_parameters == 1):
+            return "elementwise"
+        if isinstance(module, DROPOUT_MODULES):
+            return "elementwise" if mode is Mode.EVAL else "dropout in train mode (a different mask per copy)"
+        if conv and isinstance(module, CHANNEL_MODULES):
+            return "elementwise"
+        if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+            return "flatten"
+        return "not an elementwise activation"
+    if node.op == "call_function":
+        if node.target in ELEMENTWISE_FUNCTIONS:
+            return "elementwise"
+        if node.target is torch.flatten and (node.args[1:2] == (1,) or node.kwargs.get("start_dim") == 1):
+            return "flatten"
+    if node.op == "call_method":
+        if node.target in ELEMENTWISE_METHODS:
+            return "elementwise"
+        if node.target == "flatten" and node.args[1:2] == (1,):
+            return "flatten"
+    return "not an elementwise operation"
+
+
+def widenable_layers(problem: Problem) -> dict[str, str | None]:
+    """``{name: None if it can be widened else the reason why not}`` over the Linear/Conv2d layers."""
+    out = {}
+    for name, module in problem.model.named_modules():
+        if isinstance(module, LAYER_TYPES):
+            try:
+                plan(problem, name)
+                out[name] = None
+            except ValueError as exc:
+                out[name] = str(exc)
+    return out
+
+
+def _shares(units: int, width: int, seed: int, split: Split) -> tuple[np.ndarray, np.ndarray, str | list[float]]:
+    """``(sources (width - units,), shares (width,), split as recorded)``; see ``Widening``."""
+    extra = width - units
+    gen = torch.Generator().manual_seed(seed)
+    sources = torch.randperm(units, generator=gen)[torch.arange(extra) % units].numpy().astype(np.int64)
+    shares = np.ones(width)
+    groups = {int(k): [units + e for e in np.flatnonzero(sources == k)] for k in np.unique(sources)}
+    if isinstance(split, str):
+        if split not in ("random", "half"):
+            raise ValueError(f"split must be 'random', 'half', a number or {extra} numbers; got {split!r}.")
+        for k, copies in groups.items():
+            if split == "half":
+                parts = np.full(len(copies) + 1, 1.0 / (len(copies) + 1))
+            else:  # uniform on the simplex: normalized Exp(1) draws
+                draws = -torch.log(torch.rand(len(copies) + 1, generator=gen, dtype=torch.float64)).numpy()
+                parts = draws / draws.sum()
+            shares[k], shares[copies] = parts[0], parts[1:]
+        return sources, shares, split
+    try:
+        given = np.broadcast_to(np.asarray(split, dtype=np.float64), (extra,)).copy()
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"split must be 'random', 'half', a number or {extra} numbers (one per new unit); got {split!r}."
+        ) from None
+    if not np.isfinite(given).all():
+        raise ValueError(f"split shares must be finite numbers; got {given.tolist()}.")
+    shares[units:] = given
+    for k, copies in groups.items():
+        shares[k] = 1.0 - given[np.asarray(copies) - units].sum()
+    return sources, shares, given.tolist()
+
+
+def widen(problem: Problem, layer: str, width: int, seed: int = 0, split: Split = "random") -> Problem:
+    """The same network with hidden layer ``layer`` widened to ``width`` units, at the lifted point.
+
+    ``layer``: module name (``"0"`` for the first Linear of a Sequential). ``width``: units after
+    (more than now). ``seed``: which units are split (a seeded permutation, cycled) and the
+    random shares. ``split``: ``"random"`` (uniform on the simplex for each source and its
+    copies), ``"half"`` (equal shares), a number (each copy's share; the source keeps the rest)
+    or one number per new unit. The new ``Problem`` keeps the loss, metrics, data, mode and
+    batch size; ``.widening`` (``Widening``) says how it was made. Built from
+    ``problem.theta0`` and ``problem.buffers``, not from the model's stored weights.
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a Problem; got {type(problem).__name__}.")
+    found = plan(problem, layer)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not found.units < width <= MAX_WIDTH:
+        raise ValueError(f"width must be an integer from {found.units + 1} to {MAX_WIDTH}; got {width!r}.")
+    width = int(width)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
+    sources, shares, recorded = _shares(found.units, width, int(seed), split)
+
+    model = copy.deepcopy(problem.model)
+    with torch.no_grad():
+        for name, value in problem.space.unflatten(problem.theta0).items():
+            model.get_parameter(name).copy_(value)
+        for name, value in problem.buffers.items():
+            model.get_buffer(name).copy_(value)
+    modules = dict(model.named_modules())
+    index = torch.cat([torch.arange(found.units), torch.from_numpy(sources)])
+    _widen_layer(modules[layer], index, width)
+    _widen_consumer(modules[found.consumer_name], index, torch.from_numpy(shares), found.block, width)
+
+    splits = problem.splits
+    wide = Problem(
+        model,
+        problem.loss,
+        train=(splits["train"].X, splits["train"].y),
+        val=(splits["val"].X, splits["val"].y) if "val" in splits else None,
+        metrics=dict(problem.metrics),
+        batch_size=problem.batch_size,
+        device=problem.device,
+        mode=problem.mode.value,
+    )
+    _check_same_outputs(problem, wide, layer)
+    wide.widening = Widening(
+        layer, found.consumer_name, found.units, width, sources, shares, found.block, int(seed), recorded
+    )
+    return wide
+
+
+def _replace(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    old = getattr(module, name)
+    setattr(module, name, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+
+
+def _widen_layer(module: nn.Module, index: torch.Tensor, width: int) -> None:
+    """Rows (output units) ``index`` of the layer's weight and bias: each new unit copies its source."""
+    _replace(module, "weight", module.weight.detach()[index.to(module.weight.device)])
+    if module.bias is not None:
+        _replace(module, "bias", module.bias.detach()[index.to(module.bias.device)])
+    if isinstance(module, nn.Linear):
+        module.out_features = width
+    else:
+        module.out_channels = width
+
+
+def _widen_consumer(module: nn.Module, index: torch.Tensor, shares: torch.Tensor, block: int, width: int) -> None:
+    """Columns of the consumer: unit ``j`` reads with its source's weights times ``shares[j]``."""
+    weight = module.weight.detach()
+    out = weight.shape[0]
+    grouped = weight.reshape(out, -1, block, *weight.shape[2:])  # (out, units, block, ...)
+    scale = shares.to(weight.device, weight.dtype).reshape(1, -1, *([1] * (grouped.dim() - 2)))
+    new = (grouped[:, index.to(weight.device)] * scale).reshape(out, width * block, *weight.shape[2:])
+    _replace(module, "weight", new)
+    if isinstance(module, nn.Linear):
+        module.in_features = width * block
+    else:
+        module.in_channels = width
+
+
+def _check_same_outputs(narrow: Problem, wide: Problem, layer: str) -> None:
+    """Refuse a widening that changed the outputs (a use of the units the graph did not show)."""
+    split = narrow.splits["train"]
+    X = split.X[: min(split.n, 64)]
+    with torch.no_grad():
+        before, after = narrow.forward(narrow.theta0, X), wide.forward(wide.theta0, X)
+    if before.shape != after.shape:
+        raise ValueError(
+            f"widening {layer!r} changed the output shape from {tuple(before.shape)} to {tuple(after.shape)}."
+        )
+    eps = torch.finfo(before.dtype).eps
+    gap = float((before - after).abs().max())
+    if gap > 1e4 * eps * (1.0 + float(before.abs().max())):
+        raise ValueError(
+            f"widening {layer!r} changed the outputs by up to {gap:.3g}; the model uses the layer's units in a way "
+            "widen does not see, so it is refused."
+        )
+
+
+def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> torch.Tensor:
+    """A unit direction ``(P,)`` of the widened space that moves new unit ``copy`` against its source.
+
+    ``"outgoing"``: shift outgoing weight (along the source's own outgoing weights) from the
+    source to the copy; the function does not change, so the loss is exactly flat along it
+    and it stays critical (a line of critical points). ``"incoming"``: move the two units'
+    incoming weights apart along the source's own incoming weights, keeping their
+    share-weighted mean: the loss changes at second order (curvature ``a (1 - a) u^T S u``).
+    """
+    info = getattr(wide, "widening", None)
+    if not isinstance(info, Widening):
+        raise ValueError("split_direction needs a Problem made by widen() (it has no .widening).")
+    if kind not in ("outgoing", "incoming"):
+        raise ValueError(f"kind must be 'outgoing' or 'incoming'; got {kind!r}.")
+    extra = info.width - info.units
+    if isinstance(copy, bool) or not isinstance(copy, (int, np.integer)) or not 0 <= copy < extra:
+        raise ValueError(f"copy must be an integer from 0 to {extra - 1} (one per new unit); got {copy!r}.")
+    source, new = int(info.sources[copy]), info.units + int(copy)
+    params = wide.space.unflatten(wide.theta0)
+    step = {name: torch.zeros_like(t) for name, t in params.items()}
+    if kind == "outgoing":
+        name = f"{info.consumer}.weight"
+        if name not in step:
+            raise ValueError(f"{name} is frozen (requires_grad=False); the outgoing direction lives there.")
+        grouped = params[name].reshape(params[name].shape[0], info.width, info.block, -1)
+        along = grouped[:, source] / info.shares[source] if info.shares[source] else grouped[:, new]
+        view = step[name].reshape(grouped.shape)
+        view[:, source], view[:, new] = along, -along
+    else:
+        share_source, share_new = float(info.shares[source]), float(info.shares[new])
+        for leaf in ("weight", "bias"):
+            name = f"{info.layer}.{leaf}"
+            if name in step:
+                step[name][source], step[name][new] = (
+                    share_new * params[name][source],
+                    -share_source * params[name][new],
+                )
+    vector = wide.space.flatten(step)
+    norm = vector.double().norm()
+    if not norm > 0:
+        raise ValueError(f"the {kind} direction of copy {copy} is zero (the source's weights are zero there).")
+    from .directions import register
+
+    vector = (vector.double() / norm).to(wide.dtype)
+    return register(vector, {"kind": f"split-{kind}", "layer": info.layer, "copy": int(copy)})

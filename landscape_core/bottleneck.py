@@ -66,6 +66,8 @@ def bottleneck_distance(a, b, method: str = "auto") -> float:
     if method == "auto":
         method = "gudhi" if gudhi_available() else "exact"
     if method == "gudhi":
+        if not gudhi_available():
+            raise ValueError("method='gudhi' needs gudhi (pip install gudhi, or the extra 'topology'); use 'exact'.")
         import gudhi.hera
 
         a, b = a[a[:, 1] > a[:, 0]], b[b[:, 1] > b[:, 0]]  # Hera refuses diagonal points; they cost nothing

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_core import Problem
-from landscape_core.embedding_principle import Widening, split_direction, widen, widenable_layers
+from landscape_core.embedding_principle import Widening, split_curvature, split_direction, widen, widenable_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 DT = torch.float64
@@ -347,6 +347,12 @@ def test_split_directions_flat_and_curved():
     expected = a * c * (a + c) * float(u @ S @ u) / ((a**2 + c**2) * float(u @ u))
     assert float(inc @ H @ inc) == pytest.approx(expected, rel=1e-9)
     assert float(out.norm()) == pytest.approx(1.0) and float(inc.norm()) == pytest.approx(1.0)
+    result = split_curvature(wide, copy=0)
+    assert result.kinds == ["outgoing", "incoming"]
+    assert abs(result.curvatures[0]) <= 1e-14 and result.residuals[0] <= 1e-12
+    assert result.curvatures[1] == pytest.approx(expected, rel=1e-9)
+    assert result.residuals[1] == pytest.approx(float((H @ inc - (inc @ H @ inc) * inc).norm()), rel=1e-9)
+    assert type(result).from_bytes(result.to_bytes()).curvatures.tolist() == result.curvatures.tolist()
 
 
 # -- refusals ------------------------------------------------------------------------------------

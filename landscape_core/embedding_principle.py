@@ -47,7 +47,16 @@ from .results import ResultIO
 
 Split = str | float | Sequence[float]
 MAX_WIDTH = 100_000
-__all__ = ["SplitCurvature", "Widening", "split_curvature", "split_direction", "widen", "widenable_layers"]
+__all__ = [
+    "SplitCurvature",
+    "Widening",
+    "most_active_copy",
+    "split_curvature",
+    "split_direction",
+    "unit_activity",
+    "widen",
+    "widenable_layers",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,9 +235,7 @@ def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> tor
     incoming weights apart along the source's own incoming weights, keeping their
     share-weighted mean: the loss changes at second order (curvature ``a (1 - a) u^T S u``).
     """
-    info = getattr(wide, "widening", None)
-    if not isinstance(info, Widening):
-        raise ValueError("split_direction needs a Problem made by widen() (it has no .widening).")
+    info = _widening(wide)
     if kind not in ("outgoing", "incoming"):
         raise ValueError(f"kind must be 'outgoing' or 'incoming'; got {kind!r}.")
     extra = info.width - info.units
@@ -264,19 +271,60 @@ def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> tor
     return register(vector, {"kind": f"split-{kind}", "layer": info.layer, "copy": int(copy)})
 
 
+def unit_activity(wide: Problem, max_samples: int = 1024) -> np.ndarray:
+    """float64 ``(width,)``: how much each unit of the widened layer varies over the data.
+
+    The standard deviation, over the first ``max_samples`` training inputs, of what the consumer
+    reads from the unit (its activation; for a ``Conv2d``, over samples and positions). 0 for a
+    unit whose output is constant (a dead ReLU): splitting it changes nothing the loss can see.
+    """
+    info = _widening(wide)
+    consumer = dict(wide.model.named_modules())[info.consumer]
+    seen: list[torch.Tensor] = []
+    handle = consumer.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    try:
+        split = wide.splits["train"]
+        with torch.no_grad():
+            wide.forward(wide.theta0, split.X[:max_samples])
+    finally:
+        handle.remove()
+    inputs = seen[0].double()
+    if isinstance(consumer, nn.Linear):  # (..., width * block): unit j owns columns j*block .. (j+1)*block
+        per_unit = inputs.reshape(-1, info.width, info.block).transpose(0, 1).reshape(info.width, -1)
+    else:  # Conv2d reads (N, width, H, W)
+        per_unit = inputs.transpose(0, 1).reshape(info.width, -1)
+    return per_unit.std(dim=1, correction=0).cpu().numpy()
+
+
+def most_active_copy(wide: Problem) -> int:
+    """The new unit whose source varies most over the data (a copy of a dead unit shows nothing)."""
+    info = _widening(wide)
+    return int(np.argmax(unit_activity(wide)[info.sources]))
+
+
+def _widening(wide: Problem) -> Widening:
+    info = getattr(wide, "widening", None)
+    if not isinstance(info, Widening):
+        raise ValueError("this needs a Problem made by widen() (it has no .widening).")
+    return info
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitCurvature(ResultIO):
     """The Hessian along the split directions of one new unit, at the widened point.
 
     ``kinds``: ``["outgoing", "incoming"]``. ``curvatures``: float64 ``(2,)``, ``d^T H d`` for the
     unit directions of ``split_direction``. ``residuals``: float64 ``(2,)``, ``||H d - (d^T H d) d||``:
-    0 when ``d`` is an eigenvector; the outgoing direction at a critical point has curvature 0
-    and residual 0 (a zero eigenvalue: a line of critical points). ``settings``: how it was made.
+    0 when ``d`` is an eigenvector; the outgoing direction has curvature 0 everywhere (the loss
+    is constant along it) and residual 0 at a critical point (a zero eigenvalue: a line of
+    critical points). ``gradient_norm``: ``||grad L||`` at the widened point, how far it is from
+    critical (the residual grows with it). ``settings``: how it was made.
     """
 
     kinds: list
     curvatures: np.ndarray
     residuals: np.ndarray
+    gradient_norm: float
     settings: dict
 
     def to_csv(self) -> str:
@@ -311,4 +359,6 @@ def split_curvature(wide: Problem, copy: int = 0, dtype=None, progress=None, can
         "direction_sha256": [digest(d) for d in vectors],
         **curvature_settings(wide, None, dtype, "auto"),
     }
-    return SplitCurvature(kinds, np.array(curvatures), np.array(residuals), settings)
+    theta = wide.theta0.detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(wide.full_loss(theta), theta)
+    return SplitCurvature(kinds, np.array(curvatures), np.array(residuals), float(gradient.double().norm()), settings)

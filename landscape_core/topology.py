@@ -107,6 +107,20 @@ class Persistence(ResultIO):
         """``barriers - births``: how far each basin's floor lies below its way to the deepest one."""
         return self.barriers - self.pairs[:, 0]
 
+    @property
+    def barrier_saddles(self) -> np.ndarray:
+        """float64 ``(k, 2)``: the cell at which each basin's way joins the deepest basin, i.e. where
+        the level ``barriers[i]`` is reached (the saddle of the last basin on its elder chain);
+        NaN for the deepest basin and for basins cut off from it."""
+        out = np.full((len(self.pairs), 2), np.nan)
+        for i in range(1, len(self.pairs)):
+            j = i
+            while self.parents[j] != j and self.parents[j] != 0:
+                j = int(self.parents[j])
+            if self.parents[j] == 0 and self.deaths[j] == self.barriers[i]:
+                out[i] = self.saddles[j]
+        return out
+
     def count(self, threshold: float = 0.0) -> int:
         """Number of basins whose persistence is strictly above ``threshold`` (>= 0)."""
         return int(np.sum(self.persistence > _threshold(threshold)))

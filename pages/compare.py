@@ -11,6 +11,7 @@ from landscape_core import directions, jobs, snippet, surface, verdict
 from landscape_core.defaults import COMPARE
 from landscape_core.first_screen import compare_splits
 from landscape_core.results import Surface
+from pages import _topology as topology_sections
 
 st.title("Compare: two models on the same slices")
 st.caption(
@@ -280,3 +281,6 @@ st.download_button(
     on_click="ignore",
     icon=":material/table:",
 )
+
+if plane_a is not None and plane_b is not None:
+    topology_sections.diagrams(plane_a, plane_b, q, (label_a, label_b))

@@ -10,6 +10,7 @@ from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.results import Surface
+from pages import _topology as topology_sections
 
 COARSE_STEPS = SURFACE.coarse_steps
 STEP_CHOICES = [11, 21, 31, 41, 51, 75, 101]
@@ -263,6 +264,7 @@ if shape == "2D plane":
             code = f"# not available: {exc}"
         export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
         ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=code)
+        topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
 else:
     lines_steps = max(steps, SURFACE.min_line_steps)
 

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_core import Problem
-from landscape_core.embedding_principle import Widening, split_curvature, split_direction, widen, widenable_layers
+from landscape_core.embedding_principle import (
+    Widening,
+    most_active_copy,
+    split_curvature,
+    split_direction,
+    unit_activity,
+    widen,
+    widenable_layers,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 DT = torch.float64
@@ -352,7 +360,23 @@ def test_split_directions_flat_and_curved():
     assert abs(result.curvatures[0]) <= 1e-14 and result.residuals[0] <= 1e-12
     assert result.curvatures[1] == pytest.approx(expected, rel=1e-9)
     assert result.residuals[1] == pytest.approx(float((H @ inc - (inc @ H @ inc) * inc).norm()), rel=1e-9)
+    assert result.gradient_norm < 1e-15
     assert type(result).from_bytes(result.to_bytes()).curvatures.tolist() == result.curvatures.tolist()
+
+
+@pytest.mark.parametrize("name", ["sequential", "conv-pool-flatten-linear"])
+def test_unit_activity_finds_dead_units(name):
+    problem, layer = _problem(name)
+    params = problem.space.unflatten(problem.theta0.clone())
+    params[f"{layer}.bias"][0] = -1e3  # unit 0 never fires (ReLU/GELU near 0, tanh saturated at -1)
+    problem = problem.at(problem.space.flatten(params))
+    units = problem.space[f"{layer}.weight"].shape[0]
+    wide = widen(problem, layer, 2 * units, seed=0)  # every unit is split once, unit 0 too
+    activity = unit_activity(wide)
+    assert activity.shape == (2 * units,) and activity[0] < 1e-9 and (activity[1:units] > 1e-3).all()
+    assert np.allclose(activity[units:], activity[wide.widening.sources], rtol=0, atol=1e-12)  # copies = sources
+    best = most_active_copy(wide)
+    assert wide.widening.sources[best] != 0 and activity[wide.widening.sources[best]] == activity[:units].max()
 
 
 # -- refusals ------------------------------------------------------------------------------------
@@ -450,8 +474,9 @@ def test_bad_arguments(kwargs, words):
 
 def test_split_direction_needs_a_widened_problem():
     problem, _ = _problem("sequential")
-    with pytest.raises(ValueError, match="made by widen"):
-        split_direction(problem)
+    for needs_widen in (split_direction, unit_activity, most_active_copy):
+        with pytest.raises(ValueError, match="made by widen"):
+            needs_widen(problem)
     wide = widen(problem, "0", 7)
     with pytest.raises(ValueError, match="copy must be an integer from 0 to 1"):
         split_direction(wide, copy=2)

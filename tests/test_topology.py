@@ -164,6 +164,16 @@ def test_barriers_are_minimax_paths_and_the_merge_tree_is_consistent(seed):
     deepest = tuple(result.minima[0])
     for i, cell in enumerate(result.minima):
         assert result.barriers[i] == minimax_barrier(values, tuple(cell), deepest)
+        saddle = result.barrier_saddles[i]
+        if i and np.isfinite(result.barriers[i]):  # the level there is the barrier, on a cheapest path
+            r, c = saddle.astype(int)
+            assert values[r, c] == result.barriers[i]
+            assert (
+                max(minimax_barrier(values, tuple(cell), (r, c)), minimax_barrier(values, (r, c), deepest))
+                == (result.barriers[i])
+            )
+        else:
+            assert np.isnan(saddle).all()
     tree = result.merge_tree()
     k = len(result.pairs)
     finite = int(np.isfinite(result.deaths).sum())

@@ -226,14 +226,17 @@ def _check_same_outputs(narrow: Problem, wide: Problem, layer: str) -> None:
         )
 
 
-def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> torch.Tensor:
+def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0, seed: int = 0) -> torch.Tensor:
     """A unit direction ``(P,)`` of the widened space that moves new unit ``copy`` against its source.
 
     ``"outgoing"``: shift outgoing weight (along the source's own outgoing weights) from the
     source to the copy; the function does not change, so the loss is exactly flat along it
     and it stays critical (a line of critical points). ``"incoming"``: move the two units'
-    incoming weights apart along the source's own incoming weights, keeping their
-    share-weighted mean: the loss changes at second order (curvature ``a (1 - a) u^T S u``).
+    incoming weights (and biases) apart along a random direction ``u`` (Gaussian, from ``seed``),
+    ``+a u`` on the source and ``-c u`` on the copy (``a``, ``c``: the copy's and the source's
+    shares), keeping their share-weighted mean: the first-order change cancels and the
+    curvature is ``a c (a + c) u^T S u / ((a^2 + c^2) |u|^2)``. (Not along the weights
+    themselves: for a positively homogeneous activation such as ReLU that is exactly flat.)
     """
     info = _widening(wide)
     if kind not in ("outgoing", "incoming"):
@@ -254,13 +257,13 @@ def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> tor
         view[:, source], view[:, new] = along, -along
     else:
         share_source, share_new = float(info.shares[source]), float(info.shares[new])
+        gen = torch.Generator().manual_seed(int(seed))
         for leaf in ("weight", "bias"):
             name = f"{info.layer}.{leaf}"
             if name in step:
-                step[name][source], step[name][new] = (
-                    share_new * params[name][source],
-                    -share_source * params[name][new],
-                )
+                u = torch.randn(params[name][source].shape, generator=gen, dtype=torch.float64)
+                u = u.to(step[name].device, step[name].dtype)
+                step[name][source], step[name][new] = share_new * u, -share_source * u
     vector = wide.space.flatten(step)
     norm = vector.double().norm()
     if not norm > 0:
@@ -268,7 +271,8 @@ def split_direction(wide: Problem, kind: str = "outgoing", copy: int = 0) -> tor
     from .directions import register
 
     vector = (vector.double() / norm).to(wide.dtype)
-    return register(vector, {"kind": f"split-{kind}", "layer": info.layer, "copy": int(copy)})
+    info_ = {"kind": f"split-{kind}", "layer": info.layer, "copy": int(copy)}
+    return register(vector, {**info_, "seed": int(seed)} if kind == "incoming" else info_)
 
 
 def unit_activity(wide: Problem, max_samples: int = 1024) -> np.ndarray:
@@ -333,8 +337,11 @@ class SplitCurvature(ResultIO):
         return "\n".join(lines) + "\n"
 
 
-def split_curvature(wide: Problem, copy: int = 0, dtype=None, progress=None, cancel=None) -> SplitCurvature:
-    """Curvature and eigen-residual of the Hessian along both split directions of new unit ``copy``.
+def split_curvature(
+    wide: Problem, copy: int = 0, seed: int = 0, dtype=None, progress=None, cancel=None
+) -> SplitCurvature:
+    """Curvature and eigen-residual of the Hessian along both split directions of new unit ``copy``
+    (``seed``: the incoming direction's draw).
 
     Two exact Hessian-vector products (``hvp.HessianOperator``; ``dtype="float64"`` for a float64
     copy of model and data).
@@ -343,7 +350,7 @@ def split_curvature(wide: Problem, copy: int = 0, dtype=None, progress=None, can
     from .hvp import HessianOperator, curvature_settings
 
     kinds = ["outgoing", "incoming"]
-    vectors = [split_direction(wide, kind, copy) for kind in kinds]
+    vectors = [split_direction(wide, kind, copy, seed) for kind in kinds]
     op = HessianOperator(wide, dtype=dtype, progress=progress, cancel=cancel, expected=2)
     curvatures, residuals = [], []
     for d in vectors:
@@ -355,6 +362,7 @@ def split_curvature(wide: Problem, copy: int = 0, dtype=None, progress=None, can
     settings = {
         "kind": "split_curvature",
         "copy": int(copy),
+        "seed": int(seed),
         "widening": wide.widening.settings(),
         "direction_sha256": [digest(d) for d in vectors],
         **curvature_settings(wide, None, dtype, "auto"),

@@ -138,6 +138,8 @@ def _basins_readout(result, kept, threshold: float, percent: float, quantity: st
                 f"of {height:.3g} above its floor (at level {result.barriers[second]:.4g}): on this slice, leaving it "
                 "costs that much loss."
             )
+            if result.coords(result.barrier_saddles[second : second + 1])[0].tolist() == [0.0, 0.0]:
+                text += " The way between them crosses the base point itself: on this slice it is a saddle."
         else:
             text += " Basin 2 is cut off from the deepest by diverged points (no finite path joins them)."
     left_out = result.settings.get("left_out_cells", 0)
@@ -216,6 +218,11 @@ def diagrams(surface_a, surface_b, quantity: str, labels: tuple[str, str], key: 
         width="stretch",
     )
     right.metric("Bottleneck distance", f"{distance:.4g}")
+    if all(len(r.pairs) == 1 for r in results):
+        right.markdown(
+            "Each map has a single basin: the distance is the difference of their floors, "
+            f"{abs(results[0].births[0] - results[1].births[0]):.3g}."
+        )
     how = "gudhi's Hera, exact" if method == "gudhi" else "exact matching (landscape_core.bottleneck)"
     right.caption(
         f"In units of {ui.quantity_label(quantity)} ({how}): the smallest d such that every basin of one map can be "

@@ -1,11 +1,11 @@
-"""Embedding principle page: model A inside a wider network (sections in ``pages/_embedding.py``)."""
+"""Embedding principle page: model A inside a wider network (sections in ``pages/_embedding_sections.py``)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from landscape_core import wide_demo
-from pages import _embedding as sections
+from pages import _embedding_sections as sections
 from pages import _ui as ui
 
 st.title("Embedding principle: model A inside a wider network")

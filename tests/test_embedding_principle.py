@@ -344,18 +344,21 @@ def test_split_directions_flat_and_curved():
     losses = wide.evaluate(torch.stack([wide.theta0 + t * out for t in (-2.0, 0.0, 0.7, 3.0)]))["train_loss"]
     assert np.ptp(losses) <= 1e-15
     assert float((H @ out).norm()) <= 1e-12
-    inc = split_direction(wide, "incoming", copy=0)
+    inc = split_direction(wide, "incoming", copy=0, seed=5)
     info = wide.widening
-    k, a, c = int(info.sources[0]), info.shares[info.units], info.shares[int(info.sources[0])]
-    params = narrow.space.unflatten(narrow.theta0)
-    u = torch.cat([params["0.weight"][k], params["0.bias"][k : k + 1]])
+    k, new = int(info.sources[0]), info.units
+    a, c = info.shares[new], info.shares[k]
+    moved = wide.space.unflatten(inc)
+    u = torch.cat([moved["0.weight"][k], moved["0.bias"][k : k + 1]]) / a  # +a u on the source
+    copy_part = torch.cat([moved["0.weight"][new], moved["0.bias"][new : new + 1]])
+    assert torch.allclose(copy_part, -c * u, atol=1e-15)  # -c u on the copy: the shares' mean stays put
     S, _ = splitting_matrices(narrow, nn.Tanh, k)
-    # d = (a u on the source, -c u on the copy) / |d|: along t d the pair adds
-    # c v s(z + t a u.x) + a v s(z - t c u.x), whose second derivative is a c (a + c) v s'' (u.x)^2
+    # along t d the pair adds c v s(z + t a u.x) + a v s(z - t c u.x): the first derivative cancels and
+    # the second is a c (a + c) v s'' (u.x)^2; d has norm 1, so |u|^2 (a^2 + c^2) = 1
     expected = a * c * (a + c) * float(u @ S @ u) / ((a**2 + c**2) * float(u @ u))
     assert float(inc @ H @ inc) == pytest.approx(expected, rel=1e-9)
     assert float(out.norm()) == pytest.approx(1.0) and float(inc.norm()) == pytest.approx(1.0)
-    result = split_curvature(wide, copy=0)
+    result = split_curvature(wide, copy=0, seed=5)
     assert result.kinds == ["outgoing", "incoming"]
     assert abs(result.curvatures[0]) <= 1e-14 and result.residuals[0] <= 1e-12
     assert result.curvatures[1] == pytest.approx(expected, rel=1e-9)

@@ -90,6 +90,16 @@ def test_surface_page_counts_basins_and_marks_them():
     assert len(everything) == len(topology.persistence(plane, "train_loss").pairs)
 
 
+def test_surface_hessian_plane_of_a_saddle_has_two_basins_split_at_the_base_point():
+    """digits-mlp's model A has a small negative eigenvalue: on the largest/smallest eigenvector plane the loss
+    falls on both sides along the smallest, so two basins meet at the base point."""
+    at = _page("surface", "digits-mlp", surface_steps=11, surface_kind="hessian-both", surface_topology_threshold=0.0)
+    basins = next(d.value for d in at.dataframe if "barrier to the deepest" in d.value.columns)
+    text = next(m.value for m in at.markdown if "persist above" in m.value)
+    assert len(basins) == 2 and "crosses the base point itself" in text
+    assert basins["saddle alpha"].iloc[1] == 0.0 and basins["saddle beta"].iloc[1] == 0.0
+
+
 def test_compare_page_shows_both_diagrams_and_the_bottleneck_distance():
     at = _page("compare", "digits-mlp", compare_steps=11)
     metric = next(m for m in at.metric if m.label == "Bottleneck distance")

@@ -32,6 +32,10 @@ from pages import _ui as ui
 MODEL_COLORS = {"model A": "#495057", "widened A": "#3b5bdb", "wide, trained from scratch": "#e8590c"}
 
 
+def _number(fmt: str = "%.6g"):
+    return st.column_config.NumberColumn(format=fmt)
+
+
 # -- settings -----------------------------------------------------------------------------------
 @st.cache_data(max_entries=16, show_spinner=False)
 def _layers(_problem, model_hash: str) -> dict[str, str | None]:
@@ -158,7 +162,7 @@ def loss_unchanged(narrow: Problem, wide: Problem, wide_scratch: Problem | None)
             wide_scratch.space.size,
             *(wide_scratch.base.get(q) for q in narrow.base),
         ]
-    st.dataframe(table, width="stretch")
+    st.dataframe(table, width="stretch", column_config={c: _number() for c in table.columns})
     split_units = np.unique(info.sources)
     st.markdown(
         f"Layer `{info.layer}` went from {info.units} to {info.width} units: {len(split_units)} unit(s) were split "
@@ -187,7 +191,7 @@ def _spectra_job(models: dict[str, Problem], wide: Problem, s: dict):
                 progress=lambda d, _t, i=i: progress(i * budget + min(d, budget), total),
                 cancel=cancel,
             )
-        out["split"] = split_curvature(wide, copy=most_active_copy(wide), cancel=cancel)
+        out["split"] = split_curvature(wide, copy=most_active_copy(wide), seed=s["seed"], cancel=cancel)
         progress(total, total)
         return out
 
@@ -234,7 +238,7 @@ def spectra(models: dict[str, Problem], wide: Problem, s: dict, key: dict) -> di
         },
         index=list(models),
     )
-    right.dataframe(summary, width="stretch")
+    right.dataframe(summary, width="stretch", column_config={c: _number() for c in ("lambda_max", "lambda_min")})
     split = result["split"]
     right.dataframe(
         pd.DataFrame(
@@ -246,6 +250,7 @@ def spectra(models: dict[str, Problem], wide: Problem, s: dict, key: dict) -> di
         ),
         hide_index=True,
         width="stretch",
+        column_config={c: _number("%.3g") for c in ("curvature d^T H d", "||H d - (d^T H d) d||")},
     )
     for line in _spectra_readout(result, models):
         st.markdown(line)
@@ -299,7 +304,7 @@ def _planes_job(wide: Problem, wide_scratch: Problem | None, s: dict):
         n = s["steps"] ** 2
         total = n * (3 if wide_scratch is not None else 2)
         span = (-s["span"], s["span"])
-        split_d = split_direction(wide, s["kind"], copy=most_active_copy(wide))
+        split_d = split_direction(wide, s["kind"], copy=most_active_copy(wide), seed=s["seed"])
         random_wide = directions.random(wide, count=2, norm="filter", seed=s["seed"])
         out = {
             "split": surface.plane(

@@ -485,3 +485,27 @@ def test_split_direction_needs_a_widened_problem():
         split_direction(wide, copy=2)
     with pytest.raises(ValueError, match="kind must be"):
         split_direction(wide, kind="sideways")
+
+
+# -- the wide net trained from scratch ------------------------------------------------------------
+@pytest.mark.slow
+def test_wide_demo_is_deterministic_and_cached_as_npz_bytes(fresh_cache):
+    import io
+
+    from landscape_core import cache, wide_demo
+
+    first = wide_demo.load("digits-mlp", width=132)
+    stored = cache.get(wide_demo.cache_key("digits-mlp", 132))
+    assert isinstance(stored, bytes)
+    with np.load(io.BytesIO(stored), allow_pickle=False) as archive:  # arrays only, no pickles
+        assert "A/state/0.weight" in archive.files and archive["A/state/0.weight"].shape == (132, 64)
+    again = wide_demo.load("digits-mlp", width=132, use_cache=False)  # retrained from scratch
+    assert torch.equal(first.theta0, again.theta0)
+    wide_demo._memo.clear()
+    cached = wide_demo.load("digits-mlp", width=132)  # read back from the bytes
+    assert torch.equal(cached.theta0, first.theta0) and cached.base == first.base
+    assert first.base["train_accuracy"] > 0.99 and first.space.size == 64 * 132 + 132 + 132 * 10 + 10
+    with pytest.raises(ValueError, match="MLP demos"):
+        wide_demo.load("digits-bn-cnn", width=132)
+    with pytest.raises(ValueError, match="width must be"):
+        wide_demo.load("digits-mlp", width=0)

@@ -92,45 +92,40 @@ def plan(problem: Problem, layer: str) -> LayerPlan:
     if len(calls) != 1:
         raise ValueError(f"layer {layer!r} is called {len(calls)} times in the forward; widen needs exactly one call.")
     conv = isinstance(module, nn.Conv2d)
-    region, frontier, consumer, flatten = {calls[0]}, [calls[0]], None, False
-    while frontier:
-        node = frontier.pop()
-        for user in node.users:
-            if user in region:
-                continue
-            kind = _kind(user, modules, conv, problem.mode)
-            if kind == "output":
+    region = _downstream(calls[0], modules)  # every node the units reach before a Linear/Conv2d reads them
+    consumer, flatten = None, False
+    for user in (n for n in graph.nodes if n in region and n is not calls[0]):  # in graph order
+        kind = _kind(user, modules, conv, problem.mode)
+        if kind == "output":
+            raise ValueError(
+                f"layer {layer!r} reaches the model's output without another Linear or Conv2d: its units are "
+                "outputs (the last layer), and only hidden layers can be widened."
+            )
+        if kind == "layer":
+            if consumer is not None:
                 raise ValueError(
-                    f"layer {layer!r} reaches the model's output without another Linear or Conv2d: its units are "
-                    "outputs (the last layer), and only hidden layers can be widened."
+                    f"the units of layer {layer!r} are read by two layers ({consumer.target!r} and {user.target!r}); "
+                    "widen needs exactly one."
                 )
-            if kind == "layer":
-                if consumer is not None and consumer is not user:
-                    raise ValueError(
-                        f"the units of layer {layer!r} are read by two layers ({consumer.target!r} and {user.target!r}); "
-                        "widen needs exactly one."
-                    )
-                consumer = user
-                continue
-            if kind == "flatten":
-                if flatten or not conv:
-                    raise ValueError(
-                        f"layer {layer!r}: {_name(user, modules)} can only follow a Conv2d once, before a Linear."
-                    )
-                flatten = True
-            elif kind != "elementwise":
+            consumer = user
+            continue
+        if kind == "flatten":
+            if flatten or not conv:
                 raise ValueError(
-                    f"layer {layer!r} is followed by {_name(user, modules)}, {kind}; widen supports a Linear or Conv2d followed by "
-                    "elementwise activations and then a Linear or Conv2d."
+                    f"layer {layer!r}: {_name(user, modules)} can only follow a Conv2d once, before a Linear."
                 )
-            others = [a for a in user.all_input_nodes if a not in region]
-            if others:
-                raise ValueError(
-                    f"layer {layer!r}: {_name(user, modules)} also reads {others[0].name!r}; elementwise steps after the layer "
-                    "may combine its units only with each other and with numbers."
-                )
-            region.add(user)
-            frontier.append(user)
+            flatten = True
+        elif kind != "elementwise":
+            raise ValueError(
+                f"layer {layer!r} is followed by {_name(user, modules)}, {kind}; widen supports a Linear or Conv2d "
+                "followed by elementwise activations and then a Linear or Conv2d."
+            )
+        others = [a for a in user.all_input_nodes if a not in region]
+        if others:
+            raise ValueError(
+                f"layer {layer!r}: {_name(user, modules)} also reads {others[0].name!r}; elementwise steps after the "
+                "layer may combine its units only with each other and with numbers."
+            )
     if consumer is None:
         raise ValueError(f"no Linear or Conv2d reads the units of layer {layer!r}; nothing to divide them between.")
     reads = [a for a in consumer.all_input_nodes if a not in region]
@@ -155,6 +150,22 @@ def plan(problem: Problem, layer: str) -> LayerPlan:
             )
         block = 1
     return LayerPlan(module, consumer.target, target, units, block)
+
+
+def _downstream(start: fx.Node, modules: dict) -> set:
+    """``start`` and every node reachable from it through users, stopping at (and including) the
+    output and any Linear/Conv2d call: the region in which the layer's units travel on their own."""
+    region, frontier = {start}, [start]
+    while frontier:
+        node = frontier.pop()
+        for user in node.users:
+            if user in region:
+                continue
+            region.add(user)
+            stop = user.op == "output" or (user.op == "call_module" and isinstance(modules[user.target], LAYER_TYPES))
+            if not stop:
+                frontier.append(user)
+    return region
 
 
 def _name(node: fx.Node, modules: dict) -> str:

@@ -58,6 +58,19 @@ class Functional(nn.Module):
         return self.fc2(h * torch.sigmoid(h) * 0.5 + 1.0)
 
 
+class Diamond(nn.Module):
+    """Two elementwise branches of different depth that meet again before the next layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        deep = torch.sigmoid(torch.tanh(h))
+        return self.fc2(torch.relu(h) * deep)
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
 
@@ -75,6 +88,7 @@ CASES = {  # name: (model builder, layer, image input)
     "nested-root-parameter": (Nested, "body.0.0", False),
     "nested-second-block": (Nested, "body.1.0", False),
     "functional": (Functional, "fc1", False),
+    "diamond": (Diamond, "fc1", False),
     "conv-conv": (_conv_conv, "0", True),
     "conv-pool-flatten-linear": (_conv_flatten, "0", True),
 }

@@ -78,6 +78,8 @@ def load(name: str = "digits-mlp", width: int = 256, progress=None, use_cache: b
         data = demos.demo_data(name)
         epochs = spec["epochs"]
         done = 0
+        if progress is not None:
+            progress(0, epochs)
 
         def tick() -> None:
             nonlocal done

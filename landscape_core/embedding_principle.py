@@ -283,7 +283,7 @@ def unit_activity(wide: Problem, max_samples: int = 1024) -> np.ndarray:
     unit whose output is constant (a dead ReLU): splitting it changes nothing the loss can see.
     """
     info = _widening(wide)
-    consumer = dict(wide.model.named_modules())[info.consumer]
+    consumer = wide.local_model().get_submodule(info.consumer)  # the copy this thread's forward runs
     seen: list[torch.Tensor] = []
     handle = consumer.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
     try:

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface, verdict
 from landscape_core.defaults import COMPARE
 from landscape_core.first_screen import compare_splits
 from landscape_core.results import Surface
-from pages import _topology as topology_sections
 
 st.title("Compare: two models on the same slices")
 st.caption(

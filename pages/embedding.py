@@ -1,12 +1,12 @@
-"""Embedding principle page: model A inside a wider network (sections in ``pages/_embedding_sections.py``)."""
+"""Embedding principle page: model A inside a wider network (sections in ``dashboard_ui/embedding_sections.py``)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from dashboard_ui import embedding_sections as sections
+from dashboard_ui import ui
 from landscape_core import wide_demo
-from pages import _embedding_sections as sections
-from pages import _ui as ui
 
 st.title("Embedding principle: model A inside a wider network")
 st.caption(

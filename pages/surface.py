@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.results import Surface
-from pages import _topology as topology_sections
 
 COARSE_STEPS = SURFACE.coarse_steps
 STEP_CHOICES = [11, 21, 31, 41, 51, 75, 101]

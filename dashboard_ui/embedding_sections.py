@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from dashboard_ui import ui
 from landscape_core import Cancelled, directions, hessian, jobs, surface, wide_demo
 from landscape_core.embedding_principle import (
     most_active_copy,
@@ -27,7 +28,6 @@ from landscape_core.embedding_principle import (
     widenable_layers,
 )
 from landscape_core.problem import Problem
-from pages import _ui as ui
 
 MODEL_COLORS = {"model A": "#495057", "widened A": "#3b5bdb", "wide, trained from scratch": "#e8590c"}
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import ui
 from landscape_core import bottleneck, topology
-from pages import _ui as ui
 
 MODEL_COLORS = ("#3b5bdb", "#e8590c")
 SADDLE_COLOR = "#f08c00"

@@ -169,14 +169,16 @@ def compare_page(workspace, progress: Progress | None = None) -> None:
 
 
 def is_text_problem(problem) -> bool:
-    """Whether ``problem`` looks up integer token ids in an ``nn.Embedding`` (the Text page's models)."""
+    """Whether ``problem`` looks up integer token ids ``(n, T)`` in an ``nn.Embedding`` (the Text page's models;
+    a contrastive encoder's fixed pairing ``(n, K, 2, T)`` is not one)."""
     from .embeddings import embedding_layer
 
     try:
         embedding_layer(problem.model)
     except ValueError:
         return False
-    return not problem.splits["train"].X.is_floating_point()
+    X = problem.splits["train"].X
+    return not X.is_floating_point() and X.dim() == 2
 
 
 def text_settings(problem) -> dict:

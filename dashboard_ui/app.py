@@ -32,6 +32,7 @@ PAGES = [
     ("sharpness.py", "Sharpness & Hessian", ":material/speed:", ["landscape_core.hessian", "landscape_core.sharpness"]),
     ("trajectory.py", "Trajectory", ":material/route:", ["landscape_core.trajectory"]),
     ("compare.py", "Compare", ":material/compare:", ["landscape_core.surface"]),
+    ("embedding.py", "Embedding principle", ":material/call_split:", ["landscape_core.embedding_principle"]),
     ("text.py", "Text embeddings", ":material/text_fields:", ["landscape_core.embeddings"]),
     ("your_model.py", "Your model", ":material/upload_file:", ["landscape_core.spec"]),
     ("guide.py", "Guide", ":material/menu_book:", []),

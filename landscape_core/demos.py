@@ -40,6 +40,7 @@ Progress = Callable[[int, int], None]
 
 DEMO_VERSION = 1
 TEXT_DEMO = "text-sentiment"
+CONTRASTIVE_DEMO = "text-contrastive"  # landscape_core.contrastive_demo, listed with the text demo
 
 _SB = {"init_seed": 0, "order_seed": 0, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "epochs": 20, "every": 1}
 _LB = {"init_seed": 0, "order_seed": 0, "batch_size": dm.DIGITS_TRAIN, "lr": 0.5, "momentum": 0.9, "epochs": 200}
@@ -121,7 +122,7 @@ def list_demos() -> list[str]:
     """Names of the built-in demos, in display order."""
     names = list(RECIPES)
     if _text_demo() is not None:
-        names.append(TEXT_DEMO)
+        names += [TEXT_DEMO, CONTRASTIVE_DEMO]
     return names
 
 
@@ -135,6 +136,10 @@ def _check_name(name) -> str:
 def describe(name: str) -> str:
     """One paragraph for people: what the demo shows and what to try on it (trains nothing)."""
     name = _check_name(name)
+    if name == CONTRASTIVE_DEMO:
+        from . import contrastive_demo
+
+        return contrastive_demo.DESCRIPTION
     if name == TEXT_DEMO:
         module = _text_demo()
         text = getattr(module, "DESCRIPTION", None) or getattr(module, "__doc__", None)
@@ -160,6 +165,8 @@ def load(name: str, progress: Progress | None = None, *, use_cache: bool = True)
     name = _check_name(name)
     if name == TEXT_DEMO:
         return _load_text(progress, use_cache)
+    if name == CONTRASTIVE_DEMO:
+        return _load_contrastive(use_cache)
     with _lock:
         if use_cache and name in _memo:
             _finish(progress, RECIPES[name])
@@ -198,6 +205,17 @@ def _load_text(progress: Progress | None, use_cache: bool) -> Workspace:
     workspace = loader(progress=progress) if takes_progress else loader()
     if use_cache:
         _memo[TEXT_DEMO] = workspace
+    return workspace
+
+
+def _load_contrastive(use_cache: bool) -> Workspace:
+    from . import contrastive_demo
+
+    if use_cache and CONTRASTIVE_DEMO in _memo:
+        return _memo[CONTRASTIVE_DEMO]
+    workspace = contrastive_demo.load_workspace()
+    if use_cache:
+        _memo[CONTRASTIVE_DEMO] = workspace
     return workspace
 
 

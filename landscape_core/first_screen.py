@@ -171,7 +171,8 @@ def compare_page(workspace, progress: Progress | None = None) -> None:
 
 
 def is_text_problem(problem) -> bool:
-    """Whether ``problem`` looks up integer token ids in an ``nn.Embedding`` (the Text page's models)."""
+    """Whether ``problem`` looks up integer token ids ``(n, T)`` in an ``nn.Embedding`` (the Text page's models;
+    a contrastive encoder's fixed pairing ``(n, K, 2, T)`` is not one)."""
     from .embeddings import embedding_layer
 
     try:
@@ -179,7 +180,7 @@ def is_text_problem(problem) -> bool:
     except ValueError:
         return False
     X = problem.splits["train"].head(1)[0]  # a dict of token ids (a transformer) is not this page's form yet
-    return isinstance(X, torch.Tensor) and not X.is_floating_point()
+    return isinstance(X, torch.Tensor) and not X.is_floating_point() and X.dim() == 2
 
 
 def text_settings(problem) -> dict:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface, verdict
 from landscape_core.defaults import COMPARE
@@ -280,3 +281,6 @@ st.download_button(
     on_click="ignore",
     icon=":material/table:",
 )
+
+if plane_a is not None and plane_b is not None:
+    topology_sections.diagrams(plane_a, plane_b, q, (label_a, label_b))

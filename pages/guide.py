@@ -87,6 +87,31 @@ SECTIONS = [
         "digits-mlp: the large-batch run sits in a sharper minimum than the small-batch run (Keskar et al. 2017).",
     ),
     (
+        "Basins, barriers and the bottleneck distance",
+        "On Surface, the basins of a 2D map by 0-dimensional persistence: each local minimum is born at its floor "
+        "and dies at the lowest barrier that joins it to a deeper one; basins above a persistence threshold are "
+        "counted and marked with the saddle on their way to the deepest. On Compare, both maps' persistence diagrams "
+        "and the bottleneck distance between them (how far the basins and barriers of one must move to match the "
+        "other's).",
+        [
+            "Basins and barriers are those of the slice, not of the full space: a basin that looks closed on a plane "
+            "may open along a direction the plane does not contain.",
+            "Cells touching at a corner count as neighbours (gudhi's cubical convention); diverged cells are left out.",
+        ],
+        "digits-mlp: random planes of a trained net have one basin; the Hessian plane of the saddle check can have two.",
+    ),
+    (
+        "Embedding principle",
+        "Split hidden units of model A: the wider network computes exactly the same function, so the loss is the "
+        "same, yet its Hessian gains flat directions and a minimum can become a saddle (Zhang et al. 2021). Shown "
+        "next to the same wide architecture trained from scratch.",
+        [
+            "The predicted new zero and negative eigenvalues are exact only at an exact critical point; a trained "
+            "model is near one, so its new negative directions can be weak.",
+        ],
+        "digits-mlp: widen the hidden layer from 128 to 160 units.",
+    ),
+    (
         "Text embeddings and your own model",
         "Which inputs sit in sharp regions of the embedding space; and how to point the dashboard at your model "
         "with a spec file: `streamlit run app.py -- --spec my_spec.py:build`.",

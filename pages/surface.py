@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
-from landscape_core import directions, jobs, snippet, surface
+from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.results import Surface
 
@@ -154,6 +155,36 @@ if kind in ("pca", "through"):
     base_settings["checkpoints"] = through if kind == "through" else names
     base_settings.pop("span")
 
+
+def gradient_norm_map(result, split: str) -> None:
+    """||grad L|| on the very grid of ``result`` (same directions, span and steps); run on request."""
+    st.subheader("Where gradients turn erratic: the gradient norm on this plane")
+    st.caption(
+        f"||grad L_{split}(theta)||, the exact gradient of the full-split loss, at every grid point (one forward and "
+        "one backward pass each). Rings and spikes mark where a gradient step is unreliable."
+    )
+    steps_ = len(result.alphas)
+
+    def run(progress, cancel):
+        d = _directions(2)
+        return gradient_norm.plane(
+            problem, d[0], d[1], span=(-span, span), steps=steps_, split=split, progress=progress, cancel=cancel
+        )
+
+    key = jobs.job_key("surface-grad-norm", {**base_settings, "steps": steps_, "split": split})
+    grads = ui.run_job(key, run, f"gradient norm on the {steps_}x{steps_} plane", auto=False)
+    if grads is not None:
+        q = f"{split}_grad_norm"
+        chart = ui.heatmap(grads, q, log=True, side=ui.PLANE_SIDE)
+        st.altair_chart(chart, width="content")
+        values = grads.values[q]
+        st.markdown(
+            f"Gradient norm at the base point **{grads.center_value(q):.3g}**; over the plane from "
+            f"{np.nanmin(values):.3g} to {np.nanmax(values):.3g} (median {np.nanmedian(values):.3g})."
+        )
+        ui.downloads(grads, chart=chart, name=f"plane_{q}")
+
+
 points = None
 if shape == "2D plane":
 
@@ -263,6 +294,9 @@ if shape == "2D plane":
             code = f"# not available: {exc}"
         export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
         ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=code)
+        topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
+        if kind not in ("pca", "through"):
+            gradient_norm_map(result, splits[0])
 else:
     lines_steps = max(steps, SURFACE.min_line_steps)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import ui
-from landscape_core import embedding_matrix, embeddings, fragility, jobs
+from dashboard_ui import contrastive_sections, ui
+from landscape_core import embedding_matrix, embeddings, fragility, gradient_norm, jobs
 from landscape_core.defaults import TEXT
 from landscape_core.first_screen import is_text_problem
 
@@ -73,7 +73,9 @@ def input_texts(ws, split: str, n: int) -> list[str]:
 
 
 # -- tables and charts -----------------------------------------------------------------------------
-def ranking_table(result, texts, tags, class_names, top: int, only_correct: bool = False) -> pd.DataFrame:
+def ranking_table(
+    result, texts, tags, class_names, top: int, only_correct: bool = False, grad_norm=None
+) -> pd.DataFrame:
     r = float(result.settings["score_radius"])
     order = [int(i) for i in result.ranking]
     if only_correct:
@@ -90,6 +92,7 @@ def ranking_table(result, texts, tags, class_names, top: int, only_correct: bool
                 "confidence": float(result.confidence[row]),
                 "loss": float(result.base_loss[row]),
                 f"worst loss at r={r:g}": float(result.base_loss[row] + result.score[row]),
+                **({} if grad_norm is None else {"gradient norm ||dL/dE||": float(grad_norm[row])}),
                 "wrong from radius": float(result.error_radius[row]),
                 "tokens": int(result.lengths[row]),
                 "tag": tags[row] if tags else "",
@@ -288,6 +291,8 @@ def compute(progress, cancel) -> dict:
         X = problem.splits[split].X[: int(max_inputs)]
         vectors = embeddings.sentence_embeddings(problem, X)
         out[which] = {"result": result, "map": fragility.embedding_map(vectors, method, seed=int(seed))}
+        y = problem.splits[split].y[: int(max_inputs)]
+        out[which]["grad_norm"] = gradient_norm.embedding_gradient_norms(problem, X, y, cancel=cancel)
     return out
 
 
@@ -324,7 +329,7 @@ columns = st.columns(len(results))
 for col, (which, item) in zip(columns, results.items()):
     col.markdown(f"**{names[which]}**")
     col.dataframe(
-        ranking_table(item["result"], texts, tags, class_names, top_k, only_correct),
+        ranking_table(item["result"], texts, tags, class_names, top_k, only_correct, item.get("grad_norm")),
         hide_index=True,
         width="stretch",
         column_config={
@@ -442,6 +447,8 @@ if trainable:
                 f"train loss by **{rise:.3g}** on average over the two ends (from {surf.center_value('train_loss'):.3g})."
             )
         line_for_download = lines
+
+contrastive_sections.section(int(seed))
 
 st.subheader("Downloads")
 for which, item in results.items():

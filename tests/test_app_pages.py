@@ -70,7 +70,7 @@ def test_surface_widget_changes_the_result():
 
 def test_compare_defaults_show_shared_maps_table_and_verdict():
     at = _app("pages/compare.py", subset=256)
-    assert len(at.get("vega_lite_chart")) == 4  # A, B, difference, 1D lines of both
+    assert len(at.get("vega_lite_chart")) == 5  # A, B, difference, 1D lines of both, persistence diagrams
     table = at.dataframe[0].value
     assert "ratio B / A" in table.columns and "lambda_max (top Hessian eigenvalue)" in set(table["metric"])
     sentence = at.success[0].value

@@ -37,7 +37,7 @@ def _direct_accuracy(problem, X, y) -> float:
 def test_list_demos_names_the_builtins_first():
     names = demos.list_demos()
     assert names[:4] == BUILTIN
-    assert set(names[4:]) <= {"text-sentiment"}
+    assert set(names[4:]) <= {"text-sentiment", "text-contrastive"}
 
 
 def test_unknown_name_is_refused_with_the_known_names():
@@ -54,7 +54,7 @@ def test_text_demo_is_listed_and_routed_only_when_available(monkeypatch):
     monkeypatch.setattr(demos, "_text_demo", lambda: fake)
     demos.clear_memo("text-sentiment")
     try:
-        assert demos.list_demos() == [*BUILTIN, "text-sentiment"]
+        assert demos.list_demos() == [*BUILTIN, "text-sentiment", "text-contrastive"]
         assert demos.load("text-sentiment", use_cache=False) is sentinel
         assert demos.describe("text-sentiment") == "Fake text demo."
         monkeypatch.setattr(demos, "_text_demo", lambda: None)

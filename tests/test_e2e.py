@@ -31,6 +31,7 @@ PAGES = {
     "sharpness": True,
     "trajectory": True,
     "compare": True,
+    "embedding": True,
     "text": True,
     "your_model": False,
     "guide": False,

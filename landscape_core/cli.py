@@ -7,6 +7,7 @@
     landscape sharpness --demo digits-mlp --kind epsilon --out sharp.npz
     landscape trajectory --demo digits-mlp --method pca --out traj.npz
     landscape demo            # train every built-in demo and precompute every page's first screen
+    landscape report --demo digits-mlp --out report.html   # the Compare page as one offline HTML file
 
 Results go through the same engines and the same cache (``$LANDSCAPE_CACHE_DIR``) as the
 dashboard, with the dashboard's default settings (``landscape_core.defaults``), so a
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report_command
 from .commands import COMMANDS, CommandError, ProgressBar, _engine, cmd_demo, load_workspace
 from .defaults import HESSIAN, INTERPOLATION, SHARPNESS, SURFACE, TRAJECTORY
 from .first_screen import PAGES
@@ -165,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=TRAJECTORY.seed)
 
+    report_command.add_parser(sub, common)
+
     p = sub.add_parser("dashboard", help="start the dashboard in the browser (a Streamlit server)")
     p.add_argument("--spec", help="open this spec's workspace: path/to/spec.py:build or package.module:build")
     p.add_argument("--port", type=_positive_int, help="server port (default: Streamlit's, 8501)")
@@ -210,6 +214,8 @@ def run(args) -> dict:
             return {"command": "demo", "demos": _engine("demos", "demo --list").list_demos()}
         start = time.monotonic()
         return {"command": "demo", "prepared": cmd_demo(args), "seconds": round(time.monotonic() - start, 2)}
+    if args.command == "report":
+        return _report(args)
     if args.out and Path(args.out).suffix.lower() not in (".npz", ".csv"):
         raise CommandError(f"--out must name a .npz or .csv file; got {args.out!r}.")
     if args.out and not Path(args.out).resolve().parent.is_dir():
@@ -231,6 +237,26 @@ def run(args) -> dict:
         "cached": bar.cached,
         "load_seconds": round(loaded, 3),
         "seconds": round(elapsed, 3),
+        "summary": summary,
+    }
+
+
+def _report(args) -> dict:
+    """``landscape report``: the Compare page as one offline HTML file (see ``report_command``)."""
+    report_command.check_out(args)
+    start = time.monotonic()
+    workspace = load_workspace(args)
+    loaded = time.monotonic() - start
+    start = time.monotonic()
+    summary = report_command.run(args, workspace, report_command.progress_printer(not args.quiet))
+    return {
+        "command": "report",
+        "workspace": workspace.name,
+        "result": "HTML report",
+        "out": str(Path(args.out).resolve()),
+        "cached": None,
+        "load_seconds": round(loaded, 3),
+        "seconds": round(time.monotonic() - start, 3),
         "summary": summary,
     }
 

@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface, verdict
+from landscape_core.comparison import metrics as compare_metrics  # the report's table is the page's
 from landscape_core.defaults import COMPARE
 from landscape_core.first_screen import compare_splits
 from landscape_core.results import Surface
@@ -219,22 +220,9 @@ if plane_a is not None and plane_b is not None:
     ui.downloads(both, chart=three, name="compare_planes", snippet=code)
 
 
-def metrics(problem, lines, spectrum, average) -> dict:
-    out = {k: v for k, v in problem.base.items() if k.split("_", 1)[0] in splits}
-    if lines is not None:
-        for s in splits:
-            curves = np.stack([v for k, v in lines.values.items() if k.startswith(f"{s}_loss@")])
-            out[f"{s}_slice_rise" if s != "train" else "slice_rise"] = verdict.slice_rise(lines.alphas, curves)
-    if spectrum is not None:
-        out["lambda_max"] = spectrum.lambda_max
-    if average is not None:
-        out["adaptive_average_sharpness"] = average.value
-    return out
-
-
 st.subheader("Metrics")
-metrics_a = metrics(problem_a, lines_a, spectra.get("A"), averages.get("A"))
-metrics_b = metrics(problem_b, lines_b, spectra.get("B"), averages.get("B"))
+metrics_a = compare_metrics(problem_a, splits, lines_a, spectra.get("A"), averages.get("A"))
+metrics_b = compare_metrics(problem_b, splits, lines_b, spectra.get("B"), averages.get("B"))
 rows = verdict.metric_table(metrics_a, metrics_b)
 table = pd.DataFrame(
     {
@@ -281,6 +269,36 @@ st.download_button(
     on_click="ignore",
     icon=":material/table:",
 )
+if plane_a is not None and plane_b is not None and lines_a is not None and lines_b is not None:
+
+    def report_bytes() -> bytes:  # built on click, from the cached results: the same bytes as `landscape report`
+        from dashboard_ui.report import report_html
+        from landscape_core.comparison import CompareSettings, compare
+
+        settings = CompareSettings(
+            splits=tuple(splits),
+            split=split,
+            quantity=quantity,
+            norm=norm,
+            seed=int(seed),
+            span=float(span),
+            steps=int(steps),
+            lines=int(n_lines),
+            hessian=bool(want_hessian and hessian is not None),
+            log=bool(log),
+        )
+        return report_html(compare(problem_a, problem_b, (label_a, label_b), settings), ws.name).encode("utf-8")
+
+    st.download_button(
+        "Download report",
+        report_bytes,
+        "compare_report.html",
+        "text/html",
+        key="dl:compare:report",
+        on_click="ignore",
+        icon=":material/description:",
+        help="One HTML file that opens offline in any browser: the verdict, every chart, the table, the settings.",
+    )
 
 if plane_a is not None and plane_b is not None:
     topology_sections.diagrams(plane_a, plane_b, q, (label_a, label_b))

@@ -169,6 +169,7 @@ def compare(
     quantity the two models do not both have.
     """
     from . import hessian, interpolation, sharpness
+    from .perturbation import DivergedPerturbation
 
     settings = settings or CompareSettings()
     both = compare_splits(problem_a, problem_b)
@@ -181,7 +182,7 @@ def compare(
     quantities = ["loss", *problem_a.metrics]
     if settings.quantity not in quantities:
         raise ValueError(f"quantity must be one of {quantities}; got {settings.quantity!r}.")
-    planes, lines, spectra, tops, averages = [], [], [], [], []
+    planes, lines, spectra, tops, averages, diverged = [], [], [], [], [], []
     for which, problem in zip("AB", (problem_a, problem_b)):
         planes.append(plane_of(problem, settings, splits, _report(progress, f"{which}: plane")))
         lines.append(lines_of(problem, settings, splits, _report(progress, f"{which}: 1D lines")))
@@ -194,18 +195,24 @@ def compare(
                     problem, k=k, which="largest", seed=settings.seed, progress=_report(progress, f"{which}: spectrum")
                 )
             )
-        averages.append(
-            sharpness.average(
-                problem,
-                sigma=COMPARE.average_sigma,
-                samples=COMPARE.average_samples,
-                adaptive=True,
-                seed=settings.seed,
-                progress=_report(progress, f"{which}: average sharpness"),
+        try:
+            averages.append(
+                sharpness.average(
+                    problem,
+                    sigma=COMPARE.average_sigma,
+                    samples=COMPARE.average_samples,
+                    adaptive=True,
+                    seed=settings.seed,
+                    progress=_report(progress, f"{which}: average sharpness"),
+                )
             )
-        )
+        except DivergedPerturbation as exc:  # the page shows this piece failed and the rest; so does the report
+            averages.append(None)
+            diverged.append(f"Adaptive average sharpness of {labels['AB'.index(which)]}: not available ({exc}).")
     path, path_note = None, ""
-    if same_space(problem_a, problem_b):
+    if same_space(problem_a, problem_b) and bool((problem_a.theta0 == problem_b.theta0).all()):
+        path_note = "No barrier path: A and B have identical weights."
+    elif same_space(problem_a, problem_b):
         path = interpolation.linear(
             problem_a,
             problem_a.theta0,
@@ -231,7 +238,10 @@ def compare(
     for label, top in zip(labels, tops):
         state = "converged" if top.all_converged else "NOT converged"
         notes.append(f"lambda_max of {label}: residual {top.residuals[0]:.2g} ({state}).")
+    notes += diverged
     for label, average in zip(labels, averages):
+        if average is None:
+            continue
         notes.append(
             f"Adaptive average sharpness of {label}: {average.value:.3g} +/- {average.stderr:.2g} (standard error; "
             f"{COMPARE.average_samples} samples of Gaussian noise with sigma = {COMPARE.average_sigma:g} x |theta| "

@@ -38,12 +38,12 @@ SPEC = textwrap.dedent(
         return (logits.argmax(-1) == y).double().mean()
 
 
-    def _problem(seed):
+    def _problem(seed, hidden=6):
         gen = torch.Generator().manual_seed(0)
         X = torch.cat([torch.randn(60, 2, generator=gen) + 1.5, torch.randn(60, 2, generator=gen) - 1.5])
         y = torch.cat([torch.zeros(60, dtype=torch.long), torch.ones(60, dtype=torch.long)])
         torch.manual_seed(seed)
-        model = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 2))
+        model = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
         loss = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0]))
         opt = torch.optim.SGD(model.parameters(), lr=0.3)
         for _ in range(40):
@@ -59,6 +59,10 @@ SPEC = textwrap.dedent(
 
     def build_b():
         return _problem(2)
+
+
+    def build_c():
+        return _problem(3, hidden=4)
     '''
 )
 
@@ -183,6 +187,20 @@ def test_split_and_quantity_must_belong_to_both_models(spec_file):
         compare(a, b, settings=CompareSettings(splits=("train",), split="val"))
     with pytest.raises(ValueError, match=r"splits must include one that both models have"):
         compare(a, b, settings=CompareSettings(splits=("test",)))
+
+
+def test_different_architectures_have_no_path_and_say_why(spec_file):
+    from dashboard_ui.report import report_html
+    from landscape_core.comparison import compare
+    from landscape_core.spec import load_spec
+
+    a, c = load_spec(f"{spec_file}:build_a").problem, load_spec(f"{spec_file}:build_c").problem
+    comparison = compare(a, c, ("six", "four"), CompareSettings(steps=11, lines=2, hessian=False))
+    assert comparison.path is None and comparison.settings["path"] is None
+    text = report_html(comparison)
+    assert "No barrier path: the two models have different architectures" in text
+    assert "compare the size-free metrics (ratios)" in text
+    assert text.count('<div class="chart') == 4  # A, B, B - A, slices
 
 
 # -- in a browser, offline -------------------------------------------------------------------------

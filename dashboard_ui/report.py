@@ -36,7 +36,6 @@ from landscape_core.results import Surface
 BUNDLE_VERSION = 1  # bump when the bundle's checks below change
 PLANE_WIDTH = 340  # px of one plane's plot area in the report (two side by side)
 LINE_WIDTH = 620  # px of a line chart's plot area
-MODEL_COLORS = ("#3b5bdb", "#e8590c")  # A, B
 
 
 # -- the JavaScript ---------------------------------------------------------------------------------
@@ -121,7 +120,8 @@ def spectra_chart(spectra, labels) -> alt.LayerChart:
                 }
             )
     frame = pd.DataFrame(rows)
-    color = alt.Color("model:N", title="model", scale=alt.Scale(domain=list(labels), range=list(MODEL_COLORS)))
+    # the colours line_chart gives the same two names (sorted, tableau10): one colour per model in the whole report
+    color = alt.Color("model:N", title="model", scale=alt.Scale(domain=sorted(labels), scheme="tableau10"))
     bars = (
         alt.Chart(frame)
         .mark_bar()

@@ -308,7 +308,7 @@ def test_cli_demo_report_matches_the_compare_page_button(tmp_path, capsys, monke
     assert not at.error, [e.value for e in at.error]
     assert "compare_report.html" in files, (sorted(files), [w.value for w in at.warning], [i.value for i in at.info])
     page_bytes = files["compare_report.html"]
-    assert html.escape(at.success[0].value, quote=False) in page_bytes.decode("utf-8")  # the page's verdict
+    assert html.escape(at.success[0].value) in page_bytes.decode("utf-8")  # the page's verdict
 
     out = tmp_path / "report.html"
     args = ["report", "--demo", "digits-mlp", "--subset", "256", "--steps", "11", "--lines", "2"]

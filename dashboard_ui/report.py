@@ -100,7 +100,8 @@ def library_versions() -> dict[str, str]:
             out[name] = "not installed"
     out["vega"] = vl_convert.get_vega_version()
     out["vega-lite"] = _vl_version()
-    out["vega-embed"] = vl_convert.get_vega_embed_version()
+    embed = getattr(vl_convert, "get_vega_embed_version", None)  # vl-convert 1.3 does not say
+    out["vega-embed"] = embed() if embed else "bundled with vl-convert"
     return out
 
 

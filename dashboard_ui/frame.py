@@ -17,6 +17,8 @@ import traceback
 import streamlit as st
 import torch
 
+from landscape_core import cache
+
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 
 
@@ -320,6 +322,8 @@ def sidebar() -> None:
         st.caption(_model_caption("Model A", ws.labels[0], problem.space.size))
         if ws.compare is not None:
             st.caption(_model_caption("Model B", ws.labels[1], ws.compare.space.size))
+        if note := cache.status():  # an unusable cache folder: work goes on, said once here
+            st.caption(f":material/warning: Cache: {note}.")
         _image_settings()
 
 

@@ -1,0 +1,398 @@
+"""Evaluating a grid of points in tiles: chunks sized by time, kept as they finish, shared.
+
+A line or plane of ``N`` points (rows of ``coeffs``, evaluated at ``center + coeffs @ basis``)
+is cut into tiles of ``T`` consecutive points. ``T`` is fixed once per request (the plan,
+kept in the cache so every process uses the same tiles): the first process times a few
+points and picks the power of two that takes about ``TILE_S`` seconds. Work runs in chunks
+of whole tiles, one evaluator call each, sized from the measured points per second to take
+about ``CHUNK_S`` seconds; each finished chunk's tiles are stored at once. So a cancel or a
+crash loses at most the chunk in flight (about a second of work), and ``Cancelled`` says
+exactly how many points were kept.
+
+Processes share the work through claims in the cache (``landscape_core.claims``): a chunk's
+tiles are claimed in one transaction before they are computed; tiles claimed by a live
+holder are skipped and later waited for (their state is polled, the wait ends when they are
+stored or their claim is released or abandoned). Every tile is computed once, whoever
+computes it. When all tiles are there, the whole result is stored and the tiles removed in
+one transaction.
+
+Without a writable cache (``use_cache=False``, a read-only folder, a request that cannot
+be identified) chunks are still sized by time, and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from . import cache
+from .claims import Claim, Heartbeat, new_token
+from .evaluate import Cancelled, Progress, evaluate_points
+
+log = logging.getLogger(__name__)
+
+TILE_S = 0.25  # target seconds of work per stored tile
+CHUNK_S = 1.0  # target seconds per evaluator call (the most a cancel or a crash loses, roughly)
+MAX_TILE = 4096  # points
+PROBE_POINTS = 4
+WAIT_FIRST_S, WAIT_MAX_S = 0.05, 0.5  # polling interval while waiting for tiles held by others
+
+
+class _FinalStored(Exception):
+    """Another process stored the whole result meanwhile."""
+
+
+def _pow2_floor(x: float) -> int:
+    return 1 << max(0, int(np.floor(np.log2(max(x, 1.0)))))
+
+
+def _plan_tile(blob: bytes) -> int:
+    """Tile size of a stored plan; ``ValueError`` unless a sensible one."""
+    tile = json.loads(blob.decode())["tile"]
+    if type(tile) is not int or not 1 <= tile <= MAX_TILE:
+        raise ValueError(f"a plan with tile {tile!r}")
+    return tile
+
+
+def encode_tile(values: dict[str, np.ndarray], start: int, stop: int) -> bytes:
+    """``len | JSON header | float64 values``: a tile's values for points ``[start, stop)``."""
+    header = json.dumps({"quantities": list(values), "start": start, "stop": stop}).encode()
+    data = np.stack([np.asarray(v, dtype="<f8") for v in values.values()]).tobytes()
+    return struct.pack("<I", len(header)) + header + data
+
+
+def decode_tile(blob: bytes, quantities: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Inverse of ``encode_tile``; ``ValueError`` unless it holds exactly these quantities and points."""
+    (size,) = struct.unpack("<I", blob[:4])
+    header = json.loads(blob[4 : 4 + size].decode())
+    if header != {"quantities": quantities, "start": start, "stop": stop}:
+        raise ValueError("a tile of another request")
+    data = np.frombuffer(blob[4 + size :], dtype="<f8")
+    if data.size != len(quantities) * (stop - start):
+        raise ValueError("a tile of the wrong size")
+    return dict(zip(quantities, data.reshape(len(quantities), stop - start).astype(np.float64)))
+
+
+class TiledRun:
+    """One request: ``run()`` returns the result (``build(values)``), from the cache if it can.
+
+    ``key``: the cache key of the whole result; ``load(bytes)``/``to_bytes()`` its stored
+    form. ``tile_points``: fixed tile (and chunk) size in points, instead of timing (tests).
+    """
+
+    def __init__(
+        self,
+        problem,
+        center: torch.Tensor,
+        basis: torch.Tensor,
+        coeffs: np.ndarray,
+        splits: list[str],
+        key: str,
+        build: Callable[[dict], object],
+        load: Callable[[bytes], object],
+        use_cache: bool = True,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        tile_points: int | None = None,
+    ):
+        self.problem, self.center, self.basis, self.splits = problem, center, basis, splits
+        self.coeffs = np.asarray(coeffs, dtype=np.float64)
+        self.total = int(self.coeffs.shape[0])
+        self.key, self.build, self.load = key, build, load
+        self.use_cache, self.cancel, self.tile_points = use_cache, cancel, tile_points
+        self._progress = progress
+        self.quantities = [f"{s}_{q}" for s in splits for q in ("loss", *problem.metrics)]
+        self.values = {q: np.full(self.total, np.nan) for q in self.quantities}
+        self.filled = np.zeros(self.total, dtype=bool)
+        self.token = new_token()
+        self.computed_tiles: list[int] = []  # tiles this run evaluated (for logs and tests)
+
+    # -- entry ------------------------------------------------------------------------------
+    def run(self):
+        if self.use_cache and (hit := cache.fetch(self.key, self.load)) is not None:
+            self.report(self.total)
+            return hit
+        self.report(0)
+        shared = self.use_cache and cache.writable() and not self.key.startswith(cache.NOCACHE)
+        for _attempt in range(3):
+            try:
+                if shared:
+                    self._run_shared()
+                else:
+                    self._run_alone()
+                break
+            except _FinalStored:  # another process finished first: its result, if readable
+                if (hit := cache.fetch(self.key, self.load)) is not None:
+                    self.report(self.total)
+                    return hit
+                cache.delete(self.key)  # unreadable: a miss like any other, computed again
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: say what stays
+                    kept = int(self.filled.sum()) if shared else 0
+                    exc.add_note(f"kept {kept:,} of {self.total:,} points; a rerun resumes from there")
+                raise
+        result = self.build(self.values)
+        if shared:
+            self._store_final(result)
+        return result
+
+    def report(self, done: int) -> None:
+        if self._progress is not None:
+            self._progress(int(done), self.total)
+
+    def _kept_message(self, reason: str | None) -> str:
+        kept = int(self.filled.sum()) if reason is None else 0
+        tail = "; Run resumes from there" if reason is None else f" ({reason})"
+        return f"kept {kept:,} of {self.total:,} points{tail}"
+
+    def _check_cancel(self, reason: str | None) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(self._kept_message(reason))
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _evaluate(self, index: np.ndarray, reason: str | None) -> dict[str, np.ndarray]:
+        base = int(self.filled.sum())
+
+        def report(done, _total):
+            self.report(base + done)
+
+        try:
+            return evaluate_points(
+                self.problem, self.center, self.basis, self.coeffs[index], self.splits, report, self.cancel
+            )
+        except Cancelled:
+            raise Cancelled(self._kept_message(reason)) from None
+
+    def _next_size(self, size: int, points: int, seconds: float, unit: int) -> int:
+        """Points for the next chunk: about ``CHUNK_S`` at the measured rate, at most 4x the last."""
+        rate = points / max(seconds, 1e-6)
+        want = min(rate * CHUNK_S, 4 * size)
+        return max(unit, int(want) // unit * unit)
+
+    def _run_alone(self) -> None:
+        """Compute without storing; tiles a read-only cache already holds are read, not recomputed."""
+        reason = "the cache is off for this request" if not self.use_cache else "the cache cannot store results"
+        if self.use_cache and self.key.startswith(cache.NOCACHE):
+            reason = "this request cannot be identified, so it is not cached"
+        elif self.use_cache:
+            self.tile = self.tile_points or cache.fetch(f"{self.key}:plan", _plan_tile)
+            if self.tile:
+                for i in range(-(-self.total // self.tile)):
+                    self._read_tile(i)
+                self.report(self.filled.sum())
+        missing = np.flatnonzero(~self.filled)
+        size = self.tile_points or min(self.total, 16)
+        while missing.size:
+            self._check_cancel(reason)
+            index, missing = missing[:size], missing[size:]
+            began = time.perf_counter()
+            part = self._evaluate(index, reason)
+            for q in self.quantities:
+                self.values[q][index] = part[q]
+            self.filled[index] = True
+            if not self.tile_points:
+                size = self._next_size(size, index.size, time.perf_counter() - began, 1)
+
+    # -- shared through the cache -----------------------------------------------------------
+    def _tile_key(self, i: int) -> str:
+        return f"{self.key}:tile:{self.tile}:{i}"
+
+    def _claim_key(self, i: int) -> str:
+        return f"{self.key}:claim:{self.tile}:{i}"
+
+    def _span(self, i: int) -> tuple[int, int]:
+        return i * self.tile, min((i + 1) * self.tile, self.total)
+
+    def _plan(self) -> int:
+        """Tile size in points: fixed by the first process that planned this request."""
+        if self.tile_points:
+            return int(self.tile_points)
+        plan_key = f"{self.key}:plan"
+        stored = cache.fetch(plan_key, _plan_tile)
+        if stored is not None:
+            return stored
+        probe = np.arange(min(PROBE_POINTS, self.total))
+        began = time.perf_counter()
+        evaluate_points(self.problem, self.center, self.basis, self.coeffs[probe], self.splits, None, self.cancel)
+        per_point = (time.perf_counter() - began) / len(probe)
+        tile = min(MAX_TILE, _pow2_floor(TILE_S / max(per_point, 1e-9)))
+        with cache.atomic() as txn:
+            if txn is not None:
+                blob = txn.get(plan_key)
+                try:
+                    return _plan_tile(blob)  # another process planned first: its tiles
+                except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+                    txn.put(plan_key, json.dumps({"tile": tile}).encode())
+        return tile
+
+    def _fill(self, i: int, part: dict[str, np.ndarray]) -> None:
+        start, stop = self._span(i)
+        for q in self.quantities:
+            self.values[q][start:stop] = part[q]
+        self.filled[start:stop] = True
+
+    def _read_tile(self, i: int) -> bool:
+        start, stop = self._span(i)
+        part = cache.fetch(self._tile_key(i), lambda b: decode_tile(b, self.quantities, start, stop))
+        if part is None:
+            return False
+        self._fill(i, part)
+        return True
+
+    def _run_shared(self) -> None:
+        self.tile = self._plan()
+        count = -(-self.total // self.tile)
+        queue = deque(i for i in range(count) if not self._read_tile(i))
+        self.report(self.filled.sum())
+        deferred: list[int] = []
+        size = self.tile_points or self.tile
+        wait = WAIT_FIRST_S
+        while queue or deferred:
+            self._check_cancel(None)
+            if not queue:
+                free = set(self._wait_for(deferred, wait))
+                queue.extend(sorted(free))
+                deferred = [i for i in deferred if i not in free and not self.filled[self._span(i)[0]]]
+                wait = min(WAIT_MAX_S, wait * 1.5)
+                self.report(self.filled.sum())
+                continue
+            wait = WAIT_FIRST_S
+            run, busy, stored = self._claim(queue, max(1, size // self.tile))
+            deferred.extend(busy)
+            for i in stored:
+                if not self._read_tile(i):
+                    cache.delete(self._tile_key(i))  # unreadable: a miss, claimed and computed again
+                    queue.append(i)
+            if run:
+                seconds = self._compute(run)
+                if not self.tile_points:
+                    points = sum(b - a for a, b in map(self._span, run))
+                    size = self._next_size(size, points, seconds, self.tile)
+            self.report(self.filled.sum())
+
+    def _claim(self, queue: deque, want: int) -> tuple[list[int], list[int], list[int]]:
+        """Claim up to ``want`` tiles from the front of ``queue`` in one transaction.
+
+        Returns ``(claimed, busy: held by a live claim, stored: finished meanwhile)``.
+        """
+        run, busy, stored = [], [], []
+        now = time.time()
+        with cache.atomic() as txn:
+            if txn is None:
+                raise RuntimeError("the cache stopped being writable")
+            if txn.has(self.key):
+                raise _FinalStored
+            while queue and len(run) < want:
+                i = queue.popleft()
+                if txn.has(self._tile_key(i)):
+                    stored.append(i)
+                    continue
+                holder = Claim.from_bytes(txn.get(self._claim_key(i)))
+                if holder is not None and holder.token != self.token and holder.live(now):
+                    busy.append(i)
+                    continue
+                if holder is not None and holder.token != self.token:
+                    log.info("taking over tile %d of %s from an abandoned claim (pid %d)", i, self.key, holder.pid)
+                run.append(i)
+            mine = Claim.mine(self.token, now).to_bytes()
+            for i in run:
+                txn.put(self._claim_key(i), mine)
+        return run, busy, stored
+
+    def _refresh(self, run: list[int]) -> None:
+        with cache.atomic() as txn:
+            if txn is None:
+                return
+            mine = Claim.mine(self.token, time.time()).to_bytes()
+            for i in run:
+                holder = Claim.from_bytes(txn.get(self._claim_key(i)))
+                if holder is not None and holder.token == self.token:
+                    txn.put(self._claim_key(i), mine)
+
+    def _release(self, run: list[int], parts: dict[int, dict] | None) -> None:
+        """Store the finished tiles (``parts``) and drop this run's claims, in one transaction."""
+        try:
+            with cache.atomic() as txn:
+                if txn is None:
+                    return
+                for i, part in (parts or {}).items():
+                    txn.put(self._tile_key(i), encode_tile(part, *self._span(i)))
+                for i in run:
+                    holder = Claim.from_bytes(txn.get(self._claim_key(i)))
+                    if holder is not None and holder.token == self.token:
+                        txn.delete(self._claim_key(i))
+        except Exception as exc:
+            if parts is not None:
+                raise
+            log.info("could not release claims of %s: %s (they expire)", self.key, exc)
+
+    def _compute(self, run: list[int]) -> float:
+        """Evaluate the claimed tiles ``run``, store them; returns the seconds it took."""
+        spans = [self._span(i) for i in run]
+        index = np.concatenate([np.arange(a, b) for a, b in spans])
+        began = time.perf_counter()
+        try:
+            with Heartbeat(lambda: self._refresh(run)):
+                flat = self._evaluate(index, None)
+        except BaseException:
+            self._release(run, None)
+            raise
+        seconds = time.perf_counter() - began
+        parts, offset = {}, 0
+        for i, (a, b) in zip(run, spans):
+            parts[i] = {q: flat[q][offset : offset + b - a] for q in self.quantities}
+            offset += b - a
+        try:
+            self._release(run, parts)
+        except Exception as exc:  # the cache failed under us: keep the values, say so once
+            cache.warn_once(f"tiles:{type(exc).__name__}", f"finished tiles could not be stored ({exc})")
+        for i in run:
+            self._fill(i, parts[i])
+        self.computed_tiles.extend(run)
+        log.debug("computed tiles %s of %s", run, self.key)
+        return seconds
+
+    def _wait_for(self, deferred: list[int], interval: float) -> list[int]:
+        """Wait ``interval`` (or a cancel), then read the state of the tiles held by others.
+
+        Fills tiles that were stored; returns those whose claim was released or abandoned.
+        """
+        if self.cancel is not None:
+            self.cancel.wait(interval)
+        else:
+            time.sleep(interval)
+        self._check_cancel(None)
+        if cache.has(self.key):
+            raise _FinalStored
+        free, now = [], time.time()
+        for i in deferred:
+            if self._read_tile(i):
+                continue
+            holder = Claim.from_bytes(cache.get(self._claim_key(i)))
+            if holder is None or not holder.live(now):
+                free.append(i)
+        return free
+
+    def _store_final(self, result) -> None:
+        """Store the whole result and remove the tiles, claims and plan, in one transaction."""
+        count = -(-self.total // self.tile)
+        try:
+            with cache.atomic() as txn:
+                if txn is None:
+                    return
+                if not txn.has(self.key):
+                    txn.put(self.key, result.to_bytes())
+                for i in range(count):
+                    txn.delete(self._tile_key(i))
+                    txn.delete(self._claim_key(i))
+                txn.delete(f"{self.key}:plan")
+        except Exception as exc:
+            cache.warn_once(f"final:{type(exc).__name__}", f"a finished result could not be stored ({exc})")

@@ -266,8 +266,14 @@ def unseal(key: str, blob: bytes) -> bytes | None:
 
 
 # -- entries ------------------------------------------------------------------------------------
+def _check_key(key) -> None:
+    if type(key) is not str:
+        raise TypeError(f"cache keys are plain strings; got {type(key).__name__}.")
+
+
 def get(key: str) -> bytes | None:
     """Stored bytes for ``key``, or ``None`` (a miss: absent, unreadable, refused, or no cache)."""
+    _check_key(key)
     if key.startswith(NOCACHE):
         return None
     handle = _handle()
@@ -321,6 +327,7 @@ def put(key: str, value: bytes) -> bool:
     """Store ``value`` (bytes) under ``key``, atomically. ``False`` when it could not be stored."""
     if not isinstance(value, bytes):
         raise TypeError("the cache stores bytes only (npz), not Python objects.")
+    _check_key(key)
     if key.startswith(NOCACHE):
         return False
     handle = _handle()

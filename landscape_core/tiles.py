@@ -117,9 +117,12 @@ class TiledRun:
 
     # -- entry ------------------------------------------------------------------------------
     def run(self):
-        if self.use_cache and (hit := cache.fetch(self.key, self.load)) is not None:
-            self.report(self.total)
-            return hit
+        if self.use_cache:
+            if (hit := cache.fetch(self.key, self.load)) is not None:
+                self.report(self.total)
+                return hit
+            if cache.has(self.key):  # stored but unreadable: a miss, recomputed and replaced
+                cache.delete(self.key)
         self.report(0)
         shared = self.use_cache and cache.writable() and not self.key.startswith(cache.NOCACHE)
         for _attempt in range(3):
@@ -250,6 +253,7 @@ class TiledRun:
     def _run_shared(self) -> None:
         self.tile = self._plan()
         count = -(-self.total // self.tile)
+        log.debug("plan of %s: %d points per tile, %d tiles", self.key, self.tile, count)
         queue = deque(i for i in range(count) if not self._read_tile(i))
         self.report(self.filled.sum())
         deferred: list[int] = []
@@ -388,7 +392,7 @@ class TiledRun:
             with cache.atomic() as txn:
                 if txn is None:
                     return
-                if not txn.has(self.key):
+                if txn.get(self.key) is None:  # absent or unreadable: replaced
                     txn.put(self.key, result.to_bytes())
                 for i in range(count):
                     txn.delete(self._tile_key(i))

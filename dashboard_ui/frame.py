@@ -272,6 +272,8 @@ def sidebar() -> None:
     ids = available_workspaces()
     with st.sidebar:
         st.markdown("### Workspace")
+        if note := cache.status():  # an unusable cache folder: work goes on, said once here
+            st.caption(f":material/warning: Cache: {note}.")
         if not ids:
             st.error("No demos available and no `--spec` given.")
             return
@@ -322,8 +324,6 @@ def sidebar() -> None:
         st.caption(_model_caption("Model A", ws.labels[0], problem.space.size))
         if ws.compare is not None:
             st.caption(_model_caption("Model B", ws.labels[1], ws.compare.space.size))
-        if note := cache.status():  # an unusable cache folder: work goes on, said once here
-            st.caption(f":material/warning: Cache: {note}.")
         _image_settings()
 
 

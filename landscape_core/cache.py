@@ -41,15 +41,13 @@ from typing import TypeVar
 import diskcache
 
 from . import __version__
-from .cache_disk import BytesDisk, ReadOnlyStore, RefusedEntry
+from .cache_disk import BytesDisk, ReadOnlyStore, RefusedEntry, seal, unseal
 from .identity import UNKNOWN_IDENTITY
 
 log = logging.getLogger(__name__)
 
 NOCACHE = "nocache:"  # prefix of keys whose request cannot be identified: never stored or served
 SIZE_LIMIT = 4 * 2**30
-_MAGIC = b"LSC\x01"
-_HEADER = len(_MAGIC) + 64
 _STORE_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 T = TypeVar("T")
 
@@ -245,24 +243,12 @@ def _unknown_identity(value) -> str | None:
     return None
 
 
-def seal(key: str, payload: bytes) -> bytes:
-    """The stored form of ``payload`` under ``key``: magic, key digest, payload digest, payload."""
-    return _MAGIC + hashlib.sha256(key.encode()).digest() + hashlib.sha256(payload).digest() + payload
-
-
-def unseal(key: str, blob: bytes) -> bytes | None:
-    """The payload of ``blob`` if it was sealed under ``key`` and is intact, else ``None`` (warned once)."""
-    if len(blob) < _HEADER or blob[: len(_MAGIC)] != _MAGIC:
-        problem = "is not in this library's sealed format (an older version's or a foreign one)"
-    elif blob[len(_MAGIC) : len(_MAGIC) + 32] != hashlib.sha256(key.encode()).digest():
-        problem = "holds the bytes of another request (its key digest does not match)"
-    elif blob[len(_MAGIC) + 32 : _HEADER] != hashlib.sha256(blob[_HEADER:]).digest():
-        problem = "is damaged (its checksum does not match: flipped or truncated bytes)"
-    else:
-        return blob[_HEADER:]
-    kind = key.split(":", 1)[0]
-    warn_once(f"entry:{problem}", f"a cache entry ({kind}) {problem}; it is recomputed and replaced")
-    return None
+def _unseal(key: str, blob: bytes) -> bytes | None:
+    payload, problem = unseal(key, blob)
+    if problem is not None:
+        kind = key.split(":", 1)[0]
+        warn_once(f"entry:{problem}", f"a cache entry ({kind}) {problem}; it is recomputed and replaced")
+    return payload
 
 
 # -- entries ------------------------------------------------------------------------------------
@@ -289,7 +275,7 @@ def get(key: str) -> bytes | None:
         return None
     if not isinstance(blob, bytes):
         return None
-    return unseal(key, blob)
+    return _unseal(key, blob)
 
 
 def has(key: str) -> bool:
@@ -368,7 +354,7 @@ class Transaction:
             blob = self._store.get(key)
         except RefusedEntry:
             return None
-        return unseal(key, blob) if isinstance(blob, bytes) else None
+        return _unseal(key, blob) if isinstance(blob, bytes) else None
 
     def has(self, key: str) -> bool:
         """Whether an entry is stored under ``key`` (not read, so not checked)."""

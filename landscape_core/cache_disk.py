@@ -1,4 +1,8 @@
-"""How cache entries are laid out on disk: raw bytes only, plain string keys only.
+"""How cache entries are laid out on disk: sealed raw bytes only, plain string keys only.
+
+Each value is sealed: ``magic | sha256(key) | sha256(payload) | payload`` (``seal``).
+``unseal`` gives the payload back only if it was sealed under that very key and is intact,
+so bytes copied under another key, a flipped byte or a truncated value read as a miss.
 
 ``diskcache`` decides how to read a value from the ``mode`` stored next to it in
 ``cache.db``: a row whose mode says "pickle" goes through ``pickle.load``. Anyone who can
@@ -14,6 +18,7 @@ journal): a shared cache mounted read-only still serves its hits.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -26,6 +31,26 @@ from diskcache.core import MODE_BINARY, MODE_RAW
 
 MAX_VALUE_BYTES = 2**31  # a value file larger than this is refused (nothing written here is near it)
 _VALUE_FILE = re.compile(r"^[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val$")
+
+
+_MAGIC = b"LSC\x01"
+_HEADER = len(_MAGIC) + 64
+
+
+def seal(key: str, payload: bytes) -> bytes:
+    """The stored form of ``payload`` under ``key``: magic, key digest, payload digest, payload."""
+    return _MAGIC + hashlib.sha256(key.encode()).digest() + hashlib.sha256(payload).digest() + payload
+
+
+def unseal(key: str, blob: bytes) -> tuple[bytes | None, str | None]:
+    """``(payload, None)`` if ``blob`` was sealed under ``key`` and is intact, else ``(None, what is wrong)``."""
+    if len(blob) < _HEADER or blob[: len(_MAGIC)] != _MAGIC:
+        return None, "is not in this library's sealed format (an older version's or a foreign one)"
+    if blob[len(_MAGIC) : len(_MAGIC) + 32] != hashlib.sha256(key.encode()).digest():
+        return None, "holds the bytes of another request (its key digest does not match)"
+    if blob[len(_MAGIC) + 32 : _HEADER] != hashlib.sha256(blob[_HEADER:]).digest():
+        return None, "is damaged (its checksum does not match: flipped or truncated bytes)"
+    return blob[_HEADER:], None
 
 
 class RefusedEntry(ValueError):

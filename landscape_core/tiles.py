@@ -113,7 +113,6 @@ class TiledRun:
         self.values = {q: np.full(self.total, np.nan) for q in self.quantities}
         self.filled = np.zeros(self.total, dtype=bool)
         self.token = new_token()
-        self.computed_tiles: list[int] = []  # tiles this run evaluated (for logs and tests)
 
     # -- entry ------------------------------------------------------------------------------
     def run(self):
@@ -360,7 +359,6 @@ class TiledRun:
             cache.warn_once(f"tiles:{type(exc).__name__}", f"finished tiles could not be stored ({exc})")
         for i in run:
             self._fill(i, parts[i])
-        self.computed_tiles.extend(run)
         log.debug("computed tiles %s of %s", run, self.key)
         return seconds
 

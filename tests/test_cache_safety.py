@@ -370,3 +370,20 @@ def test_cli_reads_a_hit_from_a_read_only_folder(tmp_path, spec_file):
     assert json.loads(proc.stdout)["cached"] is True
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot be written" in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_the_dashboard_says_once_that_the_cache_folder_is_unusable(monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", "/dev/null")
+    cache.reset()
+    page = Path(__file__).resolve().parents[1] / "pages" / "guide.py"
+    at = AppTest.from_file(str(page), default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [c.value for c in at.sidebar.caption if "Cache:" in c.value]
+    assert len(notes) == 1 and "/dev/null cannot be used" in notes[0], notes
+    cache.reset()

@@ -223,7 +223,10 @@ class TiledRun:
             return stored
         probe = np.arange(min(PROBE_POINTS, self.total))
         began = time.perf_counter()
-        evaluate_points(self.problem, self.center, self.basis, self.coeffs[probe], self.splits, None, self.cancel)
+        try:
+            evaluate_points(self.problem, self.center, self.basis, self.coeffs[probe], self.splits, None, self.cancel)
+        except Cancelled:
+            raise Cancelled(self._kept_message(None)) from None
         per_point = (time.perf_counter() - began) / len(probe)
         tile = min(MAX_TILE, _pow2_floor(TILE_S / max(per_point, 1e-9)))
         with cache.atomic() as txn:
@@ -253,7 +256,7 @@ class TiledRun:
         self.tile = self._plan()
         count = -(-self.total // self.tile)
         log.debug("plan of %s: %d points per tile, %d tiles", self.key, self.tile, count)
-        queue = deque(i for i in range(count) if not self._read_tile(i))
+        queue = deque(i for i in range(count) if not self.filled[self._span(i)[0]] and not self._read_tile(i))
         self.report(self.filled.sum())
         deferred: list[int] = []
         size = self.tile_points or self.tile

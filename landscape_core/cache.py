@@ -179,6 +179,7 @@ def _failed(handle: _Handle, exc: BaseException, action: str) -> None:
     """A store operation failed: say so once; a damaged database is moved aside and reopened."""
     damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
     if damaged and handle.kind == "rw":
+        note = None
         with _lock:
             if _handles.get(handle.path) is handle:
                 del _handles[handle.path]
@@ -186,7 +187,9 @@ def _failed(handle: _Handle, exc: BaseException, action: str) -> None:
                     handle.store.close()
                 if _inode(handle.path) == handle.inode:  # not already replaced by another process
                     with contextlib.suppress(OSError):
-                        warn_once(f"damaged:{handle.path}:{handle.inode}", _quarantine(handle.path, exc))
+                        note = _quarantine(handle.path, exc)
+        if note is not None:
+            warn_once(f"damaged:{handle.path}:{handle.inode}", note)
         return
     warn_once(
         f"{action}:{handle.path}:{type(exc).__name__}",

@@ -387,3 +387,19 @@ def test_the_dashboard_says_once_that_the_cache_folder_is_unusable(monkeypatch):
     notes = [c.value for c in at.sidebar.caption if "Cache:" in c.value]
     assert len(notes) == 1 and "/dev/null cannot be used" in notes[0], notes
     cache.reset()
+
+
+def test_a_database_found_damaged_while_open_is_moved_aside_and_reopened(fresh_cache, monkeypatch, caplog):
+    cache.put("a", b"alpha")
+    store = cache.get_cache()
+
+    def malformed(*args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(store, "get", malformed)
+    with caplog.at_level(logging.WARNING, logger="landscape_core"):
+        assert cache.get("a") is None  # a miss, never an exception
+    assert list(fresh_cache.glob("cache.db.damaged-*"))
+    assert cache.get_cache() is not store  # a fresh database, opened on the next use
+    assert cache.put("a", b"again") and cache.get("a") == b"again"
+    assert len(warnings_about(caplog, "damaged")) == 1

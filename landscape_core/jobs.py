@@ -64,8 +64,8 @@ class Snapshot:
     ``done``/``total``: points evaluated / to evaluate (``total`` 0 until known).
     ``elapsed_s``: seconds since the job started running. ``eta_s``: estimated seconds left
     (linear in points done), ``None`` until something is done. ``note``: what a cancelled
-    job kept, in its own words (``Cancelled``'s message, e.g. "kept 3,030 of 10,201 points;
-    Run resumes from there"), else ``None``.
+    job kept, when its ``Cancelled`` says so (it has a ``kept`` count; its message, e.g.
+    "kept 3,030 of 10,201 points; Run resumes from there"), else ``None``.
     """
 
     key: str
@@ -135,7 +135,7 @@ class Job:
             try:
                 result = self.fn(self.progress, self.cancel_event)
             except Cancelled as exc:
-                self.note = str(exc) or None
+                self.note = str(exc) if getattr(exc, "kept", None) is not None else None
                 self._finish(State.CANCELLED)
             except Exception as exc:  # a failed job is reported, never raised into the UI thread
                 log.info("job %s failed: %s", self.label, exc)

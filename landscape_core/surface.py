@@ -130,9 +130,10 @@ def plane(
     the same). Returns a ``Surface`` with ``values[q]`` of shape ``(steps, steps_y)``.
     The grid is computed in tiles (``landscape_core.tiles``): chunks of about a second of
     work, each kept in the cache as it finishes and shared with other processes computing
-    the same plane. A cancelled run raises ``Cancelled`` saying how many points were kept;
-    the next identical call computes only the rest. ``rows_per_chunk``: fix each chunk (and
-    stored tile) to that many rows instead of sizing chunks by time.
+    the same plane; values never depend on how the work was split (``landscape_core.blocks``).
+    A cancelled run raises ``Cancelled`` saying how many points were kept; the next identical
+    call computes only the rest. ``rows_per_chunk``: that many rows per block, tile and chunk
+    (at most what the memory budget allows) instead of sizing tiles and chunks by time.
     """
     if rows_per_chunk is not None and (
         isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer)) or rows_per_chunk < 1
@@ -160,8 +161,20 @@ def plane(
         grid_values = {q: v.reshape(steps, steps_y) for q, v in values.items()}
         return Surface(alphas=alphas, betas=betas, values=grid_values, settings=settings)
 
-    tile = None if rows_per_chunk is None else int(min(rows_per_chunk, steps)) * steps_y
+    block_rows = None if rows_per_chunk is None else int(min(rows_per_chunk, steps))
     run = TiledRun(
-        problem, center, basis, coeffs, splits, key, build, Surface.from_bytes, use_cache, progress, cancel, tile
+        problem,
+        center,
+        basis,
+        coeffs,
+        splits,
+        key,
+        build,
+        Surface.from_bytes,
+        use_cache,
+        progress,
+        cancel,
+        steps_y,
+        block_rows,
     )
     return run.run()

@@ -1,13 +1,14 @@
-"""Evaluating a grid of points in tiles: chunks sized by time, kept as they finish, shared.
+"""Evaluating a grid of points in tiles: kept as they finish, shared between processes.
 
 A line or plane of ``N`` points (rows of ``coeffs``, evaluated at ``center + coeffs @ basis``)
-is cut into tiles of ``T`` consecutive points. ``T`` is fixed once per request (the plan,
-kept in the cache so every process uses the same tiles): the first process times a few
-points and picks the power of two that takes about ``TILE_S`` seconds. Work runs in chunks
-of whole tiles, one evaluator call each, sized from the measured points per second to take
-about ``CHUNK_S`` seconds; each finished chunk's tiles are stored at once. So a cancel or a
-crash loses at most the chunk in flight (about a second of work), and ``Cancelled`` says
-exactly how many points were kept.
+is cut into blocks (``landscape_core.blocks``: fixed by the problem and the grid, so a value
+never depends on timing or on who computed it) and the blocks into tiles of ``k`` blocks.
+``k`` is fixed once per request (the plan, kept in the cache so every process uses the same
+tiles): the first process times one block and picks the power of two of blocks that takes
+about ``TILE_S`` seconds. Work runs in chunks of whole tiles sized from the measured speed to
+take about ``CHUNK_S`` seconds; each finished chunk's tiles are stored at once. So a cancel or
+a crash loses at most the chunk in flight (about a second of work, at least one block), and
+``Cancelled`` says exactly how many points were kept.
 
 Processes share the work through claims in the cache (``landscape_core.claims``): a chunk's
 tiles are claimed in one transaction before they are computed; tiles claimed by a live
@@ -34,16 +35,17 @@ import numpy as np
 import torch
 
 from . import cache
+from .blocks import Layout, evaluate_blocks
 from .claims import Claim, Heartbeat, new_token
-from .evaluate import Cancelled, Progress, evaluate_points
+from .evaluate import Cancelled, Progress
 
 log = logging.getLogger(__name__)
 
 TILE_S = 0.25  # target seconds of work per stored tile
-CHUNK_S = 1.0  # target seconds per evaluator call (the most a cancel or a crash loses, roughly)
-MAX_TILE = 4096  # points
-PROBE_POINTS = 4
+CHUNK_S = 1.0  # target seconds per chunk of tiles (the most a cancel or a crash loses, roughly)
+MAX_TILE = 4096  # points per tile, at most
 WAIT_FIRST_S, WAIT_MAX_S = 0.05, 0.5  # polling interval while waiting for tiles held by others
+_clock = time.perf_counter  # seconds of work (a seam for tests)
 
 
 class _FinalStored(Exception):
@@ -54,12 +56,12 @@ def _pow2_floor(x: float) -> int:
     return 1 << max(0, int(np.floor(np.log2(max(x, 1.0)))))
 
 
-def _plan_tile(blob: bytes) -> int:
-    """Tile size of a stored plan; ``ValueError`` unless a sensible one."""
-    tile = json.loads(blob.decode())["tile"]
-    if type(tile) is not int or not 1 <= tile <= MAX_TILE:
-        raise ValueError(f"a plan with tile {tile!r}")
-    return tile
+def _plan_blocks(blob: bytes) -> int:
+    """Blocks per tile of a stored plan; ``ValueError`` unless a sensible number."""
+    blocks = json.loads(blob.decode())["blocks_per_tile"]
+    if type(blocks) is not int or not 1 <= blocks <= MAX_TILE:
+        raise ValueError(f"a plan with {blocks!r} blocks per tile")
+    return blocks
 
 
 def encode_tile(values: dict[str, np.ndarray], start: int, stop: int) -> bytes:
@@ -84,8 +86,9 @@ def decode_tile(blob: bytes, quantities: list[str], start: int, stop: int) -> di
 class TiledRun:
     """One request: ``run()`` returns the result (``build(values)``), from the cache if it can.
 
-    ``key``: the cache key of the whole result; ``load(bytes)``/``to_bytes()`` its stored
-    form. ``tile_points``: fixed tile (and chunk) size in points, instead of timing (tests).
+    ``coeffs``: ``(N, m)`` points in rows of ``row`` (default: one row). ``key``: the cache key
+    of the whole result; ``load(bytes)``/``to_bytes()`` its stored form. ``block_rows``: rows
+    per block and one block per tile and chunk, instead of timing (tests, benchmarks).
     """
 
     def __init__(
@@ -101,18 +104,23 @@ class TiledRun:
         use_cache: bool = True,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
-        tile_points: int | None = None,
+        row: int | None = None,
+        block_rows: int | None = None,
     ):
         self.problem, self.center, self.basis, self.splits = problem, center, basis, splits
         self.coeffs = np.asarray(coeffs, dtype=np.float64)
         self.total = int(self.coeffs.shape[0])
+        self.layout = Layout.of(problem, center, basis, self.total, row or self.total, block_rows)
+        self.fixed = block_rows is not None
         self.key, self.build, self.load = key, build, load
-        self.use_cache, self.cancel, self.tile_points = use_cache, cancel, tile_points
+        self.use_cache, self.cancel = use_cache, cancel
         self._progress = progress
         self.quantities = [f"{s}_{q}" for s in splits for q in ("loss", *problem.metrics)]
         self.values = {q: np.full(self.total, np.nan) for q in self.quantities}
         self.filled = np.zeros(self.total, dtype=bool)
         self.token = new_token()
+        self.per_tile = 1  # blocks per tile (the plan)
+        self._probe: dict[str, np.ndarray] | None = None  # block 0, evaluated while planning
 
     # -- entry ------------------------------------------------------------------------------
     def run(self):
@@ -150,34 +158,41 @@ class TiledRun:
         if self._progress is not None:
             self._progress(int(done), self.total)
 
-    def _kept_message(self, reason: str | None) -> str:
+    def _cancelled(self, reason: str | None) -> Cancelled:
+        """``Cancelled`` saying what was kept (``.kept``: points in the cache)."""
         kept = int(self.filled.sum()) if reason is None else 0
         tail = "; Run resumes from there" if reason is None else f" ({reason})"
-        return f"kept {kept:,} of {self.total:,} points{tail}"
+        exc = Cancelled(f"kept {kept:,} of {self.total:,} points{tail}")
+        exc.kept = kept
+        return exc
 
     def _check_cancel(self, reason: str | None) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(self._kept_message(reason))
+            raise self._cancelled(reason)
 
     # -- evaluation -------------------------------------------------------------------------
-    def _evaluate(self, index: np.ndarray, reason: str | None) -> dict[str, np.ndarray]:
+    def _evaluate(self, block_ids: list[int], reason: str | None) -> dict[str, np.ndarray]:
+        """Values of the points of ``block_ids`` (ascending), in order; progress as it goes."""
         base = int(self.filled.sum())
-
-        def report(done, _total):
-            self.report(base + done)
-
         try:
-            return evaluate_points(
-                self.problem, self.center, self.basis, self.coeffs[index], self.splits, report, self.cancel
+            return evaluate_blocks(
+                self.problem,
+                self.center,
+                self.basis,
+                self.coeffs,
+                self.splits,
+                self.layout,
+                block_ids,
+                lambda done: self.report(base + done),
+                self.cancel,
             )
         except Cancelled:
-            raise Cancelled(self._kept_message(reason)) from None
+            raise self._cancelled(reason) from None
 
-    def _next_size(self, size: int, points: int, seconds: float, unit: int) -> int:
-        """Points for the next chunk: about ``CHUNK_S`` at the measured rate, at most 4x the last."""
-        rate = points / max(seconds, 1e-6)
-        want = min(rate * CHUNK_S, 4 * size)
-        return max(unit, int(want) // unit * unit)
+    def _next_count(self, count: int, blocks: int, seconds: float) -> int:
+        """Blocks for the next chunk: about ``CHUNK_S`` at the measured rate, at most 4x the last."""
+        rate = blocks / max(seconds, 1e-6)
+        return max(1, int(min(rate * CHUNK_S, 4 * count)))
 
     def _run_alone(self) -> None:
         """Compute without storing; tiles a read-only cache already holds are read, not recomputed."""
@@ -185,58 +200,69 @@ class TiledRun:
         if self.use_cache and self.key.startswith(cache.NOCACHE):
             reason = "this request cannot be identified, so it is not cached"
         elif self.use_cache:
-            self.tile = self.tile_points or cache.fetch(f"{self.key}:plan", _plan_tile)
-            if self.tile:
-                for i in range(-(-self.total // self.tile)):
+            stored = 1 if self.fixed else cache.fetch(f"{self.key}:plan", _plan_blocks)
+            if stored:
+                self.per_tile = stored
+                for i in range(self._tiles()):
                     self._read_tile(i)
                 self.report(self.filled.sum())
-        missing = np.flatnonzero(~self.filled)
-        size = self.tile_points or min(self.total, 16)
-        while missing.size:
+        missing = [b for b, (start, _) in enumerate(self.layout.blocks) if not self.filled[start]]
+        count = 1
+        while missing:
             self._check_cancel(reason)
-            index, missing = missing[:size], missing[size:]
-            began = time.perf_counter()
-            part = self._evaluate(index, reason)
+            ids, missing = missing[:count], missing[count:]
+            began = _clock()
+            part = self._evaluate(ids, reason)
+            index = np.concatenate([np.arange(*self.layout.blocks[b]) for b in ids])
             for q in self.quantities:
                 self.values[q][index] = part[q]
             self.filled[index] = True
-            if not self.tile_points:
-                size = self._next_size(size, index.size, time.perf_counter() - began, 1)
+            if not self.fixed:
+                count = self._next_count(count, len(ids), _clock() - began)
 
     # -- shared through the cache -----------------------------------------------------------
-    def _tile_key(self, i: int) -> str:
-        return f"{self.key}:tile:{self.tile}:{i}"
+    def _tiles(self) -> int:
+        return -(-len(self.layout.blocks) // self.per_tile)
 
-    def _claim_key(self, i: int) -> str:
-        return f"{self.key}:claim:{self.tile}:{i}"
+    def _tile_blocks(self, i: int) -> list[int]:
+        return list(range(i * self.per_tile, min((i + 1) * self.per_tile, len(self.layout.blocks))))
 
     def _span(self, i: int) -> tuple[int, int]:
-        return i * self.tile, min((i + 1) * self.tile, self.total)
+        first, stop = i * self.per_tile, min((i + 1) * self.per_tile, len(self.layout.blocks))
+        return self.layout.span(first, stop)
+
+    def _tile_key(self, i: int) -> str:
+        return f"{self.key}:tile:{self.layout.name}x{self.per_tile}:{i}"
+
+    def _claim_key(self, i: int) -> str:
+        return f"{self.key}:claim:{self.layout.name}x{self.per_tile}:{i}"
 
     def _plan(self) -> int:
-        """Tile size in points: fixed by the first process that planned this request."""
-        if self.tile_points:
-            return int(self.tile_points)
+        """Blocks per tile: fixed by the first process that planned this request."""
+        if self.fixed:
+            return 1
         plan_key = f"{self.key}:plan"
-        stored = cache.fetch(plan_key, _plan_tile)
+        stored = cache.fetch(plan_key, _plan_blocks)
         if stored is not None:
             return stored
-        probe = np.arange(min(PROBE_POINTS, self.total))
-        began = time.perf_counter()
-        try:
-            evaluate_points(self.problem, self.center, self.basis, self.coeffs[probe], self.splits, None, self.cancel)
+        began = _clock()
+        try:  # block 0, timed; its values are kept for its tile
+            self._probe = evaluate_blocks(
+                self.problem, self.center, self.basis, self.coeffs, self.splits, self.layout, [0], None, self.cancel
+            )
         except Cancelled:
-            raise Cancelled(self._kept_message(None)) from None
-        per_point = (time.perf_counter() - began) / len(probe)
-        tile = min(MAX_TILE, _pow2_floor(TILE_S / max(per_point, 1e-9)))
+            raise self._cancelled(None) from None
+        seconds = _clock() - began
+        size = self.layout.blocks[0][1] - self.layout.blocks[0][0]
+        blocks = max(1, min(MAX_TILE // size, _pow2_floor(TILE_S / max(seconds, 1e-9))))
         with cache.atomic() as txn:
             if txn is not None:
                 blob = txn.get(plan_key)
                 try:
-                    return _plan_tile(blob)  # another process planned first: its tiles
+                    return _plan_blocks(blob)  # another process planned first: its tiles
                 except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-                    txn.put(plan_key, json.dumps({"tile": tile}).encode())
-        return tile
+                    txn.put(plan_key, json.dumps({"blocks_per_tile": blocks}).encode())
+        return blocks
 
     def _fill(self, i: int, part: dict[str, np.ndarray]) -> None:
         start, stop = self._span(i)
@@ -253,13 +279,13 @@ class TiledRun:
         return True
 
     def _run_shared(self) -> None:
-        self.tile = self._plan()
-        count = -(-self.total // self.tile)
-        log.debug("plan of %s: %d points per tile, %d tiles", self.key, self.tile, count)
+        self.per_tile = self._plan()
+        count = self._tiles()
+        log.debug("plan of %s: %d blocks per tile, %d tiles", self.key, self.per_tile, count)
         queue = deque(i for i in range(count) if not self.filled[self._span(i)[0]] and not self._read_tile(i))
         self.report(self.filled.sum())
         deferred: list[int] = []
-        size = self.tile_points or self.tile
+        want = 1  # tiles per chunk
         wait = WAIT_FIRST_S
         while queue or deferred:
             self._check_cancel(None)
@@ -271,7 +297,7 @@ class TiledRun:
                 self.report(self.filled.sum())
                 continue
             wait = WAIT_FIRST_S
-            run, busy, stored = self._claim(queue, max(1, size // self.tile))
+            run, busy, stored = self._claim(queue, want)
             deferred.extend(busy)
             for i in stored:
                 if not self._read_tile(i):
@@ -279,9 +305,10 @@ class TiledRun:
                     queue.append(i)
             if run:
                 seconds = self._compute(run)
-                if not self.tile_points:
-                    points = sum(b - a for a, b in map(self._span, run))
-                    size = self._next_size(size, points, seconds, self.tile)
+                if not self.fixed:
+                    want = max(
+                        1, self._next_count(want * self.per_tile, len(run) * self.per_tile, seconds) // self.per_tile
+                    )
             self.report(self.filled.sum())
 
     def _claim(self, queue: deque, want: int) -> tuple[list[int], list[int], list[int]]:
@@ -343,15 +370,20 @@ class TiledRun:
     def _compute(self, run: list[int]) -> float:
         """Evaluate the claimed tiles ``run``, store them; returns the seconds it took."""
         spans = [self._span(i) for i in run]
-        index = np.concatenate([np.arange(a, b) for a, b in spans])
-        began = time.perf_counter()
+        blocks = [b for i in run for b in self._tile_blocks(i)]
+        probe, self._probe = (self._probe, None) if blocks[0] == 0 else (None, self._probe)
+        began = _clock()
         try:
             with Heartbeat(lambda: self._refresh(run)):
-                flat = self._evaluate(index, None)
+                flat = self._evaluate(blocks[1:], None) if probe is not None and len(blocks) > 1 else None
+                if probe is not None:  # block 0 was evaluated while planning, in its own chunk
+                    flat = probe if flat is None else {q: np.concatenate([probe[q], flat[q]]) for q in probe}
+                else:
+                    flat = self._evaluate(blocks, None)
         except BaseException:
             self._release(run, None)
             raise
-        seconds = time.perf_counter() - began
+        seconds = _clock() - began
         parts, offset = {}, 0
         for i, (a, b) in zip(run, spans):
             parts[i] = {q: flat[q][offset : offset + b - a] for q in self.quantities}
@@ -388,7 +420,7 @@ class TiledRun:
 
     def _store_final(self, result) -> None:
         """Store the whole result and remove the tiles, claims and plan, in one transaction."""
-        count = -(-self.total // self.tile)
+        count = self._tiles()
         try:
             with cache.atomic() as txn:
                 if txn is None:

@@ -210,7 +210,7 @@ def test_resume_after_cancel_gives_the_uninterrupted_plane(fresh_cache):
     store = cache.get_cache()
     keys = list(store.iterkeys())
     tile_keys = [k for k in keys if ":tile:" in k]
-    assert tile_keys and all(k.endswith(":tile:18:0") for k in tile_keys)
+    assert tile_keys and all(k.endswith(":tile:18r9x1:0") for k in tile_keys)  # 2 rows of 9 per tile
     assert not [k for k in keys if ":tile:" not in k and ":claim:" not in k]  # no final entry
     calls = []
     resumed = surface.plane(problem, d1, d2, progress=lambda d, t: calls.append(d), **kwargs)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_core import Cancelled, Problem, cache, directions, surface, tiles
+from landscape_core import Cancelled, Problem, blocks, cache, directions, surface, tiles
 from landscape_core.claims import HOST, Claim
 from landscape_core.results import Surface
 
@@ -58,6 +58,7 @@ def stored_points(problem) -> int:
 
 
 def test_cancel_keeps_what_it_says_and_resume_computes_only_the_rest(fresh_cache, monkeypatch):
+    monkeypatch.setattr(tiles, "TILE_S", 0.001)  # small tiles: the 30% mark falls after some are kept
     problem = tiny_problem()
     d1, d2 = directions.random(problem, count=2, seed=0)
     cancel = threading.Event()
@@ -75,21 +76,21 @@ def test_cancel_keeps_what_it_says_and_resume_computes_only_the_rest(fresh_cache
     assert stored_points(problem) == kept
 
     evaluated = []
-    real = tiles.evaluate_points
+    real = blocks.evaluate_points
 
     def counting(problem, center, basis, coeffs, *args, **kwargs):
         evaluated.append(len(coeffs))
         return real(problem, center, basis, coeffs, *args, **kwargs)
 
-    monkeypatch.setattr(tiles, "evaluate_points", counting)
+    monkeypatch.setattr(blocks, "evaluate_points", counting)
     calls = []
     resumed = surface.plane(problem, d1, d2, steps=101, progress=lambda d, t: calls.append(d))
     assert sum(evaluated) == 10201 - kept
     assert calls[:2] == [0, kept]
-    monkeypatch.setattr(tiles, "evaluate_points", real)
+    monkeypatch.setattr(blocks, "evaluate_points", real)
     fresh = surface.plane(problem, d1, d2, steps=101, use_cache=False)
     for q in fresh.values:
-        np.testing.assert_allclose(resumed.values[q], fresh.values[q], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(resumed.values[q], fresh.values[q])
     (final,) = list(cache.get_cache().iterkeys())  # tiles, claims and plan removed
     assert final.count(":") == 1
 
@@ -102,18 +103,35 @@ def test_cancel_without_a_cache_says_nothing_was_kept(fresh_cache):
         surface.plane(problem, d1, d2, steps=21, use_cache=False, cancel=cancel, progress=lambda d, t: cancel.set())
 
 
-def test_tiles_follow_the_measured_speed(fresh_cache):
-    fast, slow = tiny_problem(), tiny_problem(Slow(0.02))
-    sizes = {}
-    for name, problem in (("fast", fast), ("slow", slow)):
-        d1, d2 = directions.random(problem, count=2, seed=0)
-        run = tiles.TiledRun(
-            problem, problem.theta0, torch.stack([d1, d2]), np.zeros((400, 2)), ["train"], f"t:{name}", dict, bytes
-        )
-        sizes[name] = run._plan()
-    assert sizes["slow"] <= 16  # a point takes at least 20 ms: a tile of at most 0.25 s
-    assert sizes["fast"] > sizes["slow"]
-    assert tiles._pow2_floor(0.3) == 1 and tiles._pow2_floor(100.0) == 64
+@pytest.mark.parametrize(("block_seconds", "per_tile"), [(1.0, 1), (0.25 / 8, 8), (1e-6, "cap")])
+def test_tiles_follow_the_measured_speed(block_seconds, per_tile, fresh_cache, monkeypatch):
+    problem = tiny_problem()
+    d1, d2 = directions.random(problem, count=2, seed=0)
+    run = tiles.TiledRun(
+        problem, problem.theta0, torch.stack([d1, d2]), np.zeros((400, 2)), ["train"], "t", dict, bytes
+    )
+    ticks = iter([0.0, block_seconds])  # the probe of block 0 takes block_seconds
+    monkeypatch.setattr(tiles, "_clock", lambda: next(ticks))
+    block = run.layout.blocks[0][1]
+    assert run._plan() == (tiles.MAX_TILE // block if per_tile == "cap" else per_tile)
+
+
+def test_a_slow_model_gets_one_block_per_tile(fresh_cache):
+    problem = tiny_problem(Slow(0.02))  # at least 20 ms a point, whatever the machine
+    d1, d2 = directions.random(problem, count=2, seed=0)
+    run = tiles.TiledRun(problem, problem.theta0, torch.stack([d1, d2]), np.zeros((40, 2)), ["train"], "s", dict, bytes)
+    assert run._plan() == 1
+
+
+def test_values_do_not_depend_on_how_the_work_was_split(fresh_cache, monkeypatch):
+    problem = tiny_problem()
+    d1, d2 = directions.random(problem, count=2, seed=0)
+    first = surface.plane(problem, d1, d2, steps=31, use_cache=False)
+    monkeypatch.setattr(tiles, "CHUNK_S", 1e-6)  # one tile per chunk: many more evaluator calls
+    monkeypatch.setattr(tiles, "TILE_S", 1e-6)
+    second = surface.plane(problem, d1, d2, steps=31)
+    for q in first.values:
+        np.testing.assert_array_equal(first.values[q], second.values[q])
 
 
 # -- claims ---------------------------------------------------------------------------------------
@@ -140,7 +158,7 @@ def test_a_tile_held_by_a_live_claim_is_waited_for_not_computed(fresh_cache, mon
     d1, d2 = directions.random(problem, count=2, seed=0)
     kwargs = {"steps": 5, "rows_per_chunk": 1}  # tile i = row i (5 points)
     key = key_of(problem, d1, d2, monkeypatch, **kwargs)
-    put_claim(f"{key}:claim:5:0", Claim(os.getpid(), HOST, "another holder", time.time() + 3600))
+    put_claim(f"{key}:claim:5r5x1:0", Claim(os.getpid(), HOST, "another holder", time.time() + 3600))
     rest_done = threading.Event()
     out = {}
 
@@ -154,8 +172,8 @@ def test_a_tile_held_by_a_live_claim_is_waited_for_not_computed(fresh_cache, mon
     assert worker.is_alive()  # rows 1-4 done; row 0 is held by the other holder: waiting
     quantities = ["train_loss", "train_accuracy"]
     with cache.atomic() as txn:  # the holder finishes row 0 (with values it alone would give)
-        txn.put(f"{key}:tile:5:0", tiles.encode_tile({q: np.full(5, 42.0) for q in quantities}, 0, 5))
-        txn.delete(f"{key}:claim:5:0")
+        txn.put(f"{key}:tile:5r5x1:0", tiles.encode_tile({q: np.full(5, 42.0) for q in quantities}, 0, 5))
+        txn.delete(f"{key}:claim:5r5x1:0")
     worker.join(300)
     result = out["r"]
     assert (result.values["train_loss"][0] == 42.0).all()  # taken from the holder, not recomputed
@@ -174,7 +192,7 @@ def test_an_abandoned_claim_is_taken_over(who, fresh_cache, monkeypatch):
         claim = Claim(int(child.stdout), HOST, "gone", time.time())
     else:
         claim = Claim(1, "another-host", "silent", time.time() - 120)
-    put_claim(f"{key}:claim:5:0", claim)
+    put_claim(f"{key}:claim:5r5x1:0", claim)
     result = surface.plane(problem, d1, d2, **kwargs)
     exact = surface.plane(problem, d1, d2, use_cache=False, **kwargs)
     np.testing.assert_array_equal(result.values["train_loss"], exact.values["train_loss"])
@@ -196,7 +214,8 @@ from landscape_core import Problem
 class Slow(nn.Module):
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+        # wide: its activations make the evaluator's blocks one grid row each (21 blocks to share)
+        self.net = nn.Sequential(nn.Linear(3, 20000), nn.Tanh(), nn.Linear(20000, 2))
 
     def forward(self, X):
         time.sleep(0.01)  # an expensive model, in miniature

@@ -17,6 +17,8 @@ import traceback
 import streamlit as st
 import torch
 
+from landscape_core import cache
+
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 
 
@@ -270,6 +272,8 @@ def sidebar() -> None:
     ids = available_workspaces()
     with st.sidebar:
         st.markdown("### Workspace")
+        if note := cache.status():  # an unusable cache folder: work goes on, said once here
+            st.caption(f":material/warning: Cache: {note}.")
         if not ids:
             st.error("No demos available and no `--spec` given.")
             return

@@ -183,7 +183,7 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
     if job is not None:
         job.touch()
         if job.state is jobs.State.CANCELLED and job.orphaned:
-            job = None  # stopped only because nobody was watching: resume (finished chunks are cached)
+            job = None  # stopped only because nobody was watching: resume (finished tiles are cached)
     if job is None:
         if not auto:
             if st.button(f"Run: {label}", key=f"run:{key}", type="primary"):
@@ -203,7 +203,13 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
         return None
     if job.state is jobs.State.CANCELLED:
         snap = job.snapshot()
-        st.warning(f"{label}: cancelled after {snap.done:,} of {snap.total:,} {unit}. Finished chunks are cached.")
+        if snap.note:  # the computation says what it kept ("kept 3,030 of 10,201 points; ...")
+            st.warning(f"{label}: cancelled; {snap.note}.")
+        else:
+            st.warning(
+                f"{label}: cancelled after {snap.done:,} of {snap.total:,} {unit}; nothing of it was kept "
+                "(this result is cached only once it is complete)."
+            )
         if st.button("Run again", key=f"again:{key}"):
             registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()

@@ -14,14 +14,22 @@ dashboard, with the dashboard's default settings (``landscape_core.defaults``), 
 precomputed result opens instantly there. Progress goes to stderr, results to ``--out`` (``.npz``, the result's own format, or ``.csv``),
 a summary to stdout (``--json``: one JSON object). Exit status 0 on success; 1 with a
 one-line reason on stderr for bad input (``--traceback`` shows the full traceback); 2 for
-a usage error; 3 for an internal error; 130 when interrupted.
+a usage error; 3 for an internal error; 130 when interrupted (Ctrl-C), 143 when terminated
+(SIGTERM): both stop at once, finished tiles of a grid stay cached and a rerun resumes.
+Warnings of the library (an unusable cache folder, an unreadable entry, a loss that cannot
+be identified) are one ``landscape: warning:`` line each on stderr; the cache never stops
+a command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -297,6 +305,38 @@ def _dashboard(args) -> int:
         return 1
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (claims released, the interpreter exits normally)."""
+
+
+@contextlib.contextmanager
+def _signals_and_warnings():
+    """SIGTERM raises ``Terminated`` in the main thread; library warnings become one stderr line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("landscape: warning: %(message)s"))
+    library = logging.getLogger("landscape_core")
+    library.addHandler(handler)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def terminate(signum, frame):
+            raise Terminated
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(exc: BaseException, what: str) -> str:
+    notes = "; ".join(getattr(exc, "__notes__", []))
+    return f"landscape: {what}" + (f": {notes}" if notes else "") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``landscape`` console script; returns the exit status."""
     parser = build_parser()
@@ -307,11 +347,19 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LANDSCAPE_CACHE_DIR"] = args.cache_dir
     if args.command == "dashboard":
         return _dashboard(args)
+    with _signals_and_warnings():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         report = run(args)
-    except KeyboardInterrupt:
-        sys.stderr.write("landscape: interrupted\n")
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(_stopped(exc, "interrupted"))
         return 130
+    except Terminated as exc:
+        sys.stderr.write(_stopped(exc, "terminated"))
+        return 143
     except (CommandError, *USER_ERRORS) as exc:
         if args.traceback and not isinstance(exc, CommandError):
             import traceback

@@ -162,10 +162,10 @@ def bezier(
     }
     key = cache_mod.make_key("curve", ALGORITHM_VERSION, settings)
     total = iterations + len(ts)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
+    if use_cache and (hit := cache_mod.fetch(key, Curve.from_bytes)) is not None:
         if progress is not None:
             progress(total, total)
-        return Curve.from_bytes(hit)
+        return hit
 
     bend, history = _train_bend(
         problem, theta_a, theta_b, iterations, lr, momentum, batch_size, seed, progress, total, cancel

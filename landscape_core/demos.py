@@ -173,11 +173,8 @@ def load(name: str, progress: Progress | None = None, *, use_cache: bool = True)
             return _memo[name]
         runs = data = None
         key = cache_key(name)
-        if use_cache and (hit := cache.get(key)) is not None:
-            try:
-                runs, data = runs_from_bytes(hit)
-            except (ValueError, KeyError, OSError) as exc:  # an entry of another layout: retrain
-                log.warning("demo %s: unreadable cache entry (%s); retraining", name, exc)
+        if use_cache and (hit := cache.fetch(key, runs_from_bytes)) is not None:
+            runs, data = hit  # an unreadable entry is a miss (warned once): retrained and replaced
         if runs is None:
             started = time.perf_counter()
             data = demo_data(name)

@@ -194,10 +194,10 @@ def fragility(
         "score_meaning": SCORES[score],
     }
     key = cache_mod.make_key("fragility", ALGORITHM_VERSION, settings)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
+    if use_cache and (hit := cache_mod.fetch(key, Fragility.from_bytes)) is not None:
         if progress is not None:
             progress(1, 1)
-        return Fragility.from_bytes(hit)
+        return hit
 
     stages = 3 if hessian else 2
     total = stages * n * r.size  # progress unit: one input at one radius, per stage

@@ -367,10 +367,10 @@ def curvature_settings(problem, mask, dtype, hvp_method, split: str = "train") -
 def cached(kind: str, cls, settings: dict, use_cache: bool, compute, progress=None):
     """Return the cached ``cls`` result for ``settings`` or compute, store and return it."""
     key = cache_mod.make_key(kind, ALGORITHM_VERSION, settings)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
+    if use_cache and (hit := cache_mod.fetch(key, cls.from_bytes)) is not None:
         if progress is not None:
             progress(1, 1)
-        return cls.from_bytes(hit)
+        return hit
     result = compute()
     if use_cache:
         cache_mod.put(key, result.to_bytes())

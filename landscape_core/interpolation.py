@@ -310,10 +310,10 @@ def linear(
     }
     key = cache_mod.make_key("path", ALGORITHM_VERSION, settings)
     total = len(alphas)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
+    if use_cache and (hit := cache_mod.fetch(key, Path.from_bytes)) is not None:
         if progress is not None:
             progress(total, total)
-        return Path.from_bytes(hit)
+        return hit
 
     if progress is not None:
         progress(0, total)

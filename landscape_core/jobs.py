@@ -10,6 +10,11 @@ one job, so two sessions asking for the same computation share one run: it is co
 once and both are served the result. At most ``max_running`` jobs compute at once (the
 rest wait in state ``queued``), so a 2-core machine is not oversubscribed.
 
+When the process ends (a SIGINT, a server's SIGTERM handler, the end of a script), every
+live job is cancelled and its thread joined (up to ``SHUTDOWN_WAIT_S``) before the
+interpreter shuts down: a worker thread still inside torch at that point would abort the
+process ("terminate called without an active exception").
+
 >>> job = registry().submit("demo", lambda progress, cancel: 42, label="answer")  # doctest: +SKIP
 >>> job.wait(5); job.result                                                         # doctest: +SKIP
 42
@@ -23,6 +28,7 @@ import logging
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from .evaluate import Cancelled
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Callable[[int, int], None], threading.Event], Any]
+SHUTDOWN_WAIT_S = 30.0  # how long the end of the process waits for cancelled jobs to stop
 
 
 class State(str, Enum):
@@ -56,7 +63,9 @@ class Snapshot:
 
     ``done``/``total``: points evaluated / to evaluate (``total`` 0 until known).
     ``elapsed_s``: seconds since the job started running. ``eta_s``: estimated seconds left
-    (linear in points done), ``None`` until something is done.
+    (linear in points done), ``None`` until something is done. ``note``: what a cancelled
+    job kept, when its ``Cancelled`` says so (it has a ``kept`` count; its message, e.g.
+    "kept 3,030 of 10,201 points; Run resumes from there"), else ``None``.
     """
 
     key: str
@@ -67,6 +76,7 @@ class Snapshot:
     elapsed_s: float
     eta_s: float | None
     error: str | None
+    note: str | None = None
 
     @property
     def fraction(self) -> float:
@@ -90,6 +100,7 @@ class Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self.error_traceback: str | None = None
+        self.note: str | None = None
         self.created = time.monotonic()
         self.started: float | None = None
         self.finished_at: float | None = None
@@ -123,7 +134,8 @@ class Job:
                 self.started = time.monotonic()
             try:
                 result = self.fn(self.progress, self.cancel_event)
-            except Cancelled:
+            except Cancelled as exc:
+                self.note = str(exc) if getattr(exc, "kept", None) is not None else None
                 self._finish(State.CANCELLED)
             except Exception as exc:  # a failed job is reported, never raised into the UI thread
                 log.info("job %s failed: %s", self.label, exc)
@@ -164,7 +176,7 @@ class Job:
             if self.state is State.RUNNING and self.total > 0 and self.done > 0:
                 eta = elapsed * (self.total - self.done) / self.done
             error = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
-            return Snapshot(self.key, self.label, self.state, self.done, self.total, elapsed, eta, error)
+            return Snapshot(self.key, self.label, self.state, self.done, self.total, elapsed, eta, error, self.note)
 
 
 class JobRegistry:
@@ -202,6 +214,7 @@ class JobRegistry:
             self._jobs[key] = job
             self._trim()
         job.thread = threading.Thread(target=job._run, args=(self._gate,), name=f"job:{job.label}", daemon=True)
+        _LIVE.add(job)
         job.thread.start()
         return job
 
@@ -226,6 +239,41 @@ class JobRegistry:
         while len(self._jobs) > self.keep and finished:
             self._jobs.pop(finished.pop(0))
 
+
+_LIVE: weakref.WeakSet[Job] = weakref.WeakSet()  # every job whose thread was started
+
+
+def shutdown(wait_s: float = SHUTDOWN_WAIT_S) -> int:
+    """Cancel every live job and join its thread (up to ``wait_s`` seconds in all).
+
+    Runs by itself when the process ends; returns how many threads were still running after
+    the wait (0 when every job stopped at its next chunk).
+    """
+    live = [job for job in list(_LIVE) if job.thread is not None and job.thread.is_alive()]
+    for job in live:
+        job.cancel_event.set()
+    deadline = time.monotonic() + wait_s
+    for job in live:
+        job.thread.join(max(0.0, deadline - time.monotonic()))
+    left = sum(job.thread.is_alive() for job in live)
+    if left:
+        log.warning("%d job(s) still running at exit after %.0f s", left, wait_s)
+    return left
+
+
+def _at_exit() -> None:
+    shutdown()
+
+
+# threading's own exit hooks run before the interpreter waits for threads and shuts down,
+# while worker threads can still finish their chunk (atexit hooks run later)
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_at_exit)
+else:  # pragma: no cover - Pythons without the hook
+    import atexit
+
+    atexit.register(_at_exit)
 
 _REGISTRY: JobRegistry | None = None
 _REGISTRY_LOCK = threading.Lock()

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 
@@ -94,6 +95,18 @@ class WeightedBatches:
 
     def __len__(self) -> int:
         return len(self.coefficients)
+
+
+def _tensor_stamps(tensors: Mapping[str, torch.Tensor]) -> dict:
+    """``{name: (weak reference, _version)}``: which tensor objects, in which in-place state."""
+    return {name: (weakref.ref(t), t._version) for name, t in tensors.items()}
+
+
+def _same_tensors(stamps: dict, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``tensors`` are the very objects of ``stamps``, unchanged in place since."""
+    if stamps.keys() != tensors.keys():
+        return False
+    return all(ref() is tensors[name] and tensors[name]._version == version for name, (ref, version) in stamps.items())
 
 
 class Problem:
@@ -453,29 +466,55 @@ class Problem:
         return hashlib.sha256("".join(f"{k}:{s.fingerprint}" for k, s in self.splits.items()).encode()).hexdigest()
 
     def model_hash(self, theta: torch.Tensor | None = None) -> str:
-        """sha256 over the architecture, the parameters ``theta`` (default ``theta0``) and buffers."""
+        """sha256 over the architecture, the parameters ``theta`` (default ``theta0``), the
+        frozen parameters and the buffers.
+
+        Memoised: the last digest is reused while ``theta``, the buffers and the frozen
+        parameters are the same tensor objects with the same ``_version`` (any in-place change
+        bumps it), so a page rerun does not rehash millions of parameters.
+        """
         theta = self.theta0 if theta is None else theta
+        tensors = {"theta": theta, **{f"buffer:{k}": v for k, v in self.buffers.items()}}
+        tensors.update({f"frozen:{k}": v for k, v in self.space.frozen.items()})
+        memo = getattr(self, "_model_hash_memo", None)
+        if memo is not None and memo[0] == self.mode and _same_tensors(memo[1], tensors):
+            return memo[2]
         h = hashlib.sha256()
         h.update(repr(self.model).encode())
         h.update(json.dumps(self.space.signature()).encode())
         h.update(self.mode.value.encode())
+        h.update(str(theta.dtype).encode())
         h.update(theta.detach().cpu().contiguous().numpy().tobytes())
-        for name in sorted(self.buffers):
-            h.update(name.encode())
-            h.update(self.buffers[name].detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        for group in (self.buffers, self.space.frozen):
+            for name in sorted(group):
+                h.update(f"{name}:{group[name].dtype}:{tuple(group[name].shape)}".encode())
+                h.update(group[name].detach().cpu().contiguous().numpy().tobytes())
+        digest = h.hexdigest()
+        self._model_hash_memo = (self.mode, _tensor_stamps(tensors), digest)
+        return digest
 
     def describe(self) -> dict:
-        """JSON-ready summary for result settings: sizes, model hash, data fingerprint."""
-        return {
+        """JSON-ready summary for result settings and cache keys: sizes, model hash, data
+        fingerprint, dtype, mode, the identity of the loss and of each metric
+        (``landscape_core.identity``), and in train mode the batch size of each split (train-mode
+        BatchNorm values depend on it)."""
+        from . import identity
+
+        out = {
             "model": type(self.model).__name__,
             "parameters": self.space.size,
             "model_sha256": self.model_hash(),
             "data_sha256": self.data_fingerprint(),
             "samples": {k: s.n for k, s in self.splits.items()},
             "mode": self.mode.value,
+            "dtype": str(self.dtype).replace("torch.", ""),
             "metrics": sorted(self.metrics),
+            "loss": identity.describe(self.loss, "the loss"),
+            "metric_identity": identity.describe_all(self.metrics),
         }
+        if self.mode is Mode.TRAIN:
+            out["batch_size"] = {k: s.batch_size for k, s in self.splits.items()}
+        return out
 
     # -- variants -------------------------------------------------------------
     def subset(self, max_samples: int, seed: int = 0) -> Problem:

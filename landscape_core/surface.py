@@ -2,8 +2,8 @@
 
 ``line(problem, d)`` evaluates ``center + alpha d``; ``plane(problem, d1, d2)`` evaluates
 ``center + alpha d1 + beta d2`` on a grid. Both go through the one evaluator, cache their
-result by content, and a plane is computed (and cached) in chunks of rows, so an
-interrupted plane resumes from its finished chunks.
+result by content, and are computed in tiles kept as they finish (``landscape_core.tiles``),
+so an interrupted line or plane resumes from its finished tiles.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from . import cache as cache_mod
-from .evaluate import Progress, check_splits, evaluate_points
+from .evaluate import Progress, check_splits
 from .provenance import digest, provenance
 from .results import Surface
+from .tiles import TiledRun
 
 ALGORITHM_VERSION = 1
 MAX_STEPS = 401
@@ -90,22 +91,22 @@ def line(
 ) -> Surface:
     """Loss (and metrics) along ``center + alpha * direction`` for ``alpha`` over ``span``.
 
-    Returns a ``Surface`` with ``alphas`` ``(steps,)`` and ``values[q]`` ``(steps,)``.
+    Returns a ``Surface`` with ``alphas`` ``(steps,)`` and ``values[q]`` ``(steps,)``. Computed
+    in tiles like ``plane`` (a cancelled line resumes).
     """
     alphas = grid(span, steps)
     center, basis = _prepare(problem, [direction], center)
     splits = check_splits(problem, splits)
     settings = _settings(problem, "line", center, basis, splits, {"span": list(check_span(span)), "steps": steps})
     key = cache_mod.make_key("surface", ALGORITHM_VERSION, settings)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
-        if progress is not None:
-            progress(steps, steps)
-        return Surface.from_bytes(hit)
-    values = evaluate_points(problem, center, basis, alphas[:, None], splits, progress, cancel)
-    result = Surface(alphas=alphas, values=values, settings=settings)
-    if use_cache:
-        cache_mod.put(key, result.to_bytes())
-    return result
+
+    def build(values):
+        return Surface(alphas=alphas, values=values, settings=settings)
+
+    run = TiledRun(
+        problem, center, basis, alphas[:, None], splits, key, build, Surface.from_bytes, use_cache, progress, cancel
+    )
+    return run.run()
 
 
 def plane(
@@ -127,11 +128,15 @@ def plane(
 
     ``span``/``steps`` set the alpha axis; ``span_y``/``steps_y`` the beta axis (default:
     the same). Returns a ``Surface`` with ``values[q]`` of shape ``(steps, steps_y)``.
-    Finished chunks of rows are cached as they complete; a cancelled run raises
-    ``Cancelled`` and the next identical call resumes from them.
+    The grid is computed in tiles (``landscape_core.tiles``): chunks of about a second of
+    work, each kept in the cache as it finishes and shared with other processes computing
+    the same plane; values never depend on how the work was split (``landscape_core.blocks``).
+    A cancelled run raises ``Cancelled`` saying how many points were kept; the next identical
+    call computes only the rest. ``rows_per_chunk``: that many rows per block, tile and chunk
+    (at most what the memory budget allows) instead of sizing tiles and chunks by time.
     """
     if rows_per_chunk is not None and (
-        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, int) or rows_per_chunk < 1
+        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer)) or rows_per_chunk < 1
     ):
         raise ValueError(f"rows_per_chunk must be a positive integer or None (automatic); got {rows_per_chunk!r}.")
     span_y = span if span_y is None else span_y
@@ -149,38 +154,27 @@ def plane(
         {"span": list(check_span(span)), "steps": steps, "span_y": list(check_span(span_y)), "steps_y": steps_y},
     )
     key = cache_mod.make_key("surface", ALGORITHM_VERSION, settings)
-    total = steps * steps_y
-    if use_cache and (hit := cache_mod.get(key)) is not None:
-        if progress is not None:
-            progress(total, total)
-        return Surface.from_bytes(hit)
+    a, b = np.meshgrid(alphas, betas, indexing="ij")
+    coeffs = np.stack([a.ravel(), b.ravel()], axis=1)  # row-major: point i * steps_y + j
 
-    rows_per_chunk = rows_per_chunk or max(1, min(steps, 4096 // steps_y))
-    values: dict[str, np.ndarray] = {}
-    chunk_keys = []
-    for index, r0 in enumerate(range(0, steps, rows_per_chunk)):
-        r1 = min(r0 + rows_per_chunk, steps)
-        chunk_key = f"{key}:chunk:{index}:{r0}-{r1}"
-        chunk_keys.append(chunk_key)
-        done_before = r0 * steps_y
-        stored = cache_mod.get(chunk_key) if use_cache else None
-        if stored is not None:
-            part = Surface.from_bytes(stored).values
-        else:
-            a, b = np.meshgrid(alphas[r0:r1], betas, indexing="ij")
-            coeffs = np.stack([a.ravel(), b.ravel()], axis=1)
-            report = None if progress is None else (lambda d, _t, base=done_before: progress(base + d, total))
-            flat = evaluate_points(problem, center, basis, coeffs, splits, report, cancel)
-            part = {q: v.reshape(r1 - r0, steps_y) for q, v in flat.items()}
-            if use_cache:
-                cache_mod.put(chunk_key, Surface(alphas=alphas[r0:r1], values=part, settings={}).to_bytes())
-        for q, v in part.items():
-            values.setdefault(q, np.full((steps, steps_y), np.nan))[r0:r1] = v
-        if progress is not None:
-            progress(r1 * steps_y, total)
-    result = Surface(alphas=alphas, betas=betas, values=values, settings=settings)
-    if use_cache:
-        cache_mod.put(key, result.to_bytes())
-        for chunk_key in chunk_keys:
-            cache_mod.delete(chunk_key)
-    return result
+    def build(values):
+        grid_values = {q: v.reshape(steps, steps_y) for q, v in values.items()}
+        return Surface(alphas=alphas, betas=betas, values=grid_values, settings=settings)
+
+    block_rows = None if rows_per_chunk is None else int(min(rows_per_chunk, steps))
+    run = TiledRun(
+        problem,
+        center,
+        basis,
+        coeffs,
+        splits,
+        key,
+        build,
+        Surface.from_bytes,
+        use_cache,
+        progress,
+        cancel,
+        steps_y,
+        block_rows,
+    )
+    return run.run()

@@ -276,8 +276,8 @@ def _train_cached(vocab_size, X, y, settings: TrainSettings, corpus_sha: str):
         WEIGHTS_VERSION,
         {"corpus": corpus_sha, "vocab": vocab_size, "train": dataclasses.asdict(settings), "torch": torch.__version__},
     )
-    stored = cache_mod.get(key)
-    if stored is not None:
+
+    def decode(stored: bytes):
         with archives.open_npz(stored, "text demo weights") as npz:
             epochs = npz["epochs"].tolist()
             names = [k[len("final/") :] for k in npz.files if k.startswith("final/")]
@@ -286,6 +286,10 @@ def _train_cached(vocab_size, X, y, settings: TrainSettings, corpus_sha: str):
         model = MeanPoolClassifier(vocab_size, settings.dim)
         model.load_state_dict(final)
         return model.eval(), snaps
+
+    hit = cache_mod.fetch(key, decode)  # an unreadable entry is a miss: retrained and replaced
+    if hit is not None:
+        return hit
     model, snaps = train(vocab_size, X, y, settings)
     arrays = {f"final/{k}": v.numpy() for k, v in model.state_dict().items()}
     for epoch, state in snaps:

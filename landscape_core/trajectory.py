@@ -256,8 +256,8 @@ def umap(
         {"checkpoints": rows_digest(rows, names, steps), "n_neighbors": n_neighbors, "min_dist": float(min_dist)}
         | {"seed": int(seed)},
     )
-    if use_cache and (hit := cache_mod.get(key)) is not None:
-        return Trajectory.from_bytes(hit)
+    if use_cache and (hit := cache_mod.fetch(key, Trajectory.from_bytes)) is not None:
+        return hit
     G = gram(rows, offset=rows[-1].to("cpu", torch.float64))
     distances = distances_from_gram(G)
     import umap as umap_learn

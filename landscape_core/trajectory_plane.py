@@ -98,10 +98,10 @@ def projection_gap(
         "plane": [digest(trajectory.center), *(digest(d) for d in trajectory.directions)],
     }
     key = cache_mod.make_key("projection-gap", GAP_VERSION, key_settings)
-    if use_cache and (hit := cache_mod.get(key)) is not None:
+    if use_cache and (hit := cache_mod.fetch(key, ProjectionGap.from_bytes)) is not None:
         if progress is not None:
             progress(2 * n, 2 * n)
-        return ProjectionGap.from_bytes(hit)
+        return hit
     report = None if progress is None else (lambda d, _t: progress(d, 2 * n))
     stacked = torch.stack(rows).to(problem.device, problem.dtype)
     zero = torch.zeros_like(stacked[0])

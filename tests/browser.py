@@ -93,11 +93,17 @@ def wait_for_app_run(page, stall_s: float = 300.0) -> None:
 
 def work_signs(page) -> tuple:
     """What shows the app is still working: progress bars' texts (their counts move), spinners, run state."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     app = page.locator('[data-testid="stApp"]')
+    try:  # the page may be reloading between count() and the read: no state then, not a failure
+        state = app.first.get_attribute("data-test-script-state", timeout=1000) if app.count() else None
+    except PlaywrightTimeout:
+        state = None
     return (
         tuple(page.locator('[data-testid="stProgress"]').all_inner_texts()),
         tuple(page.locator('[data-testid="stSpinner"]').all_inner_texts()),
-        app.first.get_attribute("data-test-script-state") if app.count() else None,
+        state,
         page.locator('[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]').count(),
     )
 

@@ -13,9 +13,13 @@ os.environ.setdefault("LANDSCAPE_CACHE_DIR", _CACHE)
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
-    """A private, empty cache directory for one test."""
+    """A private, empty cache directory for one test (warnings already given are forgotten)."""
+    from landscape_core import cache
+
     monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+    cache.reset()
+    yield tmp_path / "cache"
+    cache.reset()
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,10 @@ def test_large_job_can_be_cancelled(app_url, page):
     progress = page.get_by_text(re.compile(r"101x101 plane: [\d,]+ of 10,201 points"))
     wait_while_working(page, progress)  # after the coarse 11 x 11 pass, however long it takes under load
     page.get_by_role("button", name="Cancel").first.click()
-    wait_while_working(page, page.get_by_text(re.compile(r"101x101 plane: cancelled after [\d,]+ of 10,201 points")))
+    wait_while_working(
+        page,
+        page.get_by_text(re.compile(r"101x101 plane: cancelled; kept [\d,]+ of 10,201 points; Run resumes from there")),
+    )
     wait_for_app_run(page)
     no_exception(page)
     assert page.get_by_role("button", name="Run again").is_visible()

@@ -205,22 +205,21 @@ def test_resume_after_cancel_gives_the_uninterrupted_plane(fresh_cache):
         if done >= first_chunk:
             cancel.set()
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="kept 18 of 81 points; Run resumes from there"):
         surface.plane(problem, d1, d2, progress=progress, cancel=cancel, **kwargs)
     store = cache.get_cache()
     keys = list(store.iterkeys())
-    chunk_keys = [k for k in keys if ":chunk:" in k]
-    assert chunk_keys and all(k.endswith(":chunk:0:0-2") for k in chunk_keys)
-    assert not [k for k in keys if ":chunk:" not in k]  # no final entry
+    tile_keys = [k for k in keys if ":tile:" in k]
+    assert tile_keys and all(k.endswith(":tile:18r9x1:0") for k in tile_keys)  # 2 rows of 9 per tile
+    assert not [k for k in keys if ":tile:" not in k and ":claim:" not in k]  # no final entry
     calls = []
     resumed = surface.plane(problem, d1, d2, progress=lambda d, t: calls.append(d), **kwargs)
-    assert calls[0] == 0 or calls[0] >= first_chunk  # the first chunk came from the cache
+    assert calls[:2] == [0, first_chunk]  # the first tile came from the cache
     fresh = surface.plane(problem, d1, d2, use_cache=False, **kwargs)
     for q in fresh.values:
         np.testing.assert_array_equal(resumed.values[q], fresh.values[q])
     keys = list(store.iterkeys())
-    assert not [k for k in keys if ":chunk:" in k]  # chunks removed once the whole plane is stored
-    assert len(keys) == 1
+    assert len(keys) == 1  # tiles and claims removed once the whole plane is stored
 
 
 # -- bad input ------------------------------------------------------------------

@@ -114,6 +114,7 @@ from dashboard_ui.charts import (  # noqa: F401
 from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     SUBSET_CHOICES,
     _load_workspace,
+    _open,
     _page_problem,
     available_workspaces,
     chosen_splits,
@@ -338,7 +339,7 @@ def copy_as_python(snippet) -> None:
         try:
             code = snippet() if callable(snippet) else snippet
         except snippets.NoCodeError:
-            ws = _load_workspace(workspace_id())
+            ws = _open(workspace_id())
             with st.expander(SNIPPET_TITLE):
                 st.markdown(NO_CODE_SENTENCE)
                 st.code(snippets.spec_for(ws.problem, ws.name), language="python")

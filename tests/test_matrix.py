@@ -28,7 +28,7 @@ import workspace_kinds as wk
 from streamlit.testing.v1 import AppTest
 
 from dashboard_ui import ui  # first: see require_frame (AppTest would rerun a page with stale widget values)
-from landscape_core import uploads
+from landscape_core import upload_registry, uploads
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ("surface", "interpolation", "sharpness", "trajectory", "compare", "text", "your_model", "guide")
@@ -84,35 +84,35 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def workspaces(files) -> dict[str, tuple[str, str | None]]:
+def owner() -> str:
+    """The browser session that uploaded this module's files (uploads are kept per session)."""
+    return upload_registry.new_owner()
+
+
+@pytest.fixture(scope="module")
+def workspaces(files, owner) -> dict[str, tuple[str, str | None]]:
     """``{kind: (sidebar workspace id, --spec target or None)}``, built once for the module."""
     targets = wk.spec_targets(files)
-    uploaded = wk.register_uploads(files)
     out = {name: (name, None) for name in wk.DEMOS}
     for kind in ("spec-checkpoints", "spec-custom-loss", "single-model"):
         out[kind] = (f"spec:{targets[kind]}", targets[kind])
-    out.update({kind: (wid, None) for kind, wid in uploaded.items()})
-    _UPLOADED.update({wid: uploads.registered(wid) for wid in uploaded.values()})
+    out.update({kind: (wid, None) for kind, wid in wk.register_uploads(files, owner).items()})
+    _OWNER[0] = owner
     return out
 
 
-_UPLOADED: dict = {}  # id -> Workspace of this module's uploads
-
-
-def _keep_registered(wid: str) -> None:
-    """The process keeps the latest few uploads only, and other cells upload too: register it again."""
-    assert uploads.register(_UPLOADED[wid]) == wid
+_OWNER = [""]  # the module's upload session (set by the workspaces fixture)
 
 
 def open_page(monkeypatch, workspaces, kind: str, page: str, state: dict | None = None) -> AppTest:
     """Run ``page`` once on workspace ``kind`` with ``state`` preset (widgets' values, sidebar)."""
     wid, target = workspaces[kind]
-    if wid.startswith("upload:"):
-        _keep_registered(wid)
     monkeypatch.setattr(sys, "argv", ["app.py", *(["--spec", target] if target else [])])
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page(f"pages/{page}.py")  # before the first run: the app's default page does not run first
     at.session_state["ui_workspace"] = wid
+    if wid.startswith("upload:"):
+        at.session_state["ui_owner"] = _OWNER[0]  # the session that uploaded it
     for key, value in (state or {}).items():
         at.session_state[key] = value
     at.run()
@@ -176,7 +176,7 @@ def check_snippets(at: AppTest, kind: str, page: str) -> None:
 
 def _upload_train_data(at: AppTest, kind: str) -> tuple[str, ...]:
     """The Your model page's setting: upload the workspace's own first 32 train samples as train data."""
-    ws = ui._load_workspace(at.session_state["ui_workspace"])
+    ws = ui._open(at.session_state["ui_workspace"], at.session_state["ui_owner"])
     split = ws.problem.splits["train"]
     buffer = io.BytesIO()
     torch.save({"X": split.X[:32].cpu(), "y": split.y[:32].cpu()}, buffer)
@@ -288,7 +288,7 @@ def test_settings_naming_checkpoints_follow_the_workspace(monkeypatch, workspace
     assert at.selectbox(key="interp_a").value == "checkpoint: small batch epoch 003"
     assert at.slider(key="interp_steps").value == 5  # a setting of the page, not of the workspace
     # an upload of data for digits-mlp has the same checkpoint names, but its own default
-    upload = _data_upload_of_digits_mlp()
+    upload = _data_upload_of_digits_mlp(at.session_state["ui_owner"])
     at.run()  # the sidebar lists it
     switch(at, upload)
     picker = at.selectbox(key="interp_a")
@@ -296,7 +296,7 @@ def test_settings_naming_checkpoints_follow_the_workspace(monkeypatch, workspace
     check_cell(at, "interpolation")
 
 
-def _data_upload_of_digits_mlp() -> str:
+def _data_upload_of_digits_mlp(owner: str) -> str:
     """digits-mlp with uploaded train data (its checkpoints, their names), registered as the page does."""
     from landscape_core import demos
     from landscape_core.uploads import Upload
@@ -305,7 +305,7 @@ def _data_upload_of_digits_mlp() -> str:
     split = base.problem.splits["train"]
     buffer = io.BytesIO()
     torch.save({"X": split.X[:32], "y": split.y[:32]}, buffer)
-    return uploads.register(uploads.open_uploads(base, train=Upload("train_head.pt", buffer.getvalue())))
+    return upload_registry.register(uploads.open_uploads(base, train=Upload("train_head.pt", buffer.getvalue())), owner)
 
 
 # -- page settings survive navigation (issue 18, item 4) ---------------------------------------------

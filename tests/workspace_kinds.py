@@ -3,9 +3,10 @@
 ``make_files(folder)`` writes what users bring: three state dicts and train/val data for the
 digits-mlp architecture, a ``torch.export`` program (``.pt2``) with data, a spec of a single
 model (no checkpoints, no model B), and specs that open the uploaded files (the CLI has no
-upload flags: a spec is how files reach it). ``register_uploads(files)`` makes the two uploaded
-workspaces as the Your model page does (``uploads.open_uploads``, ``exported.program_workspace``,
-``uploads.register``) and returns their sidebar ids.
+upload flags: a spec is how files reach it). ``register_uploads(files, owner)`` makes the two
+uploaded workspaces as the Your model page does (``uploads.open_uploads``,
+``exported.program_workspace``, ``upload_registry.register`` for a browser session) and returns
+their sidebar ids.
 """
 
 from __future__ import annotations
@@ -132,10 +133,13 @@ def spec_targets(files: dict[str, Path]) -> dict[str, str]:
     }
 
 
-def register_uploads(files: dict[str, Path]) -> dict[str, str]:
-    """The uploaded workspaces as the Your model page registers them: ``{"uploads": id, "program": id}``."""
-    from landscape_core import uploads
+def register_uploads(files: dict[str, Path], owner: str) -> dict[str, str]:
+    """The uploaded workspaces as the Your model page registers them for the session ``owner``.
+
+    Returns ``{"uploads": id, "program": id}``; the specs call ``uploads.open_uploads`` and
+    ``exported.program_workspace`` on the files, as the page does.
+    """
+    from landscape_core import upload_registry
     from landscape_core.spec import load_spec
 
-    # the specs call uploads.open_uploads / exported.program_workspace on the files, as the page does
-    return {kind: uploads.register(load_spec(f"{files[kind]}:build")) for kind in ("uploads", "program")}
+    return {kind: upload_registry.register(load_spec(f"{files[kind]}:build"), owner) for kind in ("uploads", "program")}

@@ -127,6 +127,7 @@ def spec_for(problem, name: str = "the uploaded model") -> str:
     """
     import torch.nn.functional as F
 
+    name = " ".join(str(name).split()).replace('"', "'")  # one line, and no quote can end the docstring
     model = problem.model
     layers = repr(model).splitlines()
     if len(layers) > _MAX_ARCHITECTURE_LINES:

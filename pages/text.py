@@ -231,7 +231,7 @@ splits = list(ws.problem.splits)
 ui.keep_settings(
     "text",
     per_workspace={
-        "text_split": "val" if "val" in splits else splits[0],
+        "text_split": TEXT.split if TEXT.split in splits else splits[0],
         "text_n": ui.WIDGET_DEFAULT,
         "text_chosen": ui.WIDGET_DEFAULT,
     },

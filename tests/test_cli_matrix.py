@@ -2,8 +2,8 @@
 
 The kinds are those of the page matrix (tests/workspace_kinds.py); uploads and the ``.pt2``
 program reach the CLI through specs that open the files (the CLI has no upload flags). Small
-settings (a 32-sample subset, 5 steps, one eigenvalue) keep each cell to about a second. A cell fails on an
-internal error (exit 3), a traceback, or a refusal nobody expects (a refusal is expected only
+settings (a 32-sample subset, 5 steps, one eigenvalue, 50 Hessian-vector products, a 5-iteration
+sharpness ascent) keep each cell to about a second. A cell fails on an internal error (exit 3), a traceback, or a refusal nobody expects (a refusal is expected only
 where the workspace lacks what the command needs: a model B, two or three checkpoints).
 """
 
@@ -25,7 +25,7 @@ COMMANDS = {
     "surface-1d": ["surface", "--dims", "1", "--lines", "2", "--steps", "5"],
     "surface-B": ["surface", "--model", "B", "--steps", "5"],
     "interpolate": ["interpolate", "--steps", "5"],
-    "hessian-eigenvalues": ["hessian", "--what", "eigenvalues", "--k", "1"],
+    "hessian-eigenvalues": ["hessian", "--what", "eigenvalues", "--k", "1", "--max-iter", "50"],
     "hessian-trace": ["hessian", "--what", "trace", "--budget", "12"],
     "hessian-density": ["hessian", "--what", "density", "--iters", "10"],
     "sharpness-epsilon": ["sharpness", "--kind", "epsilon"],
@@ -55,7 +55,7 @@ def refusal_expected(kind: str, command: str) -> str | None:
     if command == "surface-B" and not has_b:
         return "has no model B"
     if command == "interpolate" and checkpoints < 2 and not has_b:
-        return "fewer than two checkpoints"
+        return "no checkpoints and no model B"
     if command.startswith("trajectory") and checkpoints < 3:
         return "at least 3 checkpoints"
     return None
@@ -95,15 +95,34 @@ def _cells():
             yield pytest.param(kind, command, id=f"{kind}-{command}")
 
 
+@pytest.fixture
+def short_ascent(monkeypatch):
+    """Epsilon and adaptive sharpness with 5 L-BFGS-B iterations instead of 100 (the CLI has no flag
+    for it): a cell checks how the command ends on a workspace, not the maximum it finds."""
+    import functools
+
+    from landscape_core import sharpness
+
+    for name in ("epsilon", "adaptive"):
+        monkeypatch.setattr(sharpness, name, functools.partial(getattr(sharpness, name), iters=5))
+
+
 @pytest.mark.parametrize(("kind", "command"), list(_cells()))
-def test_command_on_workspace(capsys, sources, kind, command):
+def test_command_on_workspace(capsys, short_ascent, sources, kind, command):
     code, out, err = run(capsys, [*COMMANDS[command], *sources[kind], *SMALL])
     check_outcome(code, out, err, refusal_expected(kind, command))
 
 
 @pytest.mark.parametrize("name", wk.DEMOS)
-def test_demo_command_on_each_demo(capsys, name):
-    code, out, err = run(capsys, ["demo", name, "--steps", "5", "--surface-only", "--quiet", "--json"])
+def test_demo_command_on_each_demo(capsys, monkeypatch, name):
+    """``landscape demo NAME`` for the Surface page, its plane at 5 x 5 (the full first screen of
+    every demo is test_first_screen.py's)."""
+    import dataclasses
+
+    from landscape_core import first_screen
+
+    monkeypatch.setattr(first_screen, "SURFACE", dataclasses.replace(first_screen.SURFACE, steps=5, coarse_steps=5))
+    code, out, err = run(capsys, ["demo", name, "--surface-only", "--quiet", "--json"])
     assert code == 0 and "Traceback" not in err, err
     (row,) = json.loads(out)["prepared"]
     assert row["demo"] == name and row["parameters"] > 0

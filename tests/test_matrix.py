@@ -11,9 +11,9 @@ say in their "Copy as Python" section that they have no code, and show a spec in
 
 Speed: demos and uploads are built once per module; each cell opens its page directly (the
 sidebar set through session state), so no other page's default job runs first; jobs are
-waited on synchronously (``LANDSCAPE_JOB_WAIT``). Default cells compute each page's real first
-screen and are marked ``slow`` (they run in CI like every slow test); the other cells use small
-settings. Workspace switches and navigation (issue 18, items 2 and 4) are at the end.
+waited on synchronously (``LANDSCAPE_JOB_WAIT``). Default cells run each page's default choices
+with the table of defaults at small sizes (``SMALL_DEFAULTS``: the full sizes are each demo's
+first screen, computed by test_first_screen.py); the other cells use small settings. Workspace switches and navigation (issue 18, items 2 and 4) are at the end.
 """
 
 from __future__ import annotations
@@ -73,9 +73,47 @@ TEXT_ELEMENTS = (
 INTERNALS = ("Traceback (most recent call last)", 'File "/', "Error: ", "Exception: ")
 
 
+# The default cells run every page's default choices (the kinds of plane, the parts, the BatchNorm
+# modes, the views) at small sizes: the defaults' full sizes are computed on every demo by
+# test_first_screen.py, and here they would cost minutes per workspace.
+SMALL_DEFAULTS = {
+    "SURFACE": {"steps": 11, "coarse_steps": 5, "lines": 2, "min_line_steps": 11},
+    "INTERPOLATION": {"steps": 5},
+    "HESSIAN": {"max_iter": 50, "trace_budget": 12, "density_iters": 10},
+    "SHARPNESS": {"samples": 4},
+    "TRAJECTORY": {"plane_steps": 11},
+    "COMPARE": {"steps": 11, "lines": 2, "line_steps": 11, "average_samples": 4},
+    "TEXT": {"max_inputs": 20, "samples": 2, "steps": 1, "line_steps": 11},
+}
+
+
+SMALL_PROBE = {  # page -> (a widget showing a small default, its value)
+    "surface": ("surface_steps", 11),
+    "interpolation": ("interp_steps", 5),
+    "sharpness": ("sharp_budget", 12),
+    "trajectory": ("traj_steps", 11),
+    "compare": ("compare_steps", 11),
+    "text": ("text_samples", 2),
+}
+
+
 @pytest.fixture(autouse=True)
 def synchronous_jobs(monkeypatch):
     monkeypatch.setenv("LANDSCAPE_JOB_WAIT", str(TIMEOUT))
+
+
+@pytest.fixture
+def small_defaults(monkeypatch):
+    """The table of defaults at small sizes (same choices), for pages and the Sharpness parts."""
+    import dataclasses
+
+    from landscape_core import curvature_parts, defaults
+
+    for name, sizes in SMALL_DEFAULTS.items():
+        small = dataclasses.replace(getattr(defaults, name), **sizes)
+        monkeypatch.setattr(defaults, name, small)
+        if hasattr(curvature_parts, name):
+            monkeypatch.setattr(curvature_parts, name, small)
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +228,19 @@ def _upload_train_data(at: AppTest, kind: str) -> tuple[str, ...]:
 def _cells():
     for kind in wk.KINDS:
         for page in PAGES:
-            yield pytest.param(kind, page, "default", marks=pytest.mark.slow, id=f"{kind}-{page}-default")
+            yield pytest.param(kind, page, "default", id=f"{kind}-{page}-default")
             yield pytest.param(kind, page, "setting", id=f"{kind}-{page}-setting")
 
 
 @pytest.mark.parametrize(("kind", "page", "variant"), list(_cells()))
-def test_page_on_workspace(monkeypatch, workspaces, kind, page, variant):
+def test_page_on_workspace(request, monkeypatch, workspaces, kind, page, variant):
+    if variant == "default":
+        request.getfixturevalue("small_defaults")
     at = open_page(monkeypatch, workspaces, kind, page, SETTINGS[page] if variant == "setting" else None)
+    if variant == "default" and page in SMALL_PROBE:  # the small table reached the page (unless it says why not)
+        key, value = SMALL_PROBE[page]
+        found = [w.value for name in WIDGETS for w in at.get(name) if w.key == key]
+        assert found == [value] or (not found and at.info), (key, found)
     if page == "your_model" and variant == "setting":
         check_cell(at, page)
         _upload_train_data(at, kind)
@@ -310,7 +354,7 @@ def _data_upload_of_digits_mlp(owner: str) -> str:
 
 # -- page settings survive navigation (issue 18, item 4) ---------------------------------------------
 NAVIGATION = {  # page -> settings other than its defaults (small, so that the page stays quick)
-    "surface": {"surface_seed": 7, "surface_steps": 101},  # the 2D plane, as in the report
+    "surface": {"surface_seed": 7, "surface_steps": 101},  # as in the report (on 1D lines: quick)
     "interpolation": {"interp_steps": 7, "interp_span": "-0.5 to 1.5 (well beyond each end)"},
     "sharpness": {"sharp_parts": ["trace"], "sharp_budget": 18, "sharp_seed": 3},
     "trajectory": {"traj_reference": "mean", "traj_margin": 0.4},
@@ -334,7 +378,7 @@ def widget(at: AppTest, key: str):
 def test_page_settings_survive_navigation(monkeypatch, workspaces, page):
     kind = NAVIGATION_WORKSPACE.get(page, "logistic-blobs")
     settings = NAVIGATION[page]
-    at = open_page(monkeypatch, workspaces, kind, page, None if page == "surface" else SETTINGS[page])
+    at = open_page(monkeypatch, workspaces, kind, page, SETTINGS[page])
     for key, value in settings.items():  # set as a user would, then Run
         widget(at, key).set_value(value)
     _submit(at)
@@ -346,7 +390,7 @@ def test_page_settings_survive_navigation(monkeypatch, workspaces, page):
     at.run()
     check_cell(at, page)
     assert {key: widget(at, key).value for key in settings} == settings
-    earlier = {k: v for k, v in SETTINGS[page].items() if k not in settings} if page != "surface" else {}
+    earlier = {k: v for k, v in SETTINGS[page].items() if k not in settings}
     drawn = {k for k in earlier if any(getattr(w, "key", None) == k for name in WIDGETS for w in at.get(name))}
     assert {key: widget(at, key).value for key in drawn} == {k: earlier[k] for k in drawn}  # the presets too
 

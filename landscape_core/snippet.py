@@ -127,7 +127,8 @@ def spec_for(problem, name: str = "the uploaded model") -> str:
     """
     import torch.nn.functional as F
 
-    name = " ".join(str(name).split()).replace('"', "'")  # one line, and no quote can end the docstring
+    # one line; no quote can end the docstring and no backslash can start an escape in it
+    name = " ".join(str(name).split()).replace('"', "'").replace("\\", "/")
     model = problem.model
     layers = repr(model).splitlines()
     if len(layers) > _MAX_ARCHITECTURE_LINES:

@@ -147,4 +147,5 @@ def test_spec_for_an_upload_names_its_architecture_loss_and_shapes(loss, loss_co
     assert "#   ..." in code and code.count("\n#   ") == 14  # a long architecture is shortened
     assert f"return Problem(model, {loss_code}" in code
     compile(snippet.spec_for(problem, 'epoch_1.pt"""\nimport os'), "spec.py", "exec")  # a file name as typed
+    compile(snippet.spec_for(problem, "C:\\x\\N.pt"), "spec.py", "exec")  # backslashes: no escape sequence
     assert "X (n, 3), y (n)" in code if loss_code != "my_loss" else "X (n, 3), y (n, 2)" in code

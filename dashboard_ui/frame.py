@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import re
 import sys
 import threading
@@ -17,9 +18,12 @@ import traceback
 import streamlit as st
 import torch
 
+from dashboard_ui.settings import keep_settings, save_settings, start_run
 from landscape_core import cache
 
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
+
+log = logging.getLogger("landscape_dashboard.pages")
 
 
 # -- the frame ----------------------------------------------------------------------------------
@@ -56,10 +60,17 @@ _FRAME = threading.local()  # .ran: app.py is running in this script thread righ
 
 @contextlib.contextmanager
 def frame():
-    """Used by ``app.py`` around ``navigation.run()``: pages know the sidebar is drawn."""
+    """Used by ``app.py`` around ``navigation.run()``: pages know the sidebar is drawn.
+
+    An error that escapes a page is shown as one readable sentence with the traceback folded
+    away (and logged), never as Streamlit's raw exception box.
+    """
     _FRAME.ran = True
     try:
         yield
+    except Exception as exc:  # a bug in a page: readable, and the sidebar stays usable
+        log.exception("a page failed")
+        error_box(exc, "This page stopped on an unexpected error")
     finally:
         _FRAME.ran = False
 
@@ -269,6 +280,7 @@ def open_workspace(workspace_id: str) -> None:
 
 def sidebar() -> None:
     """Draw the sidebar controls (called by ``app.py`` on every run, before the page)."""
+    start_run()  # the settings store learns which pages drew their widgets on the run before
     ids = available_workspaces()
     with st.sidebar:
         st.markdown("### Workspace")
@@ -302,11 +314,21 @@ def sidebar() -> None:
                 st.caption(plain(ws.description) if chosen.startswith(UPLOAD_PREFIX) else ws.description)
         problem = ws.problem
         sizes = {name: s.n for name, s in problem.splits.items()}
+        # each workspace keeps its own splits and subset (the labels carry sizes, so the browser's
+        # old selection would not match the new workspace's options)
+        keep_settings(
+            "ui",
+            per_workspace={"ui_splits": list(sizes), "ui_subset": 0},
+            keys=("ui_splits", "ui_subset"),
+            workspace=st.session_state["ui_workspace"],
+        )
         st.multiselect(
             "Data splits",
             list(sizes),
             default=list(sizes),
             key="ui_splits",
+            on_change=save_settings,
+            args=("ui",),
             format_func=lambda s: f"{s} ({sizes[s]} samples)",
             help="Which splits every page evaluates.",
         )
@@ -316,6 +338,8 @@ def sidebar() -> None:
             "Evaluate on",
             choices,
             key="ui_subset",
+            on_change=save_settings,
+            args=("ui",),
             format_func=lambda c: "all samples (exact)" if c == 0 else f"subset of {c} samples per split (noisier)",
             help="A random subset (seed 0) is faster; its values are an estimate of the full-data values.",
         )
@@ -373,3 +397,27 @@ def error_box(exc: BaseException | str, what: str = "", tb: str | None = None) -
     if tb:
         with st.expander("Technical details (traceback)"):
             st.code(tb, language="text")
+
+
+@contextlib.contextmanager
+def section(what: str):
+    """Draw a secondary part of a page (downloads, a code snippet, a readout) behind a guard.
+
+    If the block raises, whatever it drew is replaced by one sentence naming ``what`` (e.g.
+    "The barrier readout"), with the error and its traceback folded in an expander, and the
+    traceback goes to the log; the rest of the page is drawn as usual. ``st.stop()`` and
+    ``st.rerun()`` pass through (they are not errors).
+
+        with ui.section("The barrier readout"):
+            st.markdown(readout(path))
+    """
+    slot = st.empty()
+    try:
+        with slot.container():
+            yield
+    except Exception as exc:  # a secondary part must not take the page down
+        log.exception("%s failed", what)
+        with slot.container():
+            st.error(f"{what} could not be shown; the rest of the page is not affected.")
+            with st.expander("Technical details"):
+                st.code("".join(traceback.format_exception(exc)), language="text")

@@ -32,6 +32,17 @@ Workspace and data (the sidebar, drawn by ``app.py`` through ``sidebar()``, sets
 - ``source(which="A") -> dict``: how to rebuild that problem in Python (for snippets):
   ``{"workspace": id, "model": "A"|"B", "subset": int|None, "device": "cpu"}``.
 
+Settings (from ``dashboard_ui/settings.py``):
+
+- ``keep_settings(page, per_workspace=None)``: call after ``workspace()`` and before the page's
+  widgets. The widgets keyed ``"<page>_..."`` keep their values across navigation for the
+  session; those named in ``per_workspace`` (``{key: default on this workspace}``: choices of
+  checkpoints, models, splits, metrics) are remembered per workspace and reset to the new
+  workspace's own value on a switch (``WIDGET_DEFAULT``: the widget's own default).
+  ``save_settings(page)``: the callback that remembers them; give it to the page's form submit
+  button (``on_click=ui.save_settings, args=(page,)``) and to ``on_change`` of settings outside
+  forms. ``page_settings(page) -> dict``: the remembered values.
+
 Background work:
 
 - ``run_job(key, fn, label, auto=True, unit="points") -> result | None``: ``fn(progress, cancel)`` runs in
@@ -48,9 +59,14 @@ Output:
   CSV (``result.to_csv()``), NPZ (``result.to_bytes()``), PNG and SVG of an Altair
   ``chart`` (vl-convert, at the sidebar's image width and scale, every part of the view:
   pass an ``alt.hconcat`` to export several maps in one file), settings JSON, and a
-  "copy as Python" code block (``snippet``).
+  "copy as Python" code block (``snippet``: the code, or a function making it; uploaded
+  workspaces get a draft spec instead).
 - ``image_size() -> (width, scale)``: the sidebar's choice for image downloads.
 - ``error_box(exc, what="")``: a readable one-line error; the traceback only in an expander.
+- ``section(what)``: context manager around a secondary part of a page (a readout, downloads,
+  a snippet): if it raises, its output is replaced by one sentence naming ``what``, details in
+  an expander, the traceback in the log; the page goes on.
+- ``copy_as_python(snippet)``: the "copy as Python" expander on its own (``downloads`` calls it).
 - ``quantity_label(q) -> str``: ``"train_loss"`` -> ``"train loss"``.
 - ``significant_digits(values) -> int``: digits that show distinct values distinctly (tables).
 - ``readable(frame)``: a DataFrame styled for ``st.dataframe`` (those digits; "n/a", never "None").
@@ -98,6 +114,7 @@ from dashboard_ui.charts import (  # noqa: F401
 from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     SUBSET_CHOICES,
     _load_workspace,
+    _open,
     _page_problem,
     available_workspaces,
     chosen_splits,
@@ -108,12 +125,14 @@ from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     plain,
     problem_for_page,
     require_frame,
+    section,
     sidebar,
     source,
     spec_from_argv,
     workspace,
     workspace_id,
 )
+from dashboard_ui.settings import WIDGET_DEFAULT, keep_settings, page_settings, save_settings  # noqa: F401  (re-exported)
 from landscape_core import jobs
 from landscape_core.eta import EtaSmoother
 
@@ -271,8 +290,13 @@ def _chart_bytes(chart, fmt: str) -> bytes | str:
     return chart_image(chart, fmt, width=width, scale=scale)
 
 
-def downloads(result, chart=None, name: str = "result", snippet: str | None = None) -> None:
-    """Download buttons for a result (CSV, NPZ, settings JSON), its chart (PNG, SVG), and code."""
+def downloads(result, chart=None, name: str = "result", snippet=None) -> None:
+    """Download buttons for a result (CSV, NPZ, settings JSON), its chart (PNG, SVG), and code.
+
+    ``snippet``: the "copy as Python" code, or a function making it (called inside the section's
+    guard, so a result that cannot be written as code says so instead of failing the page).
+    Each part is a ``section``: an error in one shows one sentence there, never a page error.
+    """
     base = name.replace(" ", "_")
     # (label, bytes or a function making them, file suffix, MIME type, icon); chart images only with a chart
     buttons = [
@@ -286,16 +310,50 @@ def downloads(result, chart=None, name: str = "result", snippet: str | None = No
             ("SVG", lambda: _chart_bytes(chart, "svg"), "svg", "image/svg+xml", "draw"),
         ]
     key_suffix = {"settings.json": "json"}
-    for col, (label, data, suffix, mime, icon) in zip(st.columns(5), buttons):
-        col.download_button(
-            label,
-            data,
-            f"{base}.{suffix}",
-            mime,
-            key=f"dl:{name}:{key_suffix.get(suffix, suffix)}",
-            on_click="ignore",
-            icon=f":material/{icon}:",
-        )
-    if snippet:
-        with st.expander("Copy as Python: recompute this result with landscape_core"):
-            st.code(snippet, language="python")
+    with section(f"The downloads of {base}"):
+        for col, (label, data, suffix, mime, icon) in zip(st.columns(5), buttons):
+            col.download_button(
+                label,
+                data,
+                f"{base}.{suffix}",
+                mime,
+                key=f"dl:{name}:{key_suffix.get(suffix, suffix)}",
+                on_click="ignore",
+                icon=f":material/{icon}:",
+            )
+    if snippet is not None:
+        copy_as_python(snippet)
+
+
+SNIPPET_TITLE = "Copy as Python: recompute this result with landscape_core"
+NO_CODE_SENTENCE = (
+    "This result comes from uploaded files, which hold weights and data but no code, so it cannot be written "
+    "as a Python script; to recompute it in Python, write a spec for this model like the one below and open it "
+    "with `landscape ... --spec my_spec.py:build` or `streamlit run app.py -- --spec my_spec.py:build`."
+)
+
+
+def copy_as_python(snippet) -> None:
+    """The "copy as Python" expander: ``snippet`` is code or a function making it.
+
+    Results of uploaded workspaces (``snippet.NoCodeError``) get one sentence and a draft spec for
+    their model instead; results whose settings hold no recipe get one sentence with the reason.
+    """
+    from landscape_core import snippet as snippets
+
+    with section("The Python snippet"):
+        try:
+            code = snippet() if callable(snippet) else snippet
+        except snippets.NoCodeError:
+            ws = _open(workspace_id())
+            with st.expander(SNIPPET_TITLE):
+                st.markdown(NO_CODE_SENTENCE)
+                st.code(snippets.spec_for(ws.problem, ws.name), language="python")
+            return
+        except NotImplementedError as exc:
+            with st.expander(SNIPPET_TITLE):
+                st.markdown(f"This result cannot be written as a script from its settings alone: {exc}")
+            return
+        if code:
+            with st.expander(SNIPPET_TITLE):
+                st.code(code, language="python")

@@ -5,12 +5,19 @@
 (``source``: ``{"workspace": "digits-mlp" | "spec:file.py:build", "model": "A" | "B",
 "subset": int | None}``) and writes a self-contained script that ends with the result in
 ``result``. A result that cannot be rebuilt from its settings (directions drawn by hand,
-masked directions) raises ``NotImplementedError`` with the reason, never a wrong script.
+masked directions) raises ``NotImplementedError`` with the reason, never a wrong script;
+a result of an uploaded workspace (files, no code) raises ``NoCodeError``, and
+``spec_for(problem)`` drafts the spec that would give it code.
 """
 
 from __future__ import annotations
 
 _IMPORTS = "from landscape_core import directions, surface"
+_MAX_ARCHITECTURE_LINES = 14
+
+
+class NoCodeError(NotImplementedError):
+    """The result's workspace was uploaded (weights, data, a ``.pt2`` program): no code rebuilds it."""
 
 
 def problem_code(source: dict) -> list[str]:
@@ -19,7 +26,7 @@ def problem_code(source: dict) -> list[str]:
     if not isinstance(wid, str) or not wid:
         raise ValueError(f"source['workspace'] must name a demo or 'spec:<target>'; got {wid!r}.")
     if wid.startswith("upload:"):
-        raise NotImplementedError("an uploaded workspace has no code to rebuild it from; write a spec for it.")
+        raise NoCodeError("an uploaded workspace has no code to rebuild it from; write a spec for it.")
     if wid.startswith("spec:"):
         lines = ["from landscape_core import spec", f"ws = spec.load_spec({wid[5:]!r})"]
     else:
@@ -110,3 +117,42 @@ def compare_code(result_a, result_b, source_a: dict, source_b: dict) -> str:
         parts.append(f"result_{label} = result")
     parts.append("print({q: (result_b.values[q] - result_a.values[q]).max() for q in result_a.values})")
     return "\n".join(parts) + "\n"
+
+
+def spec_for(problem, name: str = "the uploaded model") -> str:
+    """A spec file to start from for ``problem``'s model, for results that have no code (uploads).
+
+    It names the architecture (``print(model)``, shortened), the loss and the shapes of the data,
+    and loads weights and data from files as the upload did; the model's code is the user's part.
+    """
+    import torch.nn.functional as F
+
+    # one line; no quote can end the docstring and no backslash can start an escape in it
+    name = " ".join(str(name).split()).replace('"', "'").replace("\\", "/")
+    model = problem.model
+    layers = repr(model).splitlines()
+    if len(layers) > _MAX_ARCHITECTURE_LINES:
+        layers = [*layers[: _MAX_ARCHITECTURE_LINES - 1], "..."]
+    loss = getattr(problem.loss, "__name__", "")
+    builtin = bool(loss) and getattr(F, loss, None) is problem.loss
+    loss_code, loss_note = (f"F.{loss}", "") if builtin else ("my_loss", "  # the loss you used")
+    train = problem.splits["train"]
+    x_shape = ", ".join(["n", *map(str, train.X.shape[1:])])
+    y_shape = ", ".join(["n", *map(str, train.y.shape[1:])])
+    lines = [
+        f'"""A spec for {name}: the architecture in code, the weights and data as files."""',
+        "import torch",
+        "import torch.nn.functional as F",
+        "from landscape_core import Problem",
+        "",
+        f"# The weights fit this architecture ({type(model).__name__}, {problem.space.size:,} parameters):",
+        *(f"#   {line}" for line in layers),
+        "",
+        "",
+        "def build():",
+        "    model = make_model()  # your code for the architecture above",
+        '    model.load_state_dict(torch.load("weights.pt", weights_only=True))  # the state dict you uploaded',
+        f'    data = torch.load("train.pt", weights_only=True)  # X ({x_shape}), y ({y_shape})',
+        f'    return Problem(model, {loss_code}, train=(data["X"], data["y"])){loss_note}',
+    ]
+    return "\n".join(lines) + "\n"

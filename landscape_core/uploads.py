@@ -213,9 +213,12 @@ def _check_labels(problem: Problem, X: torch.Tensor, y: torch.Tensor, name: str)
     """Integer class labels must index the model's logits; say so naming the uploaded file."""
     if y.dim() != 1 or y.is_floating_point():
         return
+    first = X[:1].to(problem.device)
+    if first.is_floating_point():  # as Problem does: floats take the model's dtype, token ids stay integers
+        first = first.to(problem.dtype)
     try:
         with torch.no_grad():
-            out = problem.forward(problem.theta0, X[:1].to(problem.device, problem.dtype))
+            out = problem.forward(problem.theta0, first)
     except Exception as exc:
         raise UploadError(
             f"data file {name!r}: the model cannot run on its inputs of shape {tuple(X.shape[1:])} per sample: {exc}"

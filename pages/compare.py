@@ -33,6 +33,7 @@ problem_a = ui.problem_for_page(ws, "A")
 problem_b = ui.problem_for_page(ws, "B")
 splits = [s for s in ui.chosen_splits(problem_a) if s in compare_splits(problem_a, problem_b)] or ["train"]
 same_space = problem_a.space.size == problem_b.space.size
+ui.keep_settings("compare", per_workspace={"compare_split": splits[0], "compare_quantity": "loss"})
 
 try:
     from landscape_core import hessian
@@ -64,7 +65,7 @@ with st.form("compare-settings"):
         help="Lanczos on exact Hessian-vector products; its residual is shown in the table.",
     )
     log = c6.checkbox("Log colour scale", key="compare_log")
-    st.form_submit_button("Run", type="primary")
+    st.form_submit_button("Run", type="primary", on_click=ui.save_settings, args=("compare",))
 
 q = f"{split}_{quantity}"
 common = {"norm": norm, "ignore": list(IGNORE), "seed": int(seed), "span": span, "splits": splits}
@@ -212,63 +213,65 @@ if plane_a is not None and plane_b is not None:
         },
         settings={"kind": "compare", "labels": [label_a, label_b], "A": plane_a.settings, "B": plane_b.settings},
     )
-    try:
-        code = snippet.compare_code(plane_a, plane_b, ui.source("A"), ui.source("B"))
-    except NotImplementedError as exc:
-        code = f"# not available: {exc}"
+    sources = ui.source("A"), ui.source("B")
     three = ui.row_of(chart_a, chart_b, diff_chart, independent_colors=True)  # A, B and B - A in one image
-    ui.downloads(both, chart=three, name="compare_planes", snippet=code)
+    ui.downloads(
+        both, chart=three, name="compare_planes", snippet=lambda: snippet.compare_code(plane_a, plane_b, *sources)
+    )
 
 
 st.subheader("Metrics")
-metrics_a = compare_metrics(problem_a, splits, lines_a, spectra.get("A"), averages.get("A"))
-metrics_b = compare_metrics(problem_b, splits, lines_b, spectra.get("B"), averages.get("B"))
-rows = verdict.metric_table(metrics_a, metrics_b)
-table = pd.DataFrame(
-    {
-        "metric": [r["title"] for r in rows],
-        f"A: {label_a}": [r["A"] for r in rows],
-        f"B: {label_b}": [r["B"] for r in rows],
-        "ratio B / A": [r["ratio"] for r in rows],
-    }
-)
-st.dataframe(
-    ui.readable(table, formats={"ratio B / A": "{:.2f}x"}),
-    hide_index=True,
-    column_config={"metric": st.column_config.TextColumn(width="large")},  # whole metric names
-)
-notes = []
-if lines_a is not None:
-    notes.append(
-        f"Slice rise: mean increase of the train loss from the base point to alpha = +/-{span:g}, averaged over "
-        f"{n_lines} random filter-normalized lines (seed {int(seed) + 1})."
+with ui.section("The metrics and the verdict"):
+    metrics_a = compare_metrics(problem_a, splits, lines_a, spectra.get("A"), averages.get("A"))
+    metrics_b = compare_metrics(problem_b, splits, lines_b, spectra.get("B"), averages.get("B"))
+    rows = verdict.metric_table(metrics_a, metrics_b)
+    table = pd.DataFrame(
+        {
+            "metric": [r["title"] for r in rows],
+            f"A: {label_a}": [r["A"] for r in rows],
+            f"B: {label_b}": [r["B"] for r in rows],
+            "ratio B / A": [r["ratio"] for r in rows],
+        }
     )
-for which, label in (("A", label_a), ("B", label_b)):
-    spectrum = spectra.get(which)
-    if spectrum is not None:
-        state = "converged" if spectrum.all_converged else "NOT converged"
-        notes.append(f"lambda_max of {label}: residual {spectrum.residuals[0]:.2g} ({state}).")
-for which, label in (("A", label_a), ("B", label_b)):
-    average = averages.get(which)
-    if average is not None:
+    st.dataframe(
+        ui.readable(table, formats={"ratio B / A": "{:.2f}x"}),
+        hide_index=True,
+        column_config={"metric": st.column_config.TextColumn(width="large")},  # whole metric names
+    )
+    notes = []
+    if lines_a is not None:
         notes.append(
-            f"Adaptive average sharpness of {label}: {average.value:.3g} +/- {average.stderr:.2g} (standard error; "
-            f"{SAMPLES} samples of Gaussian noise with sigma = {SIGMA:g} x |theta| per weight)."
+            f"Slice rise: mean increase of the train loss from the base point to alpha = +/-{span:g}, averaged over "
+            f"{n_lines} random filter-normalized lines (seed {int(seed) + 1})."
         )
-if not same_space:
-    notes.append("The two models have different architectures: compare the size-free metrics (ratios), not raw maps.")
-for note in notes:
-    st.caption(note)
-st.success(verdict.verdict(metrics_a, metrics_b, (label_a, label_b)))
-st.download_button(
-    "Metrics CSV",
-    table.to_csv(index=False),
-    "compare_metrics.csv",
-    "text/csv",
-    key="dl:compare:metrics",
-    on_click="ignore",
-    icon=":material/table:",
-)
+    for which, label in (("A", label_a), ("B", label_b)):
+        spectrum = spectra.get(which)
+        if spectrum is not None:
+            state = "converged" if spectrum.all_converged else "NOT converged"
+            notes.append(f"lambda_max of {label}: residual {spectrum.residuals[0]:.2g} ({state}).")
+    for which, label in (("A", label_a), ("B", label_b)):
+        average = averages.get(which)
+        if average is not None:
+            notes.append(
+                f"Adaptive average sharpness of {label}: {average.value:.3g} +/- {average.stderr:.2g} (standard error; "
+                f"{SAMPLES} samples of Gaussian noise with sigma = {SIGMA:g} x |theta| per weight)."
+            )
+    if not same_space:
+        notes.append(
+            "The two models have different architectures: compare the size-free metrics (ratios), not raw maps."
+        )
+    for note in notes:
+        st.caption(note)
+    st.success(verdict.verdict(metrics_a, metrics_b, (label_a, label_b)))
+    st.download_button(
+        "Metrics CSV",
+        table.to_csv(index=False),
+        "compare_metrics.csv",
+        "text/csv",
+        key="dl:compare:metrics",
+        on_click="ignore",
+        icon=":material/table:",
+    )
 if plane_a is not None and plane_b is not None and lines_a is not None and lines_b is not None:
 
     def report_bytes() -> bytes:  # built on click, from the cached results: the same bytes as `landscape report`

@@ -391,6 +391,7 @@ if len(names) < 2:
     st.stop()
 
 first, second = default_pair(names, ws)
+ui.keep_settings("interp", per_workspace={"interp_a": names[first], "interp_b": names[second]})
 with st.form("interp_form"):
     left, right = st.columns(2)
     name_a = left.selectbox("Start (alpha = 0)", names, index=first, key="interp_a")
@@ -416,7 +417,9 @@ with st.form("interp_form"):
         bn, compare_bn = INTERPOLATION.bn, False
         c3.caption("This model has no BatchNorm layers, so there are no running statistics to set along the path.")
     log_y = st.checkbox("Logarithmic loss axis", value=False, key="interp_log")
-    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    st.form_submit_button(
+        "Run", type="primary", icon=":material/play_arrow:", on_click=ui.save_settings, args=("interp",)
+    )
 
 if name_a == name_b:
     st.error("Start and end are the same model: the path would have zero length. Pick two different models.")
@@ -464,19 +467,21 @@ path = paths[bn]
 st.subheader(f"{ui.plain(name_a)}  to  {ui.plain(name_b)}")
 chart = loss_chart(path, splits, log_y, "Loss along the path; dashed: straight chord between the ends; bar: barrier")
 st.altair_chart(chart, width="stretch")
-for line in readout(path, splits, name_a, name_b):
-    st.markdown(line)
+with ui.section("The barrier readout"):
+    for line in readout(path, splits, name_a, name_b):
+        st.markdown(line)
 acc = accuracy_chart(path, splits)
 if acc is not None:
     st.altair_chart(acc, width="stretch")
 
-table = barrier_table(path, splits)
-if not table.empty:
-    st.markdown(
-        "**Barriers per split** (loss barrier in loss units, error barrier as a fraction of samples; the last two "
-        "columns: each end evaluated with its own stored statistics)"
-    )
-    st.dataframe(ui.readable(table), hide_index=True, width="stretch")
+with ui.section("The barrier table"):
+    table = barrier_table(path, splits)
+    if not table.empty:
+        st.markdown(
+            "**Barriers per split** (loss barrier in loss units, error barrier as a fraction of samples; the last "
+            "two columns: each end evaluated with its own stored statistics)"
+        )
+        st.dataframe(ui.readable(table), hide_index=True, width="stretch")
 
 if bn_model:
     st.subheader("BatchNorm along the path")
@@ -489,15 +494,17 @@ if bn_model:
             info = p.barrier.get(f"{split}_loss") or {}
             rows.append({"BatchNorm statistics": BN_LABELS[mode], f"{split} barrier": info.get("height")})
         st.dataframe(ui.readable(pd.DataFrame(rows)), hide_index=True, width="stretch")
-        st.markdown(bn_readout(paths, split))
+        with ui.section("The BatchNorm readout"):
+            st.markdown(bn_readout(paths, split))
     else:
         st.caption("Tick 'Also draw the other two BatchNorm options' to see how much the choice changes the path.")
 
 with st.expander("How this was computed"):
     st.json(path.settings, expanded=False)
+source = ui.source("A")
 ui.downloads(
     path,
     chart=chart,
     name=f"interpolation_{bn}",
-    snippet=snippet(ui.source("A"), end_a, end_b, steps, span, bn, splits),
+    snippet=lambda: snippet(source, end_a, end_b, steps, span, bn, splits),
 )

@@ -267,6 +267,7 @@ ws = ui.workspace()
 choices = point_choices(ws)
 names = list(choices)
 D = curvature_parts.default_settings()
+ui.keep_settings("sharp", per_workspace={"sharp_point": names[0]})
 
 with st.form("sharp_form"):
     top = st.columns([3, 3])
@@ -331,7 +332,9 @@ with st.form("sharp_form"):
     avg_adaptive = c4.checkbox("Scale noise by |w| (adaptive)", value=D["avg_adaptive"], key="sharp_avg_adaptive")
     seed = c4.number_input("Seed", 0, 10_000, D["seed"], key="sharp_seed")
     log_density = st.checkbox("Logarithmic density axis", value=True, key="sharp_log")
-    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    st.form_submit_button(
+        "Run", type="primary", icon=":material/play_arrow:", on_click=ui.save_settings, args=("sharp",)
+    )
 
 if not parts:
     st.info("Tick at least one thing to compute.")
@@ -420,7 +423,7 @@ with metrics_row:
     _metric(
         metrics[3], "epsilon-sharpness (Keskar, %)", "sharpness", _fmt(getattr(sharp.get("epsilon"), "value", None))
     )
-    if spectrum is not None or trace_est is not None:
+    with ui.section("The curvature readout"):
         for line in spectrum_readout(spectrum, trace_est, dimension) if spectrum is not None else []:
             st.markdown(line)
         if spectrum is None and trace_est is not None:
@@ -456,9 +459,8 @@ if spectrum is not None:
             f"{spectrum.settings.get('tol')} x the largest |eigenvalue|. Eigenvalues to {digits} significant digits, "
             "enough to tell every pair apart."
         )
-        ui.downloads(
-            spectrum, chart=spec_chart, name="eigenvalues", snippet=snippet(ui.source(point["which"]), point, parts, s)
-        )
+        source = ui.source(point["which"])
+        ui.downloads(spectrum, chart=spec_chart, name="eigenvalues", snippet=lambda: snippet(source, point, parts, s))
 
 if trace_est is not None:
     with boxes["trace"]:

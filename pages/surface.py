@@ -50,6 +50,10 @@ if len(checkpoints) >= 3 and _imports("landscape_core.trajectory", "landscape_co
 if len(checkpoints) >= 3 and _imports("landscape_core.checkpoint_plane"):
     DIRECTION_KINDS["through"] = "Plane through three checkpoints (2D)"
 names = [c.name for c in checkpoints]
+CHECKPOINT_DEFAULTS = {
+    f"surface_ckpt_{letter}": names[i] if names else None for letter, i in zip("ABC", (0, len(names) // 2, -1))
+}
+ui.keep_settings("surface", per_workspace={"surface_kind": "random", "surface_quantity": "loss", **CHECKPOINT_DEFAULTS})
 
 
 def direction_lengths(norms, problem) -> str:
@@ -98,15 +102,19 @@ with st.form("surface-settings"):
         )
     if "through" in DIRECTION_KINDS:
         picks = st.columns(3)
-        defaults = (0, len(names) // 2, len(names) - 1)
         through = [
-            col.selectbox(f"Checkpoint {letter} (three-checkpoint plane)", names, index=i, key=f"surface_ckpt_{letter}")
-            for col, letter, i in zip(picks, "ABC", defaults)
+            col.selectbox(
+                f"Checkpoint {letter} (three-checkpoint plane)",
+                names,
+                index=names.index(CHECKPOINT_DEFAULTS[f"surface_ckpt_{letter}"]),
+                key=f"surface_ckpt_{letter}",
+            )
+            for col, letter in zip(picks, "ABC")
         ]
     c4, c5 = st.columns(2)
     quantity = c4.selectbox("Quantity", ["loss", *problem.metrics], key="surface_quantity")
     log = c5.checkbox("Log colour / y scale", key="surface_log")
-    st.form_submit_button("Run", type="primary")
+    st.form_submit_button("Run", type="primary", on_click=ui.save_settings, args=("surface",))
 
 
 def _directions(count: int):
@@ -125,6 +133,32 @@ def _directions(count: int):
             info |= {"length": "random", "norm": norm}
         return directions.register(basis, info)
     return directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
+
+
+def plane_readout(result, q0: str) -> str:
+    """Words for the plane: the value at the base point, the range, diverged points, Hessian eigenvalues."""
+    values = result.values[q0]
+    finite = values[np.isfinite(values)]
+    bad = int((~np.isfinite(values)).sum())
+    if not finite.size:
+        return f"**{ui.quantity_label(q0)}** is not finite anywhere on this plane: every point diverged (grey)."
+    at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind not in ("pca", "through") else ""
+    readout = (
+        f"**{ui.quantity_label(q0)}** {at_base}over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
+    )
+    if bad:
+        readout += f" **{bad} points diverged** (NaN/inf) and are drawn grey."
+    if kind.startswith("hessian"):
+        info = result.settings["directions"][0]
+        from landscape_core import hessian
+
+        spectrum = hessian.top_eigenvalues(problem, k=info["k"], which=info["which"], seed=info["seed"])  # cached
+        readout += (
+            " Eigenvalues of the two directions: "
+            + ", ".join(f"{v:.4g} (residual {r:.1g})" for v, r in zip(spectrum.values, spectrum.residuals))
+            + "."
+        )
+    return readout
 
 
 base_settings = {
@@ -269,31 +303,12 @@ if shape == "2D plane":
             for col, q in zip(cols, quantities):
                 col.plotly_chart(ui.surface_3d(result, q, log=log, shared_domain=domain), key=f"surface3d:{q}")
         q0 = quantities[0]
-        values = result.values[q0]
-        finite = values[np.isfinite(values)]
-        bad = int((~np.isfinite(values)).sum())
-        at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind not in ("pca", "through") else ""
-        readout = f"**{ui.quantity_label(q0)}** {at_base}over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
-        if bad:
-            readout += f" **{bad} points diverged** (NaN/inf) and are drawn grey."
-        if kind.startswith("hessian"):
-            info = result.settings["directions"][0]
-            from landscape_core import hessian
-
-            spectrum = hessian.top_eigenvalues(problem, k=info["k"], which=info["which"], seed=info["seed"])  # cached
-            readout += (
-                " Eigenvalues of the two directions: "
-                + ", ".join(f"{v:.4g} (residual {r:.1g})" for v, r in zip(spectrum.values, spectrum.residuals))
-                + "."
-            )
-        st.markdown(readout)
-        st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
-        try:
-            code = snippet.surface_code(result, ui.source())
-        except NotImplementedError as exc:
-            code = f"# not available: {exc}"
+        with ui.section("The readout"):
+            st.markdown(plane_readout(result, q0))
+            st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
+        source = ui.source()
         export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
-        ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=code)
+        ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))
         topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
         if kind not in ("pca", "through"):
             gradient_norm_map(result, splits[0])
@@ -347,19 +362,19 @@ else:
             log_y=log,
         )
         st.altair_chart(chart, width="stretch")
-        for split in splits:
-            ends = data[(data.split == split) & (data.alpha.abs() == data.alpha.abs().max())]
-            center = data[(data.split == split) & (data.alpha == 0)]["value"]
-            if len(center) and len(ends):
-                st.markdown(
-                    f"**{split}**: {quantity} {center.mean():.4g} at the base point; at alpha = +/-{span:g} it is "
-                    f"{ends.value.min():.4g} to {ends.value.max():.4g} across the {n_lines} lines. A wide spread means "
-                    "one slice alone would misrepresent the landscape."
-                )
-        norms = [line["direction_norms"][0] for line in result.settings.get("lines", [])]
-        st.caption(direction_lengths(norms, problem))
-        try:
-            code = snippet.surface_code(result, ui.source())
-        except NotImplementedError as exc:
-            code = f"# not available: {exc}"
-        ui.downloads(result, chart=chart, name=f"lines_{quantity}", snippet=code)
+        with ui.section("The readout"):
+            for split in splits:
+                ends = data[(data.split == split) & (data.alpha.abs() == data.alpha.abs().max())]
+                center = data[(data.split == split) & (data.alpha == 0)]["value"]
+                if len(center) and len(ends):
+                    st.markdown(
+                        f"**{split}**: {quantity} {center.mean():.4g} at the base point; at alpha = +/-{span:g} it is "
+                        f"{ends.value.min():.4g} to {ends.value.max():.4g} across the {n_lines} lines. A wide spread "
+                        "means one slice alone would misrepresent the landscape."
+                    )
+            norms = [line["direction_norms"][0] for line in result.settings.get("lines", [])]
+            st.caption(direction_lengths(norms, problem))
+        source = ui.source()
+        ui.downloads(
+            result, chart=chart, name=f"lines_{quantity}", snippet=lambda: snippet.surface_code(result, source)
+        )

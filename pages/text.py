@@ -49,14 +49,11 @@ def has_embedding(problem) -> bool:
 
 def text_workspace():
     """``(workspace, workspace id, note)``: the sidebar's workspace if it is a text model, else the demo."""
+    ws = ui.workspace()  # draws the sidebar on a first visit, opens the sidebar's workspace
     wid = ui.workspace_id()
-    if wid == TEXT_DEMO or wid.startswith("spec:"):
-        ws = ui.workspace()
-        if has_embedding(ws.problem):
-            return ws, wid, None
-        note = f"The workspace {wid!r} has no nn.Embedding layer over integer token ids"
-    else:
-        note = f"The workspace {wid!r} is not a text model"
+    if has_embedding(ws.problem):
+        return ws, wid, None
+    note = f"The workspace {wid!r} is not a text model (no nn.Embedding layer over integer token ids)"
     with st.spinner("Loading the text demo..."):
         return _text_demo(), TEXT_DEMO, note + f"; this page shows the built-in {TEXT_DEMO!r} demo instead."
 
@@ -234,6 +231,15 @@ if ws.compare is not None and has_embedding(ws.compare):
     problems["B"] = ws.compare
 names = {"A": ws.labels[0], "B": ws.labels[1]}
 splits = list(ws.problem.splits)
+ui.keep_settings(
+    "text",
+    per_workspace={
+        "text_split": TEXT.split if TEXT.split in splits else splits[0],
+        "text_n": ui.WIDGET_DEFAULT,
+        "text_chosen": ui.WIDGET_DEFAULT,
+    },
+    workspace=wid,
+)
 
 with st.form("text_form"):
     c1, c2, c3, c4 = st.columns(4)
@@ -267,7 +273,9 @@ with st.form("text_form"):
     hessian = c10.checkbox(
         "Also the top eigenvalue of each input's embedding Hessian", TEXT.hessian, key="text_hessian"
     )
-    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    st.form_submit_button(
+        "Run", type="primary", icon=":material/play_arrow:", on_click=ui.save_settings, args=("text",)
+    )
 
 kwargs = {
     "split": split,
@@ -314,15 +322,17 @@ readout_box = st.container()
 # ranking tables
 st.subheader("Most fragile inputs")
 c_rows, c_only = st.columns([3, 2], vertical_alignment="bottom")
-top_k = c_rows.slider("Rows", 5, n, min(15, n), key="text_top")
+top_k = c_rows.slider("Rows", 5, n, min(15, n), key="text_top", on_change=ui.save_settings, args=("text",))
 only_correct = c_only.toggle(
     "Only inputs the model gets right",
     value=True,
     key="text_only_correct",
+    on_change=ui.save_settings,
+    args=("text",),
     help="A misclassified input already sits where the loss is high and steep, so it tops any loss-rise "
     "ranking; among the inputs the model gets right, the top rows are the ones closest to flipping.",
 )
-with readout_box:
+with readout_box, ui.section("The readout"):
     for which, item in results.items():
         st.markdown(readout(item["result"], names[which], split, texts, only_correct))
 columns = st.columns(len(results))
@@ -348,6 +358,8 @@ chosen = st.multiselect(
     default=options,
     format_func=lambda i: f"#{i} {texts[i][:60]}",
     key="text_chosen",
+    on_change=ui.save_settings,
+    args=("text",),
     help="Default: A's three most fragile inputs and its least fragile one.",
 )
 if chosen:
@@ -439,13 +451,15 @@ if trainable:
                     rows += [{"alpha": a, "loss": v, "series": f"{which} {q}"} for a, v in zip(surf.alphas, values)]
         line = ui.line_chart(pd.DataFrame(rows), "alpha", "loss", color="series", x_title="alpha (filter-normalized)")
         st.altair_chart(line, width="stretch")
-        for which, surf in lines.items():
-            train = surf.values["train_loss"]
-            rise = 0.5 * (train[0] + train[-1]) - surf.center_value("train_loss")
-            st.markdown(
-                f"**{names[which]}**: moving only the embedding matrix by one filter norm (alpha = +/-1) raises the "
-                f"train loss by **{rise:.3g}** on average over the two ends (from {surf.center_value('train_loss'):.3g})."
-            )
+        with ui.section("The embedding-line readout"):
+            for which, surf in lines.items():
+                train = surf.values["train_loss"]
+                rise = 0.5 * (train[0] + train[-1]) - surf.center_value("train_loss")
+                st.markdown(
+                    f"**{names[which]}**: moving only the embedding matrix by one filter norm (alpha = +/-1) raises "
+                    f"the train loss by **{rise:.3g}** on average over the two ends "
+                    f"(from {surf.center_value('train_loss'):.3g})."
+                )
         line_for_download = lines
 
 contrastive_sections.section(int(seed))
@@ -457,7 +471,7 @@ for which, item in results.items():
         WithTexts(item["result"], texts),
         chart=charts.get(which),
         name=f"text_fragility_{which}",
-        snippet=snippet(wid, which, kwargs),
+        snippet=lambda which=which: snippet(wid, which, kwargs),
     )
 for which, surf in line_for_download.items():
     st.markdown(f"**{names[which]}**: the embedding-matrix line (CSV, NPZ, settings)")

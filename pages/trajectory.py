@@ -263,6 +263,7 @@ if not runs:
         "on the Your model page."
     )
     st.stop()
+ui.keep_settings("traj", per_workspace={"traj_run": next(iter(runs)), "traj_quantity": ui.WIDGET_DEFAULT})
 
 with st.form("traj_form"):
     c1, c2, c3 = st.columns(3)
@@ -297,7 +298,9 @@ with st.form("traj_form"):
     )
     margin = c3.slider("Plane: margin around the path", 0.0, 1.0, TRAJECTORY.margin, 0.05, key="traj_margin")
     log = c3.checkbox("Log colour scale", value=True, key="traj_log")
-    st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    st.form_submit_button(
+        "Run", type="primary", icon=":material/play_arrow:", on_click=ui.save_settings, args=("traj",)
+    )
 
 which, attribute = runs[run_name]
 checkpoints = getattr(ws, attribute)
@@ -381,8 +384,9 @@ view_charts = {}
 for col, method in zip(cols, shown):
     view_charts[method] = view_chart(views[method])
     col.altair_chart(view_charts[method], width="stretch")
-for line in views_readout(views):
-    st.markdown(line)
+with ui.section("The readout of the views"):
+    for line in views_readout(views):
+        st.markdown(line)
 
 st.subheader("The loss on the PCA plane, with the path")
 
@@ -404,7 +408,12 @@ plane = ui.run_job(
 quantities = [f"{sp}_loss" for sp in splits] + [f"{sp}_{m}" for sp in splits for m in problem.metrics]
 quantities = [q for q in quantities if q in views["gap"].true_values]
 quantity = st.selectbox(
-    "Quantity on the plane and in the gap table", quantities, format_func=ui.quantity_label, key="traj_quantity"
+    "Quantity on the plane and in the gap table",
+    quantities,
+    format_func=ui.quantity_label,
+    key="traj_quantity",
+    on_change=ui.save_settings,
+    args=("traj",),
 )
 plane_view = None
 if plane is not None:
@@ -419,12 +428,15 @@ st.subheader("How faithful is the picture? True loss vs the loss under each chec
 gap = views["gap"]
 gap_view = gap_chart(gap, pca, quantity)
 st.altair_chart(gap_view, width="stretch")
-st.markdown(gap_readout(gap, pca, quantity))
-st.dataframe(ui.readable(gap_frame(gap, pca, quantity)), hide_index=True, width="stretch")
+with ui.section("The projection-gap readout"):
+    st.markdown(gap_readout(gap, pca, quantity))
+    st.dataframe(ui.readable(gap_frame(gap, pca, quantity)), hide_index=True, width="stretch")
 
-code = snippet(ui.source(which), attribute, s, splits)
+source = ui.source(which)
 with st.expander("Downloads: PCA view and the projection gap"):
-    ui.downloads(pca, chart=view_charts["pca"], name="trajectory_pca", snippet=code)
+    ui.downloads(
+        pca, chart=view_charts["pca"], name="trajectory_pca", snippet=lambda: snippet(source, attribute, s, splits)
+    )
     ui.downloads(gap, chart=gap_view, name="projection_gap")
 for method in ("umap", "autoencoder"):
     if method in views:

@@ -256,7 +256,10 @@ def test_uploaded_workspace_is_listed_and_opens():
     picker = at.selectbox(key="ui_workspace")
     assert picker.value == wid and "digits-mlp" in picker.options
     assert len(at.get("vega_lite_chart")) >= 2
-    assert any(c.value.startswith("# not available: an uploaded workspace") for c in at.code)
+    from dashboard_ui.ui import NO_CODE_SENTENCE
+
+    assert any(m.value == NO_CODE_SENTENCE for m in at.markdown)  # no script for files: a spec to write instead
+    assert any("def build():" in c.value for c in at.code)
 
 
 def test_surface_shows_direction_lengths_and_compares_hessian_planes_at_equal_length():

@@ -125,3 +125,27 @@ def test_hessian_plane_snippet(demo_ws):
 def test_uploaded_workspaces_have_no_recipe():
     with pytest.raises(NotImplementedError, match="write a spec"):
         snippet.problem_code({"workspace": "upload:mine:abc123"})
+    with pytest.raises(snippet.NoCodeError):  # the page tells this apart: it shows a spec instead
+        snippet.problem_code({"workspace": "upload:program net.pt2:abc123", "model": "A"})
+
+
+@pytest.mark.parametrize(
+    ("loss", "loss_code"),
+    [(torch.nn.functional.cross_entropy, "F.cross_entropy"), (lambda out, y: (out - y).abs().mean(), "my_loss")],
+)
+def test_spec_for_an_upload_names_its_architecture_loss_and_shapes(loss, loss_code):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(20)], torch.nn.Linear(3, 2))
+    X = torch.randn(10, 3)
+    y = torch.randint(0, 2, (10,)) if loss_code != "my_loss" else torch.randn(10, 2)
+    problem = Problem(model, loss, train=(X, y))
+    code = snippet.spec_for(problem, "my upload")
+    compile(code, "spec.py", "exec")  # a valid Python file
+    assert code.startswith('"""A spec for my upload:')
+    assert f"(Sequential, {problem.space.size:,} parameters)" in code
+    assert "#     (0): Linear(in_features=3, out_features=3, bias=True)" in code
+    assert "#   ..." in code and code.count("\n#   ") == 14  # a long architecture is shortened
+    assert f"return Problem(model, {loss_code}" in code
+    compile(snippet.spec_for(problem, 'epoch_1.pt"""\nimport os'), "spec.py", "exec")  # a file name as typed
+    compile(snippet.spec_for(problem, "C:\\x\\N.pt"), "spec.py", "exec")  # backslashes: no escape sequence
+    assert "X (n, 3), y (n)" in code if loss_code != "my_loss" else "X (n, 3), y (n, 2)" in code

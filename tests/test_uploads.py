@@ -230,3 +230,17 @@ def test_uploaded_workspace_is_named_by_its_files(base):
     )
     assert ws.name == "base + final.pt, train.pt"
     assert "final.pt" in ws.description and "train.pt" in ws.description
+
+
+def test_token_id_data_for_a_text_model_is_accepted():
+    """Integer token ids stay integers when the upload is checked (an embedding refuses floats)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(12, 4), nn.Flatten(), nn.Linear(4 * 5, 2))
+    X = torch.randint(0, 12, (20, 5))
+    y = torch.randint(0, 2, (20,))
+    text = Workspace("tokens", Problem(model, F.cross_entropy, train=(X, y)))
+    ws = uploads.open_uploads(text, train=Upload("head.pt", pt_bytes({"X": X[:8], "y": y[:8]})))
+    assert ws.problem.splits["train"].n == 8 and not ws.problem.splits["train"].X.is_floating_point()
+    bad = pt_bytes({"X": X[:8], "y": torch.full((8,), 5)})
+    with pytest.raises(UploadError, match=r"labels from 5 to 5 but the model outputs 2 classes"):
+        uploads.open_uploads(text, train=Upload("bad.pt", bad))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from . import cache as cache_mod
-from .evaluate import Progress, check_splits, evaluate_points
+from . import executors
+from .evaluate import Progress, check_splits, evaluate_chunks, evaluate_points
 from .provenance import digest, provenance
 from .results import Surface
 
@@ -155,29 +156,40 @@ def plane(
             progress(total, total)
         return Surface.from_bytes(hit)
 
-    rows_per_chunk = rows_per_chunk or max(1, min(steps, 4096 // steps_y))
-    values: dict[str, np.ndarray] = {}
-    chunk_keys = []
+    rows_per_chunk = rows_per_chunk or executors.current().rows_per_chunk(steps, steps_y)
+    values = {f"{s}_{q}": np.full((steps, steps_y), np.nan) for s in splits for q in ("loss", *problem.metrics)}
+    chunk_keys, missing = [], []
+    done = 0
     for index, r0 in enumerate(range(0, steps, rows_per_chunk)):
         r1 = min(r0 + rows_per_chunk, steps)
-        chunk_key = f"{key}:chunk:{index}:{r0}-{r1}"
-        chunk_keys.append(chunk_key)
-        done_before = r0 * steps_y
-        stored = cache_mod.get(chunk_key) if use_cache else None
-        if stored is not None:
-            part = Surface.from_bytes(stored).values
-        else:
-            a, b = np.meshgrid(alphas[r0:r1], betas, indexing="ij")
-            coeffs = np.stack([a.ravel(), b.ravel()], axis=1)
-            report = None if progress is None else (lambda d, _t, base=done_before: progress(base + d, total))
-            flat = evaluate_points(problem, center, basis, coeffs, splits, report, cancel)
-            part = {q: v.reshape(r1 - r0, steps_y) for q, v in flat.items()}
-            if use_cache:
-                cache_mod.put(chunk_key, Surface(alphas=alphas[r0:r1], values=part, settings={}).to_bytes())
+        chunk_keys.append(f"{key}:chunk:{index}:{r0}-{r1}")
+        stored = cache_mod.get(chunk_keys[-1]) if use_cache else None
+        if stored is None:
+            missing.append((index, r0, r1))
+            continue
+        for q, v in Surface.from_bytes(stored).values.items():
+            if q in values:
+                values[q][r0:r1] = v
+        done += (r1 - r0) * steps_y
+
+    def store(i: int, flat: dict) -> None:
+        # called as each chunk finishes (by a remote executor in the order they finish): kept at once
+        index, r0, r1 = missing[i]
+        part = {q: v.reshape(r1 - r0, steps_y) for q, v in flat.items()}
         for q, v in part.items():
-            values.setdefault(q, np.full((steps, steps_y), np.nan))[r0:r1] = v
-        if progress is not None:
-            progress(r1 * steps_y, total)
+            values[q][r0:r1] = v
+        if use_cache:
+            cache_mod.put(chunk_keys[index], Surface(alphas=alphas[r0:r1], values=part, settings={}).to_bytes())
+
+    if missing:
+        coeffs = []
+        for _, r0, r1 in missing:
+            a, b = np.meshgrid(alphas[r0:r1], betas, indexing="ij")
+            coeffs.append(np.stack([a.ravel(), b.ravel()], axis=1))
+        report = None if progress is None else (lambda d, _t: progress(done + d, total))
+        evaluate_chunks(problem, center, basis, coeffs, splits, report, cancel, on_chunk=store)
+    if progress is not None:
+        progress(total, total)
     result = Surface(alphas=alphas, betas=betas, values=values, settings=settings)
     if use_cache:
         cache_mod.put(key, result.to_bytes())

@@ -1,0 +1,226 @@
+"""The Ray executor on a local 2-CPU Ray instance: equal values, killed actors, cancel, resume, HVP shards.
+
+One Ray instance and one pool of two actors serve the whole module (starting Ray takes tens of
+seconds on a busy machine). Skipped with a reason when Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install -e '.[ray]')")
+
+from landscape_core import Cancelled, Problem, executors  # noqa: E402
+from landscape_core.evaluate import DEFAULT_MEMORY_BUDGET, evaluate_points  # noqa: E402
+from landscape_core.hessian import top_eigenvalues  # noqa: E402
+from landscape_core.hvp import HessianOperator  # noqa: E402
+from landscape_core.interpolation import linear  # noqa: E402
+from landscape_core.ray_executor import RayExecutor, ShardedLoss  # noqa: E402
+from landscape_core.surface import line, plane  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Rooted(nn.Module):
+    """A root-level parameter in front of a BatchNorm MLP (eval mode: running statistics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([1.5]))
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.scale * self.body(x)
+
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test file
+
+
+def _data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def mlp_problem(batch_size=None, dtype=torch.float32):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+    X, y = _data()
+    return Problem(
+        model, F.cross_entropy, (X[:30].to(dtype), y[:30]), (X[30:].to(dtype), y[30:]), batch_size=batch_size
+    )
+
+
+def rooted_problem(batch_size=None):
+    torch.manual_seed(1)
+    model = Rooted()
+    X, y = _data(seed=1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(X * 2 + 1)  # running statistics away from 0/1
+    y = y.clone()
+    y[::7] = -100  # ignored labels
+    loss = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]))
+    return Problem(model, loss, (X[:30], y[:30]), (X[30:], y[30:]), batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray instance (2 CPUs, no dashboard) and a pool of two one-CPU actors."""
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    executor = RayExecutor("local", workers=2)
+    yield executor
+    executor.shutdown()
+    ray.shutdown()
+
+
+def _directions(problem, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(problem.space.size, generator=g).to(problem.dtype) for _ in range(2))
+
+
+@pytest.mark.parametrize("build", [mlp_problem, rooted_problem], ids=["mlp", "rooted-bn-weighted-ignore"])
+def test_plane_equals_in_process(cluster, build):
+    problem = build(batch_size=7)
+    d1, d2 = _directions(problem, 3)
+    local = plane(problem, d1, d2, steps=7, steps_y=5, use_cache=False, rows_per_chunk=2)
+    before = cluster.stats.chunks
+    with executors.using(cluster):
+        same_chunks = plane(problem, d1, d2, steps=7, steps_y=5, use_cache=False, rows_per_chunk=2)
+        own_chunks = plane(problem, d1, d2, steps=7, steps_y=5, use_cache=False)
+    assert cluster.stats.chunks - before == 4 + 7  # 4 chunks of 2 rows, then one row per chunk (>= 4 per worker)
+    for q in local.values:
+        np.testing.assert_array_equal(same_chunks.values[q], local.values[q])  # same arithmetic: same bits
+        np.testing.assert_allclose(own_chunks.values[q], local.values[q], rtol=1e-6, atol=1e-7)
+    assert np.isfinite(local.values["train_loss"]).all()
+
+
+def test_line_and_path_equal_in_process(cluster):
+    problem = mlp_problem()
+    d1, _ = _directions(problem, 4)
+    theta_b = problem.theta0 + 0.3 * d1
+    local_line = line(problem, d1, steps=11, use_cache=False)
+    local_path = linear(problem, problem.theta0, theta_b, steps=9, bn="keep", use_cache=False)
+    before = cluster.stats.chunks
+    with executors.using(cluster):
+        remote_line = line(problem, d1, steps=11, use_cache=False)
+        remote_path = linear(problem, problem.theta0, theta_b, steps=9, bn="keep", use_cache=False)
+    assert cluster.stats.chunks - before >= 4  # the points went out in pieces
+    for q in local_line.values:
+        np.testing.assert_allclose(remote_line.values[q], local_line.values[q], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(remote_path.values[q], local_path.values[q], rtol=1e-6, atol=1e-7)
+    for name, found in local_path.barrier.items():
+        assert remote_path.barrier[name] == pytest.approx(found, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("build", "rtol"),
+    [(lambda: mlp_problem(batch_size=10), 1e-5), (lambda: mlp_problem(batch_size=7, dtype=torch.float64), 1e-10),
+     (lambda: rooted_problem(batch_size=8), 1e-5)],
+    ids=["float32", "float64", "rooted-bn-weighted-ignore"],
+)  # fmt: skip
+def test_top_eigenvalues_from_data_shards(cluster, build, rtol):
+    problem = build()
+    local_op = HessianOperator(problem)
+    v = torch.randn(problem.space.size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    local = top_eigenvalues(problem, k=3, which="both", use_cache=False)
+    with executors.using(cluster):
+        op = HessianOperator(problem)
+        assert isinstance(op.function, ShardedLoss)
+        assert len(op.function.shards) == 2 and sorted(sum(op.function.shards, [])) == list(range(
+            sum(1 for _, _, c in problem.weighted_batches("train") if c != 0)))  # fmt: skip
+        np.testing.assert_allclose(op.matvec(v), local_op.matvec(v), rtol=rtol, atol=rtol * 1e-2)
+        remote = top_eigenvalues(problem, k=3, which="both", use_cache=False)
+    np.testing.assert_allclose(remote.values, local.values, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_killed_actor_has_its_chunk_redone(cluster):
+    problem = mlp_problem()
+    d1, d2 = _directions(problem, 6)
+    local = plane(problem, d1, d2, steps=16, steps_y=5, use_cache=False, rows_per_chunk=1)
+    victim = cluster.actors()[1]
+    pid = ray.get(victim.pid.remote())
+    redone, started = cluster.stats.redone, cluster.stats.actors_started
+    killed = []
+
+    def progress(done, total):
+        if done > 0 and not killed:
+            os.kill(pid, signal.SIGKILL)  # the worker process dies: its chunk in flight is lost
+            killed.append(done)
+
+    with executors.using(cluster):
+        remote = plane(problem, d1, d2, steps=16, steps_y=5, use_cache=False, rows_per_chunk=1, progress=progress)
+    assert killed
+    assert cluster.stats.redone > redone  # a chunk sent to the dead worker was done again elsewhere
+    assert cluster.stats.actors_started > started and victim not in cluster.actors()
+    for q in local.values:
+        np.testing.assert_array_equal(remote.values[q], local.values[q])
+
+
+def test_cancel_reaches_the_actor(cluster):
+    problem = mlp_problem()
+    d1, _ = _directions(problem, 7)
+    actor = cluster.actors()[0]
+    key, how = cluster._source(problem)
+    vectors = [ray.put((problem.theta0, d1[None]))]
+    coeffs = np.linspace(-1, 1, 5)[:, None]
+    args = (key, how, vectors, coeffs, ["train"], None, DEFAULT_MEMORY_BUDGET)
+    values, _ = ray.get(actor.evaluate.remote("run-a", *args))
+    np.testing.assert_array_equal(values["train_loss"], evaluate_points(problem, problem.theta0, d1[None], coeffs, ["train"])["train_loss"])  # fmt: skip
+    actor.cancel.remote("run-b")
+    with pytest.raises(Cancelled):
+        ray.get(actor.evaluate.remote("run-b", *args))  # checked before each evaluator chunk on the worker
+    actor.forget.remote("run-b")
+
+
+def test_cancel_keeps_finished_chunks_and_resume_computes_only_the_rest(cluster, fresh_cache):
+    problem = mlp_problem()
+    d1, d2 = _directions(problem, 8)
+    rows = 12
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done > 0:
+            cancel.set()
+
+    first = cluster.stats.chunks
+    with executors.using(cluster), pytest.raises(Cancelled, match="kept"):
+        plane(problem, d1, d2, steps=rows, steps_y=5, rows_per_chunk=1, progress=progress, cancel=cancel)
+    kept = cluster.stats.chunks - first
+    assert 1 <= kept < rows
+    second = cluster.stats.chunks
+    with executors.using(cluster):
+        resumed = plane(problem, d1, d2, steps=rows, steps_y=5, rows_per_chunk=1)
+    assert cluster.stats.chunks - second == rows - kept  # every finished chunk was stored by the driver and reused
+    local = plane(problem, d1, d2, steps=rows, steps_y=5, rows_per_chunk=1, use_cache=False)
+    for q in local.values:
+        np.testing.assert_array_equal(resumed.values[q], local.values[q])
+    # a cluster-interrupted plane resumes locally too (same chunk keys)
+    cancel.clear()
+    with executors.using(cluster), pytest.raises(Cancelled):
+        plane(problem, d2, d1, steps=rows, steps_y=5, rows_per_chunk=1, progress=progress, cancel=cancel)
+    local_resumed = plane(problem, d2, d1, steps=rows, steps_y=5, rows_per_chunk=1)
+    fresh = plane(problem, d2, d1, steps=rows, steps_y=5, rows_per_chunk=1, use_cache=False)
+    np.testing.assert_array_equal(local_resumed.values["train_loss"], fresh.values["train_loss"])
+
+
+def test_errors_on_the_worker_reach_the_driver(cluster):
+    problem = mlp_problem()
+    d1, _ = _directions(problem, 9)
+    with executors.using(cluster), pytest.raises(ValueError, match="split 'test' is not available"):
+        evaluate_points(problem, problem.theta0, d1[None], np.zeros((3, 1)), ["test"])
+    with pytest.raises(ValueError, match=r"coeffs must have shape \(k, 1\)"):  # raised on the worker
+        cluster.run_chunks(problem, problem.theta0, d1[None], [np.zeros((3, 2))], ["train"])
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        RayExecutor("local", workers=0)
+    assert "2 workers" in cluster.describe() and cluster.cluster()["cpus"] == 2

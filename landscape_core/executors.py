@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["Executor", "InProcess", "current", "for_address", "set_default", "using"]
@@ -152,6 +153,10 @@ def using(executor: Executor | None) -> Iterator[Executor]:
         _current.reset(token)
 
 
+_POOLS: dict[tuple, Executor] = {}  # one executor (one pool of actors) per address and options
+_POOLS_LOCK = threading.Lock()
+
+
 def ray_available() -> bool:
     """Whether the optional ``ray`` package can be imported here."""
     try:
@@ -164,7 +169,8 @@ def ray_available() -> bool:
 def for_address(address: str | None, **options) -> Executor:
     """An executor for a ``--ray`` value: ``None``/``""``: in-process; ``"local"``: a Ray instance
     started on this machine with its cores; ``"auto"``: the cluster named by ``RAY_ADDRESS``;
-    else a Ray address (``host:6379`` or ``ray://host:10001``). ``options`` go to ``RayExecutor``."""
+    else a Ray address (``host:6379`` or ``ray://host:10001``). ``options`` go to ``RayExecutor``.
+    The same address and options give the same executor (one pool of actors per process)."""
     if address is None or address == "":
         return _IN_PROCESS
     if not isinstance(address, str):
@@ -177,4 +183,8 @@ def for_address(address: str | None, **options) -> Executor:
         )
     from .ray_executor import RayExecutor
 
-    return RayExecutor(address, **options)
+    key = (address, tuple(sorted(options.items())))
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = RayExecutor(address, **options)
+        return _POOLS[key]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -178,6 +179,7 @@ class RayExecutor(Executor):
             if reference is not None:
                 how = ("reference", reference, problem.model_hash(), problem.data_fingerprint())
             else:
+                _by_value_spec_modules()
                 how = ("object", ray.put(problem))
             found = self._sources[problem] = (uuid.uuid4().hex, [how])
         return found
@@ -303,6 +305,14 @@ class RayExecutor(Executor):
     def peak_memory(self) -> list[int]:
         """Peak resident memory of each actor in bytes (``getrusage``)."""
         return ray.get([a.peak_rss.remote() for a in self.actors()])
+
+
+def _by_value_spec_modules() -> None:
+    """Spec files are imported under names only this process knows (``spec._import_file``): their
+    classes and functions travel by value, so workers need not import the spec."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("landscape_spec_") and module is not None:
+            ray.cloudpickle.register_pickle_by_value(module)
 
 
 class ShardedLoss:

@@ -6,6 +6,7 @@ seconds on a busy machine). Skipped with a reason when Ray is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -19,12 +20,14 @@ from torch import nn
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install -e '.[ray]')")
 
-from landscape_core import Cancelled, Problem, executors  # noqa: E402
+from landscape_core import Cancelled, Problem, cli, executors  # noqa: E402
 from landscape_core.evaluate import DEFAULT_MEMORY_BUDGET, evaluate_points  # noqa: E402
 from landscape_core.hessian import top_eigenvalues  # noqa: E402
 from landscape_core.hvp import HessianOperator  # noqa: E402
 from landscape_core.interpolation import linear  # noqa: E402
 from landscape_core.ray_executor import RayExecutor, ShardedLoss  # noqa: E402
+from landscape_core.results import Surface  # noqa: E402
+from landscape_core.spec import load_spec  # noqa: E402
 from landscape_core.surface import line, plane  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,7 +81,7 @@ def cluster():
     """One local Ray instance (2 CPUs, no dashboard) and a pool of two one-CPU actors."""
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    executor = RayExecutor("local", workers=2)
+    executor = executors.for_address("local", workers=2, gpus_per_worker=0)  # the pool the CLI's --ray local reuses
     yield executor
     executor.shutdown()
     ray.shutdown()
@@ -224,3 +227,71 @@ def test_errors_on_the_worker_reach_the_driver(cluster):
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         RayExecutor("local", workers=0)
     assert "2 workers" in cluster.describe() and cluster.cluster()["cpus"] == 2
+
+
+SPEC = """
+import torch
+from torch import nn
+from landscape_core import Problem
+
+
+class Net(nn.Module):  # defined in the spec: workers get it by value or by loading the spec
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def smooth_ce(out, y):
+    return torch.nn.functional.cross_entropy(out, y, label_smoothing=0.1)
+
+
+def build():
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 3, generator=gen)
+    y = (X[:, 0] > 0).long()
+    torch.manual_seed(0)
+    return Problem(Net(), smooth_ce, train=(X, y), val=(X[:8], y[:8]))
+"""
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "ray_spec.py"
+    path.write_text(SPEC)
+    return str(path.resolve())
+
+
+def test_workers_build_from_a_spec_reference_and_refuse_another_build(cluster, spec_file):
+    problem = load_spec(spec_file).problem
+    d1, d2 = _directions(problem, 10)
+    local = plane(problem, d1, d2, steps=5, steps_y=4, use_cache=False, rows_per_chunk=1)
+    cluster.remember(problem, f"spec:{spec_file}")
+    with executors.using(cluster):
+        remote = plane(problem, d1, d2, steps=5, steps_y=4, use_cache=False, rows_per_chunk=1)
+    np.testing.assert_array_equal(remote.values["train_loss"], local.values["train_loss"])
+    other = problem.at(problem.theta0 * 1.01)  # not what the spec builds
+    cluster.remember(other, f"spec:{spec_file}")
+    with executors.using(cluster), pytest.raises(ValueError, match="differs from the driver's"):
+        plane(other, d1, d2, steps=5, steps_y=4, use_cache=False)
+    with pytest.raises(ValueError, match="reference must look like"):
+        cluster.remember(problem, "file.py")
+
+
+def test_cli_ray_flag_computes_on_the_cluster(cluster, spec_file, tmp_path, capsys):
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    common = ["surface", "--spec", spec_file, "--steps", "5", "--json", "--quiet", "--no-cache"]
+    assert cli.main([*common, "--out", str(here)]) == 0
+    assert "in-process" in capsys.readouterr().out
+    before = cluster.stats.chunks
+    assert cli.main([*common, "--out", str(there), "--ray", "local", "--ray-workers", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["executor"].startswith("Ray cluster") and cluster.stats.chunks > before
+    assert executors.current().name == "in-process"  # --ray does not outlive the command
+    a, b = Surface.load(here), Surface.load(there)
+    for q in a.values:
+        np.testing.assert_allclose(b.values[q], a.values[q], rtol=1e-6, atol=1e-7)
+    assert cli.main(["surface", "--spec", spec_file, "--ray-workers", "2"]) == 1
+    assert "need --ray" in capsys.readouterr().err

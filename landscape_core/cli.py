@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--ray-workers", type=_positive_int, help="Ray actors (default: one per GPU or per CPU)")
     where.add_argument(
-        "--ray-gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (default 0: CPU actors)"
+        "--ray-gpus-per-worker",
+        type=float,
+        help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else CPU actors)",
     )
 
     p = sub.add_parser("surface", parents=[common], help="1D lines or a 2D plane along random directions")
@@ -257,13 +259,18 @@ def run(args) -> dict:
 
 def _executor(args):
     """The executor of ``--ray`` (in-process without it); a ``ValueError`` sentence when unusable."""
-    if not getattr(args, "ray", None):
-        if getattr(args, "ray_workers", None) or getattr(args, "ray_gpus_per_worker", 0):
+    options = {
+        name: value
+        for name, value in (("workers", args.ray_workers), ("gpus_per_worker", args.ray_gpus_per_worker))
+        if value is not None
+    }
+    if not args.ray:
+        if options:
             raise CommandError("--ray-workers and --ray-gpus-per-worker need --ray ADDRESS.")
         return executors.current()
-    if not args.ray_gpus_per_worker >= 0:
+    if options.get("gpus_per_worker", 0) < 0:
         raise CommandError(f"--ray-gpus-per-worker must be >= 0; got {args.ray_gpus_per_worker}.")
-    return executors.for_address(args.ray, workers=args.ray_workers, gpus_per_worker=args.ray_gpus_per_worker)
+    return executors.for_address(args.ray, **options)
 
 
 def _print_human(report: dict) -> None:

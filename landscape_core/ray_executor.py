@@ -67,7 +67,8 @@ class RayExecutor(Executor):
     ``address``: ``"local"`` (start Ray here with this machine's cores), ``"auto"`` (``RAY_ADDRESS``)
     or a cluster address; when Ray is already initialised in this process it is used as it is.
     ``workers``: actors in the pool (default: the cluster's GPUs / ``gpus_per_worker``, else its
-    CPUs / ``cpus_per_worker``). ``gpus_per_worker`` > 0 evaluates on ``cuda`` in the actors.
+    CPUs / ``cpus_per_worker``). ``gpus_per_worker`` > 0 evaluates on ``cuda`` in the actors;
+    ``None``: one GPU per actor when the cluster has GPUs, else CPU actors.
     """
 
     name = "ray"
@@ -78,16 +79,20 @@ class RayExecutor(Executor):
         address: str = "local",
         workers: int | None = None,
         cpus_per_worker: float = 1,
-        gpus_per_worker: float = 0,
+        gpus_per_worker: float | None = None,
     ):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer or None (one per GPU or CPU); got {workers!r}.")
         if not (isinstance(cpus_per_worker, int | float) and cpus_per_worker > 0):
             raise ValueError(f"cpus_per_worker must be a positive number; got {cpus_per_worker!r}.")
-        if not (isinstance(gpus_per_worker, int | float) and gpus_per_worker >= 0):
-            raise ValueError(f"gpus_per_worker must be a number >= 0; got {gpus_per_worker!r}.")
+        if gpus_per_worker is not None and not (isinstance(gpus_per_worker, int | float) and gpus_per_worker >= 0):
+            raise ValueError(
+                f"gpus_per_worker must be a number >= 0 or None (1 when the cluster has GPUs); got {gpus_per_worker!r}."
+            )
         self.address = address
         self._connect(address)
+        if gpus_per_worker is None:
+            gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
         self.workers = workers or self._default_workers()

@@ -81,7 +81,7 @@ def cluster():
     """One local Ray instance (2 CPUs, no dashboard) and a pool of two one-CPU actors."""
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    executor = executors.for_address("local", workers=2, gpus_per_worker=0)  # the pool the CLI's --ray local reuses
+    executor = executors.for_address("local")  # two one-CPU actors; the pool --ray local and the dashboard reuse
     yield executor
     executor.shutdown()
     ray.shutdown()
@@ -286,7 +286,7 @@ def test_cli_ray_flag_computes_on_the_cluster(cluster, spec_file, tmp_path, caps
     assert cli.main([*common, "--out", str(here)]) == 0
     assert "in-process" in capsys.readouterr().out
     before = cluster.stats.chunks
-    assert cli.main([*common, "--out", str(there), "--ray", "local", "--ray-workers", "2"]) == 0
+    assert cli.main([*common, "--out", str(there), "--ray", "local"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["executor"].startswith("Ray cluster") and cluster.stats.chunks > before
     assert executors.current().name == "in-process"  # --ray does not outlive the command
@@ -295,3 +295,52 @@ def test_cli_ray_flag_computes_on_the_cluster(cluster, spec_file, tmp_path, caps
         np.testing.assert_allclose(b.values[q], a.values[q], rtol=1e-6, atol=1e-7)
     assert cli.main(["surface", "--spec", spec_file, "--ray-workers", "2"]) == 1
     assert "need --ray" in capsys.readouterr().err
+
+
+def _dashboard_script():
+    import streamlit as st
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from dashboard_ui import frame, ui
+    from landscape_core import Problem, executors
+    from landscape_core.surface import plane
+
+    frame.device_selector()
+
+    def job(progress, cancel):
+        torch.manual_seed(0)
+        X, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+        problem = Problem(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), F.cross_entropy, (X, y))
+        d1, d2 = torch.randn(2, problem.space.size)
+        result = plane(problem, d1, d2, steps=6, steps_y=3, use_cache=False, progress=progress, cancel=cancel)
+        return executors.current().name, float(result.values["train_loss"].sum())
+
+    done = ui.run_job(f"ray-dashboard-test:{st.session_state.get('ui_device')}", job, "test plane")
+    if done is not None:
+        st.markdown(f"ran {done[0]}: {done[1]:.6f}")
+
+
+def test_dashboard_device_offers_the_cluster_and_jobs_run_there(cluster, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    at = AppTest.from_function(_dashboard_script, default_timeout=600)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="ui_device").options == ["CPU"] or "cuda" in str(at.selectbox(key="ui_device").options)
+    local = next(m.value for m in at.markdown if m.value.startswith("ran "))
+    assert local.startswith("ran in-process")
+    at.text_input(key="ui_ray_address").input("local")
+    at.run()
+    device = at.selectbox(key="ui_device")
+    assert "Ray cluster: 1 node(s), 0 GPU(s), 2 CPUs" in device.options
+    before = cluster.stats.chunks
+    device.select("ray")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    remote = next(m.value for m in at.markdown if m.value.startswith("ran "))
+    assert remote.startswith("ran ray") and cluster.stats.chunks > before
+    assert float(remote.split(": ")[1]) == pytest.approx(float(local.split(": ")[1]), rel=1e-6)

@@ -213,77 +213,86 @@ class RayExecutor(Executor):
     ):
         chunks = [np.asarray(c, dtype=np.float64) for c in chunks]
         total = sum(len(c) for c in chunks)
-        with self._lock:
-            key, how = self._source(problem)
-            vectors = [ray.put((center.detach().cpu(), None if basis is None else basis.detach().cpu()))]
-            held = None if buffers is None else [ray.put({k: v.detach().cpu() for k, v in buffers.items()})]
-            run = uuid.uuid4().hex
-            budget = memory_budget or DEFAULT_MEMORY_BUDGET
-            results: list = [None] * len(chunks)
-            queue, attempts = deque(range(len(chunks))), [0] * len(chunks)
-            inflight: dict = {}  # ref -> (actor, index, submitted at)
-            idle = self.actors()
-            done = 0
-            if progress is not None:
-                progress(0, total)
+        while not self._lock.acquire(timeout=POLL_S):  # another job has the pool: wait, but heed Cancel
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled before any of {total} points ran (the cluster was busy)")
+        try:
+            return self._run(problem, center, basis, chunks, splits, buffers, memory_budget, progress, cancel, on_chunk)
+        finally:
+            self._lock.release()
 
-            def submit(actor, index):
-                ref = actor.evaluate.remote(run, key, how, vectors, chunks[index], splits, held, budget)
-                inflight[ref] = (actor, index, time.perf_counter())
+    def _run(self, problem, center, basis, chunks, splits, buffers, memory_budget, progress, cancel, on_chunk):
+        total = sum(len(c) for c in chunks)
+        key, how = self._source(problem)
+        vectors = [ray.put((center.detach().cpu(), None if basis is None else basis.detach().cpu()))]
+        held = None if buffers is None else [ray.put({k: v.detach().cpu() for k, v in buffers.items()})]
+        run = uuid.uuid4().hex
+        budget = memory_budget or DEFAULT_MEMORY_BUDGET
+        results: list = [None] * len(chunks)
+        queue, attempts = deque(range(len(chunks))), [0] * len(chunks)
+        inflight: dict = {}  # ref -> (actor, index, submitted at)
+        idle = self.actors()
+        done = 0
+        if progress is not None:
+            progress(0, total)
 
-            def collect(ref) -> bool:
-                """Take a finished chunk; ``False`` if its actor died (the chunk goes back in the queue)."""
-                nonlocal done
-                actor, index, submitted = inflight.pop(ref)
-                try:
-                    values, seconds = ray.get(ref)
-                except RayActorError as exc:
-                    attempts[index] += 1
-                    self.stats.redone += 1
-                    log.warning("a Ray worker died under chunk %d (%s); redoing it on another", index, exc)
-                    if attempts[index] >= MAX_ATTEMPTS:
-                        raise RuntimeError(
-                            f"chunk {index} of {len(chunks)} failed {attempts[index]} times as its Ray workers died "
-                            "(out of memory on the workers?); finished chunks were kept."
-                        ) from exc
-                    queue.appendleft(index)
-                    idle.append(self._replace(actor))
-                    return False
-                except RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
-                    if isinstance(cause, Exception):
-                        raise cause from None
-                    raise
-                self.stats.chunks += 1
-                self.stats.timings.append((time.perf_counter() - submitted, seconds))
-                results[index] = values
-                done += len(chunks[index])
-                if on_chunk is not None:
-                    on_chunk(index, values)
-                if progress is not None:
-                    progress(done, total)
-                idle.append(actor)
-                return True
+        def submit(actor, index):
+            ref = actor.evaluate.remote(run, key, how, vectors, chunks[index], splits, held, budget)
+            inflight[ref] = (actor, index, time.perf_counter())
 
+        def collect(ref) -> bool:
+            """Take a finished chunk; ``False`` if its actor died (the chunk goes back in the queue)."""
+            nonlocal done
+            actor, index, submitted = inflight.pop(ref)
             try:
-                while queue or inflight:
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled(f"cancelled after {done} of {total} points")
-                    while queue and idle:
-                        submit(idle.pop(), queue.popleft())
-                    ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-                    for ref in ready:
-                        collect(ref)
-            except Cancelled:
-                self._stop(run, inflight, collect)
-                raise Cancelled(f"cancelled after {done} of {total} points; finished chunks were kept") from None
-            except BaseException:
-                self._stop(run, inflight, None)
+                values, seconds = ray.get(ref)
+            except RayActorError as exc:
+                attempts[index] += 1
+                self.stats.redone += 1
+                log.warning("a Ray worker died under chunk %d (%s); redoing it on another", index, exc)
+                if attempts[index] >= MAX_ATTEMPTS:
+                    raise RuntimeError(
+                        f"chunk {index} of {len(chunks)} failed {attempts[index]} times as its Ray workers died "
+                        "(out of memory on the workers?); finished chunks were kept."
+                    ) from exc
+                queue.appendleft(index)
+                idle.append(self._replace(actor))
+                return False
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
                 raise
-            finally:
-                for actor in self._actors:
-                    actor.forget.remote(run)
-            return results
+            self.stats.chunks += 1
+            self.stats.timings.append((time.perf_counter() - submitted, seconds))
+            results[index] = values
+            done += len(chunks[index])
+            if on_chunk is not None:
+                on_chunk(index, values)
+            if progress is not None:
+                progress(done, total)
+            idle.append(actor)
+            return True
+
+        try:
+            while queue or inflight:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"cancelled after {done} of {total} points")
+                while queue and idle:
+                    submit(idle.pop(), queue.popleft())
+                ready = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)[0] if inflight else []
+                for ref in ready:
+                    collect(ref)
+        except Cancelled:
+            self._stop(run, inflight, collect)
+            raise Cancelled(f"cancelled after {done} of {total} points; finished chunks were kept") from None
+        except BaseException:
+            self._stop(run, inflight, None)
+            raise
+        finally:
+            for actor in self._actors:
+                actor.forget.remote(run)
+        return results
 
     def _stop(self, run: str, inflight: dict, collect) -> None:
         """Tell every actor to stop ``run`` and take what finished meanwhile (nothing finished is lost)."""

@@ -177,3 +177,22 @@ def test_refusals(monkeypatch):
     monkeypatch.setattr(executors, "ray_available", lambda: False)
     with pytest.raises(ValueError, match=r"not installed.*\[ray\]"):
         executors.for_address("local")
+
+
+def test_cli_ray_flag_without_ray_is_one_line(tmp_path, capsys, monkeypatch):
+    from landscape_core import cli
+
+    spec = tmp_path / "spec.py"
+    spec.write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom landscape_core import Problem\n\n"
+        "def build():\n    torch.manual_seed(0)\n    X = torch.randn(12, 2)\n"
+        "    return Problem(torch.nn.Linear(2, 1), F.mse_loss, (X, X.sum(1, keepdim=True)))\n"
+    )
+    monkeypatch.setattr(executors, "ray_available", lambda: False)
+    assert cli.main(["surface", "--spec", str(spec), "--steps", "3", "--quiet", "--ray", "local"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("landscape: error: Ray address 'local' given but Ray is not installed") and err.count("\n") == 1
+    )
+    assert cli.main(["surface", "--spec", str(spec), "--steps", "3", "--quiet", "--ray-workers", "2"]) == 1
+    assert "need --ray ADDRESS" in capsys.readouterr().err

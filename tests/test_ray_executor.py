@@ -344,3 +344,23 @@ def test_dashboard_device_offers_the_cluster_and_jobs_run_there(cluster, monkeyp
     remote = next(m.value for m in at.markdown if m.value.startswith("ran "))
     assert remote.startswith("ran ray") and cluster.stats.chunks > before
     assert float(remote.split(": ")[1]) == pytest.approx(float(local.split(": ")[1]), rel=1e-6)
+
+
+def test_cancel_is_heard_while_another_job_holds_the_pool(cluster):
+    problem = mlp_problem()
+    d1, _ = _directions(problem, 11)
+    cancel = threading.Event()
+    cancel.set()
+    caught = []
+    with cluster._lock:  # another job is using the pool
+
+        def request():
+            try:
+                cluster.run_chunks(problem, problem.theta0, d1[None], [np.zeros((2, 1))], ["train"], cancel=cancel)
+            except Cancelled as exc:
+                caught.append(str(exc))
+
+        worker = threading.Thread(target=request)
+        worker.start()
+        worker.join(timeout=120)
+    assert caught and "cluster was busy" in caught[0]

@@ -1,11 +1,12 @@
 """Ray executor vs in-process: a plane of a net where the forward pass dominates, the fixed cost
 per chunk, how it grows with the number of chunks, and peak memory of driver and workers.
 
-    python bench/bench_ray.py                      # ResNet-20 on 256 synthetic 32x32 images, 7x7 plane
-    python bench/bench_ray.py --steps 9 --samples 512 --workers 2
+    python bench/bench_ray.py                      # ResNet-20 on 64 synthetic 32x32 images, 5x5 plane
+    python bench/bench_ray.py --steps 9 --samples 512 --workers 2 --repeats 3
 
-In-process runs with torch's default threads (all cores); Ray with ``--workers`` one-CPU actors
-(one thread each) on a local Ray instance with this machine's cores. Prints one JSON object;
+In-process runs with torch's default threads (all cores) and with one thread; Ray with
+``--workers`` one-CPU actors (one thread each) on a local Ray instance with this machine's
+cores; the three are interleaved ``--repeats`` times. Prints one JSON object;
 bench/README.md quotes it. Also times one ResNet-56 forward pass per image (for the estimate of
 Li et al.'s 51x51 plane in the README).
 """
@@ -61,9 +62,10 @@ def per_image_seconds(depth: int, images: int = 64) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     import ray
@@ -76,22 +78,35 @@ def main() -> None:
     kwargs = {"steps": args.steps, "use_cache": False}
     points = args.steps**2
 
-    local_s, local = timed(lambda: plane(problem, d1, d2, **kwargs))
-    report["in_process_s"] = round(local_s, 3)
-    report["in_process_s_per_point"] = round(local_s / points, 4)
-
     startup_s, _ = timed(lambda: ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False))
     executor = RayExecutor("local", workers=args.workers)
     report["ray_init_s"] = round(startup_s, 2)
+    warm = {"span": (-0.5, 0.5), "steps": 2, "use_cache": False}
+    plane(problem, d1, d2, **warm)  # in-process warm-up (first forward passes, the runner's probes)
     with executors.using(executor):
         # first call: actors start, import torch and build the problem once
-        warm_s, _ = timed(lambda: plane(problem, d1, d2, span=(-0.5, 0.5), steps=2, use_cache=False))
-        report["actors_warm_up_s"] = round(warm_s, 2)
+        warm_s, _ = timed(lambda: plane(problem, d1, d2, **warm))
+    report["actors_warm_up_s"] = round(warm_s, 2)
+    # interleaved (so all see the same load): in-process on all cores, in-process on one thread, Ray
+    runs: dict[str, list[float]] = {"in_process": [], "in_process_1_thread": [], "ray": []}
+    threads = torch.get_num_threads()
+    for _ in range(args.repeats):
+        seconds, local = timed(lambda: plane(problem, d1, d2, **kwargs))
+        runs["in_process"].append(seconds)
+        torch.set_num_threads(1)
+        runs["in_process_1_thread"].append(timed(lambda: plane(problem, d1, d2, **kwargs))[0])
+        torch.set_num_threads(threads)
         executor.stats.timings.clear()
-        ray_s, remote = timed(lambda: plane(problem, d1, d2, **kwargs))
-    report["ray_s"] = round(ray_s, 3)
+        with executors.using(executor):
+            seconds, remote = timed(lambda: plane(problem, d1, d2, **kwargs))
+        runs["ray"].append(seconds)
+    for name, values in runs.items():
+        report[f"{name}_s_best"] = round(min(values), 3)
+        report[f"{name}_s_median"] = round(statistics.median(values), 3)
+    report["in_process_s_per_point_best"] = round(min(runs["in_process"]) / points, 4)
     report["ray_chunks"] = len(executor.stats.timings)
-    report["speed_up_in_process_over_ray"] = round(local_s / ray_s, 3)
+    report["ratio_in_process_over_ray_best"] = round(min(runs["in_process"]) / min(runs["ray"]), 3)
+    report["ratio_in_process_1_thread_over_ray_best"] = round(min(runs["in_process_1_thread"]) / min(runs["ray"]), 3)
     overheads = [wall - compute for wall, compute in executor.stats.timings]
     report["overhead_per_chunk_ms_median"] = round(1e3 * statistics.median(overheads), 2)
     report["max_abs_difference"] = float(max(np.abs(remote.values[q] - local.values[q]).max() for q in local.values))

@@ -68,10 +68,15 @@ class Worker:
         self.vectors: tuple | None = None
         self.cancels: dict[str, threading.Event] = {}
         self.shards: dict = {}
+        self.builds: dict[str, int] = {}  # how often each problem was built here (once, unless evicted)
         self._lock = threading.Lock()
 
     def pid(self) -> int:
         return os.getpid()
+
+    def built(self, key: str) -> int:
+        """How many times this worker built the problem ``key``."""
+        return self.builds.get(key, 0)
 
     def peak_rss(self) -> int:
         """Peak resident memory of this process in bytes."""
@@ -97,6 +102,7 @@ class Worker:
                 )
         problem = _on_device(problem, self.device)
         with self._lock:
+            self.builds[key] = self.builds.get(key, 0) + 1
             self.problems[key] = problem
             while len(self.problems) > KEEP:
                 self.problems.popitem(last=False)

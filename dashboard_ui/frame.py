@@ -18,7 +18,7 @@ import traceback
 import streamlit as st
 import torch
 
-from landscape_core import executors
+from landscape_core import clusters, executors
 
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 
@@ -204,7 +204,7 @@ def cluster_executor():
     if not address:
         return None
     try:
-        return executors.for_address(address)
+        return clusters.for_address(address)
     except ValueError as exc:
         return exc
 
@@ -230,7 +230,7 @@ def device_selector() -> None:
     address is configured (the field below, or ``$RAY_ADDRESS``)."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cluster = None
-    if executors.ray_available() or ray_address():
+    if clusters.ray_available() or ray_address():
         with st.expander("Ray cluster", expanded=bool(ray_address())):
             st.text_input(
                 "Ray address",

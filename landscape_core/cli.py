@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import executors
+from . import clusters, executors
 from .commands import COMMANDS, CommandError, ProgressBar, _engine, cmd_demo, load_workspace
 from .defaults import HESSIAN, INTERPOLATION, SHARPNESS, SURFACE, TRAJECTORY
 from .first_screen import PAGES
@@ -270,7 +270,7 @@ def _executor(args):
         return executors.current()
     if options.get("gpus_per_worker", 0) < 0:
         raise CommandError(f"--ray-gpus-per-worker must be >= 0; got {args.ray_gpus_per_worker}.")
-    return executors.for_address(args.ray, **options)
+    return clusters.for_address(args.ray, **options)
 
 
 def _print_human(report: dict) -> None:

@@ -141,9 +141,20 @@ def evaluate_chunks(
     problem.space.check(center, "center")
     problem.space.check(basis, "basis", batched=True)
     names = check_splits(problem, splits)
-    return executors.current().run_chunks(
-        problem, center, basis, list(chunks), names, progress=progress, cancel=cancel, on_chunk=on_chunk
-    )
+    executor = executors.current()
+    if executor.remote:
+        return executor.run_chunks(
+            problem, center, basis, list(chunks), names, progress=progress, cancel=cancel, on_chunk=on_chunk
+        )
+    total = sum(len(c) for c in chunks)
+    done, parts = 0, []
+    for index, coeffs in enumerate(chunks):
+        report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+        parts.append(evaluate_points(problem, center, basis, coeffs, names, report, cancel))
+        done += len(coeffs)
+        if on_chunk is not None:
+            on_chunk(index, parts[-1])
+    return parts
 
 
 def check_splits(problem, splits) -> list[str]:

@@ -11,8 +11,9 @@ Hutch++, SLQ) never know which one it is.
 
 Choose one for a block of code with ``using(executor)`` (a context variable: threads started
 inside do not inherit it, so a job's function enters it itself) or for the whole process
-with ``set_default(executor)`` (the CLI's ``--ray``). ``for_address("local" | "auto" |
-"ray://host:10001" | "host:6379")`` makes a Ray executor, or says why it cannot.
+with ``set_default(executor)`` (the CLI's ``--ray``). ``clusters.for_address("local" | "auto" |
+"host:6379")`` makes a Ray executor, or says why it cannot. This module imports nothing of the
+library (the evaluator and the HVP operator import it).
 
 >>> current().name
 'in-process'
@@ -22,17 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["Executor", "InProcess", "current", "for_address", "set_default", "using"]
+__all__ = ["Executor", "InProcess", "current", "set_default", "using"]
 
 OnChunk = Callable[[int, dict], None]
 
 
 class Executor:
-    """What an executor provides; ``InProcess`` is the reference implementation.
+    """What a remote executor provides (``InProcess`` is the default: work stays in the evaluator).
 
     ``remote``: ``True`` when work leaves this process (the evaluator then hands whole
     requests to ``run_chunks`` instead of looping itself).
@@ -83,43 +82,10 @@ class Executor:
 
 
 class InProcess(Executor):
-    """This process, one chunk after another (the default)."""
+    """This process, one chunk after another (the default): the evaluator and the HVP operator
+    run the work themselves (``remote`` is ``False``), exactly as without any executor."""
 
     name = "in-process"
-
-    def run_chunks(
-        self,
-        problem,
-        center,
-        basis,
-        chunks,
-        splits,
-        *,
-        buffers=None,
-        memory_budget=None,
-        progress=None,
-        cancel=None,
-        on_chunk=None,
-    ):
-        from .evaluate import DEFAULT_MEMORY_BUDGET, evaluate_points
-
-        total = sum(len(c) for c in chunks)
-        done, parts = 0, []
-        for index, coeffs in enumerate(chunks):
-            report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-            values = evaluate_points(
-                problem, center, basis, coeffs, splits, report, cancel, buffers, memory_budget or DEFAULT_MEMORY_BUDGET
-            )
-            parts.append(values)
-            done += len(coeffs)
-            if on_chunk is not None:
-                on_chunk(index, values)
-        return parts
-
-    def loss_function(self, problem, split="train", dtype=None, method="auto"):
-        from .hvp import LossFunction
-
-        return LossFunction(problem, split=split, dtype=dtype, method=method)
 
 
 _IN_PROCESS = InProcess()
@@ -151,40 +117,3 @@ def using(executor: Executor | None) -> Iterator[Executor]:
         yield current()
     finally:
         _current.reset(token)
-
-
-_POOLS: dict[tuple, Executor] = {}  # one executor (one pool of actors) per address and options
-_POOLS_LOCK = threading.Lock()
-
-
-def ray_available() -> bool:
-    """Whether the optional ``ray`` package can be imported here."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def for_address(address: str | None, **options) -> Executor:
-    """An executor for a ``--ray`` value: ``None``/``""``: in-process; ``"local"``: a Ray instance
-    started on this machine with its cores; ``"auto"``: the cluster named by ``RAY_ADDRESS``;
-    else a Ray address (``host:6379`` or ``ray://host:10001``). ``options`` go to ``RayExecutor``.
-    The same address and options give the same executor (one pool of actors per process)."""
-    if address is None or address == "":
-        return _IN_PROCESS
-    if not isinstance(address, str):
-        raise ValueError(f"the Ray address must be a string such as 'local', 'auto' or 'host:6379'; got {address!r}.")
-    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
-        raise ValueError("--ray auto uses the RAY_ADDRESS environment variable, which is not set; give an address.")
-    if not ray_available():
-        raise ValueError(
-            f"Ray address {address!r} given but Ray is not installed; install the extra: pip install -e '.[ray]'."
-        )
-    from .ray_executor import RayExecutor
-
-    key = (address, tuple(sorted(options.items())))
-    with _POOLS_LOCK:
-        if key not in _POOLS:
-            _POOLS[key] = RayExecutor(address, **options)
-        return _POOLS[key]

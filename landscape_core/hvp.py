@@ -274,7 +274,9 @@ class HessianOperator:
         self.progress, self.cancel, self.expected = progress, cancel, expected
         self.problem = problem
         # the executor seam: in-process a LossFunction; on a cluster, shards of the batches summed
-        self.function = executors.current().loss_function(problem, split=split, dtype=dtype, method=method)
+        executor = executors.current()
+        make = executor.loss_function if executor.remote else LossFunction
+        self.function = make(problem, split=split, dtype=dtype, method=method)
         self.theta = problem.theta0.to(problem.device, self.function.dtype)
         P = problem.space.size
         if mask is None:

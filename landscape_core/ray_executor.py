@@ -345,7 +345,7 @@ class ShardedLoss:
         self.dtype = resolve_dtype(dtype) or problem.dtype
         self.method = choice(HVPMethod, method, "hvp_method")
         self.device = problem.device
-        batches = sum(1 for _, _, c in problem.weighted_batches(split) if c != 0.0)
+        batches = sum(1 for c in problem.coefficients(split, "loss") if c != 0.0)
         actors = executor.actors()
         count = max(1, min(len(actors), batches))
         self.session = uuid.uuid4().hex

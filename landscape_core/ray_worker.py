@@ -27,7 +27,7 @@ def _on_device(problem, device: str):
 
     if torch.device(device) == problem.device:
         return problem
-    data = {name: (s.X.to(device), s.y.to(device)) for name, s in problem.splits.items()}
+    data = {name: s.source() for name, s in problem.splits.items()}
     return Problem(
         problem.model,
         problem.loss,
@@ -37,7 +37,25 @@ def _on_device(problem, device: str):
         batch_size=problem.batch_size,
         device=device,
         mode=problem.mode,
+        output=problem.output,
+        data_placement=problem.data_placement,
     )
+
+
+class _Shard:
+    """The batches ``indices`` of a ``LossFunction``'s (lazily read) batches: this worker's shard."""
+
+    def __init__(self, batches, indices):
+        self.batches = batches
+        self.indices = frozenset(indices)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches):
+            if i in self.indices:
+                yield batch
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def build_reference(reference: str):
@@ -146,7 +164,7 @@ class Worker:
 
         problem = self._problem(key, how)
         function = LossFunction(problem, split=split, dtype=getattr(torch, dtype), method=method)
-        function.batches = [function.batches[i] for i in indices]
+        function.batches = _Shard(function.batches, indices)
         self.shards[session] = function
 
     def drop_shard(self, session) -> None:

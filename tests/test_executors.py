@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_core import Cancelled, Problem, executors
+from landscape_core import Cancelled, Problem, clusters, executors
 from landscape_core.evaluate import evaluate_chunks, evaluate_points
-from landscape_core.executors import Executor, InProcess
+from landscape_core.executors import Executor
 from landscape_core.hessian import top_eigenvalues
+from landscape_core.hvp import LossFunction
 from landscape_core.surface import line, plane
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +46,7 @@ class Reversed(Executor):
                    cancel=None, on_chunk=None):  # fmt: skip
         self.calls += 1
         results = [None] * len(chunks)
-        with executors.using(InProcess()):
+        with executors.using(None):
             for i in reversed(range(len(chunks))):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
@@ -55,7 +56,7 @@ class Reversed(Executor):
         return results
 
     def loss_function(self, problem, split="train", dtype=None, method="auto"):
-        return InProcess().loss_function(problem, split, dtype, method)
+        return LossFunction(problem, split=split, dtype=dtype, method=method)
 
 
 def test_default_is_in_process_and_using_restores():
@@ -166,17 +167,17 @@ def test_hvp_goes_through_the_executor(fresh_cache):
 
 
 def test_refusals(monkeypatch):
-    assert executors.for_address(None).name == "in-process"
+    assert clusters.for_address(None).name == "in-process"
     with pytest.raises(ValueError, match="Executor"):
         executors.set_default("ray")
     with pytest.raises(ValueError, match="Executor"), executors.using(42):
         pass
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(ValueError, match="RAY_ADDRESS"):
-        executors.for_address("auto")
-    monkeypatch.setattr(executors, "ray_available", lambda: False)
+        clusters.for_address("auto")
+    monkeypatch.setattr(clusters, "ray_available", lambda: False)
     with pytest.raises(ValueError, match=r"not installed.*\[ray\]"):
-        executors.for_address("local")
+        clusters.for_address("local")
 
 
 def test_cli_ray_flag_without_ray_is_one_line(tmp_path, capsys, monkeypatch):
@@ -188,7 +189,7 @@ def test_cli_ray_flag_without_ray_is_one_line(tmp_path, capsys, monkeypatch):
         "def build():\n    torch.manual_seed(0)\n    X = torch.randn(12, 2)\n"
         "    return Problem(torch.nn.Linear(2, 1), F.mse_loss, (X, X.sum(1, keepdim=True)))\n"
     )
-    monkeypatch.setattr(executors, "ray_available", lambda: False)
+    monkeypatch.setattr(clusters, "ray_available", lambda: False)
     assert cli.main(["surface", "--spec", str(spec), "--steps", "3", "--quiet", "--ray", "local"]) == 1
     err = capsys.readouterr().err
     assert (

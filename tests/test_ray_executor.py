@@ -20,7 +20,7 @@ from torch import nn
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install -e '.[ray]')")
 
-from landscape_core import Cancelled, Problem, cli, executors  # noqa: E402
+from landscape_core import Cancelled, Problem, cli, clusters, executors  # noqa: E402
 from landscape_core.evaluate import DEFAULT_MEMORY_BUDGET, evaluate_points  # noqa: E402
 from landscape_core.hessian import top_eigenvalues  # noqa: E402
 from landscape_core.hvp import HessianOperator  # noqa: E402
@@ -38,7 +38,7 @@ class Rooted(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor([1.5]))
+        self.scale = nn.Parameter(torch.tensor(1.5))  # 0-dim, at the root
         self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
     def forward(self, x):
@@ -81,7 +81,7 @@ def cluster():
     """One local Ray instance (2 CPUs, no dashboard) and a pool of two one-CPU actors."""
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    executor = executors.for_address("local")  # two one-CPU actors; the pool --ray local and the dashboard reuse
+    executor = clusters.for_address("local")  # two one-CPU actors; the pool --ray local and the dashboard reuse
     yield executor
     executor.shutdown()
     ray.shutdown()
@@ -143,7 +143,7 @@ def test_top_eigenvalues_from_data_shards(cluster, build, rtol):
         op = HessianOperator(problem)
         assert isinstance(op.function, ShardedLoss)
         assert len(op.function.shards) == 2 and sorted(sum(op.function.shards, [])) == list(range(
-            sum(1 for _, _, c in problem.weighted_batches("train") if c != 0)))  # fmt: skip
+            sum(1 for c in problem.coefficients("train") if c != 0)))  # fmt: skip
         np.testing.assert_allclose(op.matvec(v), local_op.matvec(v), rtol=rtol, atol=rtol * 1e-2)
         remote = top_eigenvalues(problem, k=3, which="both", use_cache=False)
     np.testing.assert_allclose(remote.values, local.values, rtol=rtol, atol=rtol * 1e-2)

@@ -25,7 +25,8 @@ from landscape_core.evaluate import DEFAULT_MEMORY_BUDGET, evaluate_points  # no
 from landscape_core.hessian import top_eigenvalues  # noqa: E402
 from landscape_core.hvp import HessianOperator  # noqa: E402
 from landscape_core.interpolation import linear  # noqa: E402
-from landscape_core.ray_executor import RayExecutor, ShardedLoss  # noqa: E402
+from landscape_core.ray_executor import RayExecutor  # noqa: E402
+from landscape_core.ray_shards import ShardedLoss  # noqa: E402
 from landscape_core.results import Surface  # noqa: E402
 from landscape_core.spec import load_spec  # noqa: E402
 from landscape_core.surface import line, plane  # noqa: E402

@@ -7,6 +7,7 @@ address and options in a process, so the CLI, the dashboard and notebooks share 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 
@@ -19,12 +20,9 @@ _POOLS_LOCK = threading.Lock()
 
 
 def ray_available() -> bool:
-    """Whether the optional ``ray`` package can be imported here."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the optional ``ray`` package is installed here (found, not imported: importing Ray
+    takes seconds, and the dashboard asks on every run of its sidebar)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def for_address(address: str | None, **options) -> Executor:

@@ -15,7 +15,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dashboard,umap]"
 
 setup-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,bench,text]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,bench,text,ray]"
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }

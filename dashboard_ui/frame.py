@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -19,7 +20,7 @@ import streamlit as st
 import torch
 
 from dashboard_ui.settings import keep_settings, save_settings, start_run
-from landscape_core import cache
+from landscape_core import cache, clusters, executors
 
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
 
@@ -192,8 +193,79 @@ def workspace():
         st.stop()
 
 
+RAY_CHOICE = "ray"  # the Device choice that runs jobs on the configured Ray cluster
+
+
 def _device() -> str:
-    return st.session_state.get("ui_device", "cpu")
+    """The torch device of the page's problem; with the cluster chosen the problem stays on this
+    machine's CPU (the driver) and the cluster's workers place their copies themselves."""
+    chosen = st.session_state.get("ui_device", "cpu")
+    return "cpu" if chosen == RAY_CHOICE else chosen
+
+
+def ray_address() -> str:
+    """The Ray address of the sidebar's field, else ``$RAY_ADDRESS``; ``""`` when none."""
+    return str(st.session_state.get("ui_ray_address") or os.environ.get("RAY_ADDRESS") or "").strip()
+
+
+def cluster_executor():
+    """The Ray executor of ``ray_address()`` (one per process and address), ``None`` without an
+    address, or the ``ValueError`` saying why it cannot be used (Ray missing, cluster unreachable)."""
+    address = ray_address()
+    if not address:
+        return None
+    try:
+        return clusters.for_address(address)
+    except ValueError as exc:
+        return exc
+
+
+def job_executor():
+    """The executor for jobs started by this run: the cluster when it is the chosen Device, else ``None``."""
+    if st.session_state.get("ui_device") != RAY_CHOICE:
+        return None
+    chosen = cluster_executor()
+    return chosen if isinstance(chosen, executors.Executor) else None
+
+
+def _cluster_label(executor) -> str:
+    try:
+        c = executor.cluster()
+    except Exception as exc:  # the cluster went away after connecting
+        return f"Ray cluster (unreachable: {exc})"
+    return f"Ray cluster: {c['nodes']} node(s), {c['gpus']:g} GPU(s), {c['cpus']:g} CPUs"
+
+
+def device_selector() -> None:
+    """The sidebar's Device choice: this machine's CPU (and GPU), and the Ray cluster when an
+    address is configured (the field below, or ``$RAY_ADDRESS``)."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    cluster = None
+    if clusters.ray_available() or ray_address():
+        with st.expander("Ray cluster", expanded=bool(ray_address())):
+            st.text_input(
+                "Ray address",
+                key="ui_ray_address",
+                placeholder=os.environ.get("RAY_ADDRESS") or "local, auto or head-node:6379",
+                help="Jobs can run on a Ray cluster (README: When one machine is not enough). "
+                "'local' starts Ray on this machine; 'auto' uses $RAY_ADDRESS.",
+            )
+            cluster = cluster_executor()
+            if isinstance(cluster, ValueError):
+                st.caption(f"Not available: {cluster}")
+                cluster = None
+    if cluster is not None:
+        devices.append(RAY_CHOICE)
+    elif st.session_state.get("ui_device") == RAY_CHOICE:
+        st.session_state["ui_device"] = "cpu"  # the cluster went away: back to this machine
+    st.selectbox(
+        "Device",
+        devices,
+        key="ui_device",
+        format_func=lambda d: _cluster_label(cluster) if d == RAY_CHOICE else d.upper(),
+        help="Where jobs compute. The cluster gives the same values (to float rounding) with the same progress "
+        "and Cancel.",
+    )
 
 
 def _subset() -> int:
@@ -343,8 +415,7 @@ def sidebar() -> None:
             format_func=lambda c: "all samples (exact)" if c == 0 else f"subset of {c} samples per split (noisier)",
             help="A random subset (seed 0) is faster; its values are an estimate of the full-data values.",
         )
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        st.selectbox("Device", devices, key="ui_device", format_func=str.upper)
+        device_selector()
         st.caption(_model_caption("Model A", ws.labels[0], problem.space.size))
         if ws.compare is not None:
             st.caption(_model_caption("Model B", ws.labels[1], ws.compare.space.size))

@@ -120,6 +120,7 @@ from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     chosen_splits,
     error_box,
     frame,
+    job_executor,
     open_workspace,
     owner,
     plain,
@@ -133,7 +134,7 @@ from dashboard_ui.frame import (  # noqa: F401  (the frame API, re-exported)
     workspace_id,
 )
 from dashboard_ui.settings import WIDGET_DEFAULT, keep_settings, page_settings, save_settings  # noqa: F401  (re-exported)
-from landscape_core import jobs
+from landscape_core import executors, jobs
 from landscape_core.eta import EtaSmoother
 
 POLL_SECONDS = 0.5
@@ -192,12 +193,27 @@ def _wait_watching(job, seconds: float) -> None:
         job.wait(min(left, 1.0))
 
 
+def _on_chosen_executor(fn):
+    """``fn`` run on the sidebar's Device choice of executor (the Ray cluster), chosen now in the
+    script thread: the job's own thread does not see this session's state."""
+    chosen = job_executor()
+    if chosen is None:
+        return fn
+
+    def on_cluster(progress, cancel):
+        with executors.using(chosen):
+            return fn(progress, cancel)
+
+    return on_cluster
+
+
 def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
     """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``.
 
     ``unit`` names what ``progress(done, total)`` counts ("points", "steps", "products").
     """
     registry = jobs.registry()
+    fn = _on_chosen_executor(fn)
     job = registry.get(key)
     if job is not None:
         job.touch()

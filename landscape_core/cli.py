@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report_command
+from . import clusters, executors, report_command
 from .commands import COMMANDS, CommandError, ProgressBar, _engine, cmd_demo, load_workspace
 from .defaults import HESSIAN, INTERPOLATION, SHARPNESS, SURFACE, TRAJECTORY
 from .first_screen import PAGES
@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--traceback", action="store_true", help="show full tracebacks of errors")
     out.add_argument(
         "--memory-budget", type=lambda t: int(_positive_float(t) * 2**20), help="memory budget in MiB (default 2048)"
+    )
+
+    where = common.add_argument_group("where to compute (optional extra: pip install -e '.[ray]')")
+    where.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="compute on a Ray cluster: 'local' (start Ray here with this machine's cores), 'auto' ($RAY_ADDRESS) "
+        "or an address such as head-node:6379",
+    )
+    where.add_argument("--ray-workers", type=_positive_int, help="Ray actors (default: one per GPU or per CPU)")
+    where.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else CPU actors)",
     )
 
     p = sub.add_parser("surface", parents=[common], help="1D lines or a 2D plane along random directions")
@@ -229,11 +243,17 @@ def run(args) -> dict:
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CommandError(f"--out folder {str(Path(args.out).parent)!r} does not exist.")
     start = time.monotonic()
+    executor = _executor(args)
     workspace = load_workspace(args)
     loaded = time.monotonic() - start
     bar = ProgressBar(args.command, enabled=not args.quiet)
     start = time.monotonic()
-    result, summary = COMMANDS[args.command](args, workspace, bar)
+    try:
+        with executors.using(executor):
+            result, summary = COMMANDS[args.command](args, workspace, bar)
+    finally:
+        if executor.remote:
+            executor.shutdown()  # the pool's actors; Ray itself and its object store stay as they were
     elapsed = time.monotonic() - start
     if args.out:
         write_result(result, Path(args.out))
@@ -246,6 +266,7 @@ def run(args) -> dict:
         "load_seconds": round(loaded, 3),
         "seconds": round(elapsed, 3),
         "summary": summary,
+        "executor": executor.describe() if executor.remote else executor.name,
     }
 
 
@@ -267,6 +288,22 @@ def _report(args) -> dict:
         "seconds": round(time.monotonic() - start, 3),
         "summary": summary,
     }
+
+
+def _executor(args):
+    """The executor of ``--ray`` (in-process without it); a ``ValueError`` sentence when unusable."""
+    options = {
+        name: value
+        for name, value in (("workers", args.ray_workers), ("gpus_per_worker", args.ray_gpus_per_worker))
+        if value is not None
+    }
+    if not args.ray:
+        if options:
+            raise CommandError("--ray-workers and --ray-gpus-per-worker need --ray ADDRESS.")
+        return executors.current()
+    if options.get("gpus_per_worker", 0) < 0:
+        raise CommandError(f"--ray-gpus-per-worker must be >= 0; got {args.ray_gpus_per_worker}.")
+    return clusters.for_address(args.ray, **options)
 
 
 def _print_human(report: dict) -> None:

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import executors
 from .execution import DEFAULT_MEMORY_BUDGET, Runner, Strategy
 from .metrics import Accuracy
 from .weighting import Reduction
 
-__all__ = ["Cancelled", "Progress", "Strategy", "evaluate_points"]
+__all__ = ["Cancelled", "Progress", "Strategy", "evaluate_chunks", "evaluate_points"]
 
 Progress = Callable[[int, int], None]
 
@@ -54,8 +55,10 @@ def evaluate_points(
 
     ``center``: ``(P,)``; ``basis``: ``(m, P)`` or ``None`` (the single point ``center``);
     ``coeffs``: ``(k, m)``. Returns ``{"<split>_<quantity>": float64 array (k,)}``.
-    Raises ``Cancelled`` if ``cancel`` is set before a chunk starts.
+    Raises ``Cancelled`` if ``cancel`` is set before a chunk starts. Runs on the executor of
+    ``executors.current()`` (a remote one gets the points in pieces when there are several).
     """
+    given_buffers = buffers
     space = problem.space
     space.check(center, "center")
     center = center.to(problem.device, problem.dtype)
@@ -74,6 +77,22 @@ def evaluate_points(
     k = coeffs.shape[0]
     chunk = chunk_size or runner.chunk_size(memory_budget)
     quantities = ("loss", *problem.metrics)
+    executor = executors.current()
+    if executor.remote and k > 1:
+        size = executor.points_per_piece(k, chunk)
+        pieces = [coeffs[i : i + size].numpy() for i in range(0, k, size)]
+        parts = executor.run_chunks(
+            problem,
+            center,
+            basis,
+            pieces,
+            split_names,
+            buffers=given_buffers,
+            memory_budget=memory_budget,
+            progress=progress,
+            cancel=cancel,
+        )
+        return {f"{s}_{q}": np.concatenate([p[f"{s}_{q}"] for p in parts]) for s in split_names for q in quantities}
     functions = {q: _batch_function(problem, q) for q in quantities}
     weighted = {s: {q: problem.coefficients(s, q) for q in quantities} for s in split_names}
     out = {f"{s}_{q}": np.full(k, np.nan) for s in split_names for q in quantities}
@@ -101,6 +120,41 @@ def evaluate_points(
         if progress is not None:
             progress(stop, k)
     return out
+
+
+def evaluate_chunks(
+    problem,
+    center: torch.Tensor,
+    basis: torch.Tensor,
+    chunks: Sequence[np.ndarray],
+    splits: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    on_chunk: Callable[[int, dict], None] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """``evaluate_points`` for several chunks of coefficients ``(k_i, m)``, one result per chunk.
+
+    In-process the chunks run in order; a remote executor runs them side by side and calls
+    ``on_chunk(i, values)`` in this thread as each finishes (so the caller stores it at once:
+    an interrupted run keeps every finished chunk). ``progress`` counts points over all chunks.
+    """
+    problem.space.check(center, "center")
+    problem.space.check(basis, "basis", batched=True)
+    names = check_splits(problem, splits)
+    executor = executors.current()
+    if executor.remote:
+        return executor.run_chunks(
+            problem, center, basis, list(chunks), names, progress=progress, cancel=cancel, on_chunk=on_chunk
+        )
+    total = sum(len(c) for c in chunks)
+    done, parts = 0, []
+    for index, coeffs in enumerate(chunks):
+        report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+        parts.append(evaluate_points(problem, center, basis, coeffs, names, report, cancel))
+        done += len(coeffs)
+        if on_chunk is not None:
+            on_chunk(index, parts[-1])
+    return parts
 
 
 def check_splits(problem, splits) -> list[str]:

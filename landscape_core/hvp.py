@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from . import cache as cache_mod
-from . import inputs
+from . import executors, inputs
 from .evaluate import Cancelled
 from .private_model import PrivateModels
 from .problem import Mode
@@ -273,7 +273,10 @@ class HessianOperator:
         check_curvature_mode(problem)
         self.progress, self.cancel, self.expected = progress, cancel, expected
         self.problem = problem
-        self.function = LossFunction(problem, split=split, dtype=dtype, method=method)
+        # the executor seam: in-process a LossFunction; on a cluster, shards of the batches summed
+        executor = executors.current()
+        make = executor.loss_function if executor.remote else LossFunction
+        self.function = make(problem, split=split, dtype=dtype, method=method)
         self.theta = problem.theta0.to(problem.device, self.function.dtype)
         P = problem.space.size
         if mask is None:

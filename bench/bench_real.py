@@ -15,7 +15,9 @@ directions, loss only (cross-entropy), all samples in one batch, three ways, int
 * ``ours``: ``landscape_core.surface.plane(..., use_cache=False)`` (the folded strategy);
 * ``loss-landscapes``: ``loss_landscapes.random_plane(model, Loss(CrossEntropyLoss(), X, y),
   distance=1, steps, normalization="filter", deepcopy_model=True)``;
-* ``loop``: per point ``theta0 + a d1 + b d2``, ``functional_call`` under ``torch.no_grad``.
+* ``loop``: per point ``theta0 + a d1 + b d2``, ``functional_call`` under ``torch.no_grad``;
+* ``ours before``: ``surface.plane`` with the strategy used before folding (``affine`` for the
+  Sequential CNN, the per-point loop for the ResNet).
 
 Then seconds per point of each way in (``--ablation``): plain loop, ``inference_mode``,
 channels-last only, BatchNorm folded only, folded + channels-last, and ``torch.compile`` of
@@ -23,7 +25,8 @@ the folded forward (with its compile time; ``--compile``). Ours' values are chec
 the loop's (1e-5 relative) and the centre cell against the base loss (exact).
 
 ``--growth`` times one point of ours against samples and parameters (widths) and fits the
-exponents of ``seconds = a * samples^p * parameters^q`` by least squares on logs.
+exponents of ``seconds = a * samples^p * parameters^q`` by least squares on logs, and the
+exponent in grid points from a 2x2 and a 4x4 plane.
 
 Run: ``python bench/bench_real.py --threads 1`` (a few minutes on an idle 2-core machine; the
 defaults use a subset of samples and a small grid so that it fits: the growth fit says how
@@ -128,10 +131,19 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
     alphas = surface.grid((-1, 1), steps)
     params = problem.space.size
     print(f"\n## {name}: {params:,} parameters, {samples} samples 3x32x32, {steps}x{steps} plane, loss only")
-    times = {"ours": [], "loss-landscapes": [], "loop": []}
+    times = {"ours": [], "ours before (affine/loop)": [], "loss-landscapes": [], "loop": []}
+
+    def before():
+        problem.strategy = "affine"  # the strategy before folding (the loop where no affine prefix applies)
+        try:
+            return surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False)
+        finally:
+            problem.strategy = None
+
     for _ in range(repeats):
         t, ours = timed(lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False))
         times["ours"].append(t)
+        times["ours before (affine/loop)"].append(timed(before)[0])
         times["loss-landscapes"].append(timed(lambda: peer_plane(model, X, y, steps))[0])
         t, loop = timed(lambda: plain_loop(problem, d1, d2, alphas))
         times["loop"].append(t)
@@ -143,7 +155,7 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
     for k in times:
-        print(f"{k:<18} best {best[k]:8.2f} s  median {median[k]:8.2f} s  {best[k] / points * 1e3:8.1f} ms/point")
+        print(f"{k:<26} best {best[k]:8.2f} s  median {median[k]:8.2f} s  {best[k] / points * 1e3:8.1f} ms/point")
     row = {
         "name": name,
         "params": params,
@@ -153,6 +165,7 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
         "vs_peer_median": median["loss-landscapes"] / median["ours"],
         "vs_loop_best": best["loop"] / best["ours"],
         "vs_loop_median": median["loop"] / median["ours"],
+        "vs_before_best": best["ours before (affine/loop)"] / best["ours"],
         "max_rel_vs_loop": rel,
     }
     print(
@@ -253,6 +266,13 @@ def growth(name: str, samples_list: list[int], widths: list[int], repeats: int =
     design = np.column_stack([np.ones(len(rows)), logs[:, 1], logs[:, 0]])
     (log_a, p, q), *_ = np.linalg.lstsq(design, logs[:, 2], rcond=None)
     print(f"fit {name}: seconds/point = {np.exp(log_a):.3g} * samples^{p:.2f} * params^{q:.2f}")
+    # grid points: a 2x2 and a 4x4 plane off the centre on the middle configuration
+    model, X, y = workload(name, samples_list[len(samples_list) // 2], width=widths[len(widths) // 2])
+    problem = Problem(model, nn.functional.cross_entropy, (X, y), metrics={})
+    d1, d2 = directions.random(problem, count=2, norm="filter", seed=0)
+    small = min(timed(lambda: surface.plane(problem, d1, d2, span=(0.1, 1), steps=2, use_cache=False))[0] for _ in "ab")
+    large = min(timed(lambda: surface.plane(problem, d1, d2, span=(0.1, 1), steps=4, use_cache=False))[0] for _ in "ab")
+    print(f"fit {name}: seconds = c * points^{np.log(large / small) / np.log(4):.2f} (4 -> 16 points)")
 
 
 def main() -> None:
@@ -290,6 +310,7 @@ def main() -> None:
             f"SUMMARY {r['name']} params={r['params']} samples={r['samples']} steps={r['steps']} "
             f"vs_loss_landscapes={r['vs_peer_best']:.2f}x/{r['vs_peer_median']:.2f}x "
             f"vs_loop={r['vs_loop_best']:.2f}x/{r['vs_loop_median']:.2f}x (best/median) "
+            f"vs_before={r['vs_before_best']:.2f}x "
             f"max_rel={r['max_rel_vs_loop']:.1e}"
         )
 

@@ -54,11 +54,13 @@ class Strategy(str, Enum):
 class Runner:
     """Runs chunks of points through the model with the fastest strategy that works.
 
-    CPU: the affine prefix with batched matmuls when the model is an ``nn.Sequential``
-    starting with a ``Linear``/``Conv`` layer and the basis has at most ``MAX_AFFINE_BASIS``
-    vectors (lines, planes), else a per-point loop (faster than ``vmap`` on CPU). CUDA: vmap
-    over points. Train mode: the loop. ``problem.strategy = "affine" | "vmap" | "loop"``
-    forces one (tests, benchmarks); a failing strategy falls back with a logged warning.
+    Eval mode, a net with convolutions or foldable BatchNorms that ``torch.fx`` traces: the
+    folded strategy (per point on CPU, vmapped points on CUDA). Otherwise CPU: the affine
+    prefix with batched matmuls when the model is an ``nn.Sequential`` starting with a
+    ``Linear``/``Conv`` layer and the basis has at most ``MAX_AFFINE_BASIS`` vectors (lines,
+    planes), else a per-point loop (faster than ``vmap`` on CPU); CUDA: vmap over points.
+    Train mode: the loop. ``problem.strategy = "affine" | "vmap" | "loop" | "folded"`` forces
+    one (tests, benchmarks); a failing strategy falls back with a logged warning.
     """
 
     def __init__(

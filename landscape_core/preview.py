@@ -25,7 +25,7 @@ import torch
 from .estimate import CostModel, measure_cost
 from .evaluate import Progress, check_splits, evaluate_points
 from .results import Surface
-from .surface import grid
+from .surface import _settings, grid
 
 PREVIEW_SAMPLES = 256
 PREVIEW_STEPS = (7, 5, 3)  # tried in this order: the finest coarse grid that fits the time
@@ -109,10 +109,9 @@ def refine_plane(
         for q in quantities:
             values[q][reused] = known.values[q].ravel()[reused]
     total, done = steps * steps, int(reused.sum())
+    extra = {"span": list(span), "steps": steps, "span_y": list(span), "steps_y": steps}
     settings = {
-        "kind": "plane",
-        "span": list(span),
-        "steps": steps,
+        **_settings(problem, "plane", problem.theta0, basis, splits, extra),
         "refined": True,
         "reused_cells": done,
         "data": _data_identity(problem, splits),

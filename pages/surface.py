@@ -10,6 +10,7 @@ from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
+from landscape_core.estimate import describe_seconds
 from landscape_core.results import Surface
 
 COARSE_STEPS = SURFACE.coarse_steps
@@ -219,8 +220,28 @@ def gradient_norm_map(result, split: str) -> None:
         ui.downloads(grads, chart=chart, name=f"plane_{q}")
 
 
+cost = ui.estimate(problem, splits)
+if cost is not None:
+    grid_points = steps * steps if shape == "2D plane" else n_lines * max(steps, SURFACE.min_line_steps)
+    st.caption(
+        f"Estimated time on this machine before you run: {describe_seconds(cost.seconds(grid_points))} for "
+        f"{'the ' + str(steps) + 'x' + str(steps) + ' plane' if shape == '2D plane' else 'the lines'} "
+        f"({cost.samples:,} samples, measured on this model: {1e3 * cost.seconds(1):.3g} ms per point)"
+        + (", plus the Hessian's eigenvectors" if kind.startswith("hessian") else "")
+        + "."
+    )
+
 points = None
-if shape == "2D plane":
+preview = None
+if shape == "2D plane" and kind == "random":
+    from landscape_core import preview as preview_mod
+
+    def preview_job(progress, cancel):
+        d = _directions(2)
+        return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
+
+    preview = ui.run_job(jobs.job_key("surface-preview", base_settings), preview_job, "preview on a data subset")
+if shape == "2D plane" and (preview is not None or kind != "random"):
 
     def plane_job(steps_):
         def run(progress, cancel):
@@ -272,6 +293,17 @@ if shape == "2D plane":
                 st.caption(
                     f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass; the {steps}x{steps} grid is not finished."
                 )
+    if result is None and preview is not None:
+        result = preview
+        used = preview.settings["samples"]
+        noise = preview.settings["noise"]
+        st.caption(
+            f"Preview: a {len(preview.alphas)}x{len(preview.alphas)} grid on "
+            + ", ".join(f"{used[s]:,} of {problem.splits[s].n:,} {s} samples" for s in used)
+            + " (standard error of the loss about "
+            + ", ".join(f"{noise[f'{s}_loss']:.2g}" for s in used)
+            + "). The exact grid on all samples follows."
+        )
     if result is not None and kind == "pca":
         info = result.settings.get("trajectory", {})
         points = dict(zip(info.get("names", []), info.get("coords", [])))
@@ -306,13 +338,14 @@ if shape == "2D plane":
         with ui.section("The readout"):
             st.markdown(plane_readout(result, q0))
             st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
-        source = ui.source()
-        export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
-        ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))
-        topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
-        if kind not in ("pca", "through"):
-            gradient_norm_map(result, splits[0])
-else:
+        if result is not preview:  # a preview is not offered for download or analysis: the exact grid follows
+            source = ui.source()
+            export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
+            ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))
+            topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
+            if kind not in ("pca", "through"):
+                gradient_norm_map(result, splits[0])
+elif shape != "2D plane":
     lines_steps = max(steps, SURFACE.min_line_steps)
 
     def lines_job(progress, cancel):

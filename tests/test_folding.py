@@ -14,6 +14,8 @@ from landscape_core.execution import Runner, Strategy
 from landscape_core.folding import FoldedForward
 from landscape_core.nets import ResNetCifar, synthetic_images
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest and steadiest
+
 
 class SharedConv(nn.Module):
     """A convolution feeding its BatchNorm and a skip: it must not be folded."""

@@ -13,6 +13,8 @@ from landscape_core.estimate import CostModel, describe_seconds, measure_cost
 from landscape_core.evaluate import evaluate_points
 from landscape_core.surface import grid
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest and steadiest
+
 
 def make_problem(kind="mlp", n=40, dtype=torch.float64, loss=F.cross_entropy):
     torch.manual_seed(0)

@@ -286,6 +286,7 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--growth", action="store_true")
+    parser.add_argument("--no-compare", action="store_true", help="skip the side-by-side planes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -299,7 +300,8 @@ def main() -> None:
     rows = []
     for name in args.workloads.split(","):
         samples = args.resnet_samples if name == "resnet" else args.samples
-        rows.append(compare(name, samples, args.steps, args.repeats))
+        if not args.no_compare:
+            rows.append(compare(name, samples, args.steps, args.repeats))
         if args.ablation:
             ablation(name, min(samples, 256), 3, args.compile)
         if args.growth:

@@ -102,7 +102,7 @@ def timed(fn) -> tuple[float, object]:
 def plain_loop(problem, d1, d2, alphas) -> np.ndarray:
     """The plain loop: ``functional_call`` at every grid point, no_grad, one batch."""
     model = problem.model
-    X, y = problem.splits["train"].X, problem.splits["train"].y
+    X, y = problem.splits["train"].head(problem.splits["train"].n)
     out = np.empty((len(alphas), len(alphas)))
     with torch.no_grad():
         for i, a in enumerate(alphas):

@@ -203,10 +203,10 @@ class Runner:
             params = self.space.unflatten(thetas[start:stop])
             with torch.inference_mode():
                 if self.batched:
-                    out = folded.forward_batched(params, X, self.buffers)
+                    out = folded.forward_batched(params, X, self.buffers, call=self.problem.call)
                 else:
                     rows = [{n: v[i] for n, v in params.items()} for i in range(stop - start)]
-                    out = torch.stack([folded.forward(p, prepared, self.buffers) for p in rows])
+                    out = torch.stack([folded.forward(p, prepared, self.buffers, self.problem.call) for p in rows])
             segments.append(out)
         return segments
 

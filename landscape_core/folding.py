@@ -29,6 +29,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import inputs as inp
 from .private_model import structure_copy
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class FoldedForward:
 
     @classmethod
     def _trace(cls, problem, model: nn.Module) -> FoldedForward | None:
-        if problem.mode.value != "eval" or not isinstance(problem.splits["train"].X, torch.Tensor):
+        if problem.mode.value != "eval":
             return None
         modules = dict(model.named_modules())
         has_conv = any(type(m) in _CONV_BN for m in modules.values())
@@ -114,8 +115,9 @@ class FoldedForward:
                 conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
         graph.delete_all_unused_submodules()
         graph.recompile()
-        X = problem.splits["train"].X
-        wants_cl = X.dim() == 4 and any(type(m) is nn.Conv2d for m in modules.values())
+        X = problem.splits["train"].head(PROBE_SAMPLES)[0]
+        four_d = any(t.dim() == 4 and t.is_floating_point() for _, t in inp.leaves(X))
+        wants_cl = four_d and any(type(m) is nn.Conv2d for m in modules.values())
         buffers = {n: b for n, b in problem.buffers.items()}
         for layout in (True, False) if wants_cl else (False,):
             candidate = cls(graph, pairs, buffers, dict(problem.space.frozen), layout)
@@ -127,11 +129,11 @@ class FoldedForward:
 
     def _agrees(self, problem) -> bool:
         """Whether the folded output equals ``problem.forward`` at ``theta0`` on a probe batch."""
-        X = problem.splits["train"].X[:PROBE_SAMPLES]
+        X = problem.splits["train"].head(PROBE_SAMPLES)[0]
         try:
             with torch.no_grad():
                 expected = problem.forward(problem.theta0, X)
-                got = self.forward(problem.space.unflatten(problem.theta0), X)
+                got = self.forward(problem.space.unflatten(problem.theta0), X, call=problem.call)
         except Exception as exc:
             logger.info("folded forward refused (channels_last=%s): %s", self.channels_last, exc)
             return False
@@ -161,25 +163,26 @@ class FoldedForward:
             state = {n: _nhwc(v) for n, v in state.items()}
         return state
 
-    def forward(self, params: dict, X: torch.Tensor, buffers: dict | None = None) -> torch.Tensor:
-        """Output at ``params`` on ``X`` ``(n, ...)``."""
-        return torch.func.functional_call(self.graph, self.state(params, buffers), (self.prepare(X),))
+    def forward(self, params: dict, X, buffers: dict | None = None, call=None) -> torch.Tensor:
+        """Output at ``params`` on inputs ``X`` (a tensor, tuple or dict, ``landscape_core.inputs``).
+        ``call``: ``problem.call`` (how the model takes its inputs and which output is the output)."""
+        return call(self.graph, self.state(params, buffers), self.prepare(X))
 
-    def forward_batched(self, params: dict, X: torch.Tensor, buffers: dict | None = None) -> torch.Tensor:
+    def forward_batched(self, params: dict, X, buffers: dict | None = None, call=None) -> torch.Tensor:
         """Outputs ``(k, n, ...)`` of ``k`` points at once (``params[name]``: ``(k, *shape)``),
         vmapped over points: one grouped convolution per layer, the GPU path. Plain layout
         (vmap does not carry memory formats)."""
 
         def one(p):
-            return torch.func.functional_call(self.graph, self.state(p, buffers, channels_last=False), (X,))
+            return call(self.graph, self.state(p, buffers, channels_last=False), X)
 
         return torch.func.vmap(one)(params)
 
-    def prepare(self, X: torch.Tensor) -> torch.Tensor:
-        """``X`` in the layout the folded graph runs in."""
-        if self.channels_last and X.dim() == 4:
-            return X.contiguous(memory_format=torch.channels_last)
-        return X
+    def prepare(self, X):
+        """``X`` in the layout the folded graph runs in (4-D float tensors channels-last)."""
+        if not self.channels_last:
+            return X
+        return inp.apply(X, lambda t: _nhwc(t) if t.is_floating_point() else t)
 
 
 def _nhwc(t: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import inputs as inp
 from .estimate import CostModel, measure_cost
 from .evaluate import Progress, check_splits, evaluate_points
 from .results import Surface
@@ -166,17 +167,14 @@ def _standard_error(full, small, split: str) -> float:
     n, total = small.splits[split].n, full.splits[split].n
     if n >= total:
         return 0.0
-    X, y = small.splits[split].X, small.splits[split].y
+    X, y = small.splits[split].head(n)
     size = n // NOISE_GROUPS
+    groups = []
     with torch.no_grad():
-        groups = [
-            float(
-                small.loss_value(
-                    small.forward(small.theta0, X[g * size : (g + 1) * size]), y[g * size : (g + 1) * size]
-                )
-            )
-            for g in range(NOISE_GROUPS)
-        ]
+        for g in range(NOISE_GROUPS):
+            part = slice(g * size, (g + 1) * size)
+            Xg = inp.apply(X, lambda t, part=part: t[part])
+            groups.append(float(small.loss_value(small.forward(small.theta0, Xg), y[part])))
     spread = float(np.std(groups, ddof=1)) * np.sqrt(size / n)  # group means' spread, scaled to n samples
     return spread * float(np.sqrt(max(0.0, 1.0 - n / total)))
 

@@ -188,6 +188,37 @@ def test_given_running_statistics_are_the_ones_folded():
     assert np.abs(got["train_loss"] - plain["train_loss"]).max() > 1e-3  # the statistics do matter here
 
 
+class DictInputs(nn.Module):
+    """Called as ``model(**X)`` with ``X = {"image": ..., "scale": ...}``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 6 * 6, 3)
+
+    def forward(self, image, scale):
+        return self.fc(torch.flatten(torch.relu(self.bn(self.conv(image))), 1)) * scale
+
+
+def test_dict_inputs_fold_and_equal_the_loop():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(5)
+    model = DictInputs()
+    model.bn.running_mean.uniform_(-0.5, 0.5, generator=gen)
+    model.bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    X = {"image": torch.randn(20, 2, 8, 8, generator=gen), "scale": torch.rand(20, 1, generator=gen) + 0.5}
+    problem = Problem(model, F.cross_entropy, (X, torch.randint(0, 3, (20,), generator=gen)), batch_size=8)
+    folded = FoldedForward.build(problem)
+    assert folded is not None and len(folded.pairs) == 1 and folded.channels_last
+    basis, coeffs = plane(problem, steps=3)
+    assert Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.FOLDED
+    got = evaluate_points(problem, problem.theta0, basis, coeffs)
+    want = loop_values(problem, basis, coeffs)
+    np.testing.assert_allclose(got["train_loss"], want["train_loss"], rtol=1e-5)
+    assert got["train_loss"][4] == problem.base["train_loss"]
+
+
 def test_untraceable_and_train_mode_models_use_the_plain_loop():
     problem = Problem(Untraceable(), F.cross_entropy, (torch.randn(12, 2, 8, 8), torch.randint(0, 3, (12,))))
     assert FoldedForward.build(problem) is None

@@ -133,7 +133,7 @@ def test_preview_is_labelled_with_its_subset_and_noise():
     assert small.values["train_loss"].shape == (3, 3)
     assert small.settings["samples"] == {"train": pv.MIN_SAMPLES, "val": pv.MIN_SAMPLES}
     assert all(v > 0 for v in small.settings["noise"].values())
-    full = Problem(problem.model, F.cross_entropy, (problem.splits["train"].X, problem.splits["train"].y))
+    full = Problem(problem.model, F.cross_entropy, problem.splits["train"].head(200))
     # the preview's values are those of the subset it names
     sub = full.subset(small.settings["samples"]["train"], seed=0)
     assert small.values["train_loss"][1, 1] == pytest.approx(sub.base["train_loss"], rel=1e-6)

@@ -12,11 +12,14 @@ convolves without reordering to its blocked layout on every call. Both change on
 rounding: values agree with the plain ``functional_call`` to float32 rounding (tests: 1e-5
 relative), never bit for bit, so the evaluator keeps the centre point on the plain path.
 
-``FoldedForward.build(problem)`` traces the model with ``torch.fx``; a model that does not
-trace, a BatchNorm in train mode or without running statistics, a convolution that feeds
-anything besides its BatchNorm, inputs that are not one tensor or outputs that are not one
-tensor leave that part unfolded or the fast path off (``None``). Before use the folded
-forward is checked against ``problem.forward`` on a probe batch at ``theta0``.
+``FoldedForward.build(problem)`` finds the pairs on a probe forward with hooks on a private
+copy of the model (a BatchNorm whose input is the tensor a convolution just returned; not
+``torch.fx``, whose tracing patches ``Module.__call__`` for every thread while it runs), and
+builds a copy with each BatchNorm replaced by ``Identity``. A BatchNorm in train mode or
+without running statistics, a module called twice or a tied parameter is left alone. Before
+use the folded copy is checked against ``problem.forward`` on the probe batch at ``theta0`` and
+at a nearby point that moves every parameter; a convolution whose output is also used elsewhere
+fails that check, and the fast path falls back to fewer changes or none (``None``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import weakref
 from dataclasses import dataclass
 
 import torch
-import torch.fx as fx
 from torch import nn
 
 from . import inputs as inp
@@ -54,14 +56,14 @@ class FoldedPair:
 
 
 class FoldedForward:
-    """The model as an fx graph with BatchNorms folded into their convolutions.
+    """A copy of the model with BatchNorms folded into their convolutions (``graph``).
 
     ``forward(params, X)``: the output at the parameters ``params`` (``{name: tensor}``, the
     names of the original model, as from ``space.unflatten``) on inputs ``X`` ``(n, ...)``.
     ``channels_last``: whether 4-D inputs and weights are laid out NHWC.
     """
 
-    def __init__(self, graph: fx.GraphModule, pairs: list[FoldedPair], buffers: dict, frozen: dict, channels_last):
+    def __init__(self, graph: nn.Module, pairs: list[FoldedPair], buffers: dict, frozen: dict, channels_last):
         self.graph = graph
         self.pairs = pairs
         self.buffers = buffers
@@ -80,7 +82,7 @@ class FoldedForward:
         folded = None
         try:
             folded = cls._trace(problem, model)
-        except Exception as exc:  # the user's model does not trace: the plain path serves it
+        except Exception as exc:  # the probe failed on the user's model: the plain path serves it
             logger.info("no folded forward for %s (%s)", type(model).__name__, exc)
         _FOLDED[model] = folded
         return folded
@@ -94,53 +96,41 @@ class FoldedForward:
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values())
         if not (has_conv or has_bn):
             return None
-        graph = fx.symbolic_trace(structure_copy(model))
-        sub = dict(graph.named_modules())
-        calls: dict[str, int] = {}
-        for node in graph.graph.nodes:
-            if node.op == "call_module":
-                calls[node.target] = calls.get(node.target, 0) + 1
-        pairs = []
-        for node in list(graph.graph.nodes):
-            pair = _foldable(node, sub, calls, problem)
-            if pair is None:
-                continue
-            conv_node = node.args[0]
-            node.replace_all_uses_with(conv_node)
-            graph.graph.erase_node(node)
-            pairs.append(pair)
-        for pair in pairs:
-            conv = sub[pair.conv]
-            if conv.bias is None:
-                conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
-        graph.delete_all_unused_submodules()
-        graph.recompile()
         X = problem.splits["train"].head(PROBE_SAMPLES)[0]
+        pairs = _pairs_called(problem, X)
         four_d = any(t.dim() == 4 and t.is_floating_point() for _, t in inp.leaves(X))
         wants_cl = four_d and any(type(m) is nn.Conv2d for m in modules.values())
-        buffers = {n: b for n, b in problem.buffers.items()}
-        for layout in (True, False) if wants_cl else (False,):
-            candidate = cls(graph, pairs, buffers, dict(problem.space.frozen), layout)
-            if not pairs and not layout:
-                return None  # nothing folded and plain layout: the plain path is the same work
-            if candidate._agrees(problem):
+        buffers = dict(problem.buffers)
+        attempts = [(pairs, True), (pairs, False), ([], True)] if wants_cl else [(pairs, False)]
+        for chosen, layout in attempts:
+            if not chosen and not layout:
+                continue  # nothing folded and plain layout: the plain path is the same work
+            candidate = cls(_folded_copy(model, chosen), chosen, buffers, dict(problem.space.frozen), layout)
+            if candidate._agrees(problem, X):
                 return candidate
         return None
 
-    def _agrees(self, problem) -> bool:
-        """Whether the folded output equals ``problem.forward`` at ``theta0`` on a probe batch."""
-        X = problem.splits["train"].head(PROBE_SAMPLES)[0]
-        try:
-            with torch.no_grad():
-                expected = problem.forward(problem.theta0, X)
-                got = self.forward(problem.space.unflatten(problem.theta0), X, call=problem.call)
-        except Exception as exc:
-            logger.info("folded forward refused (channels_last=%s): %s", self.channels_last, exc)
-            return False
-        if not isinstance(expected, torch.Tensor) or not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-            return False
-        scale = expected.abs().max().clamp_min(1e-30)
-        return bool(((got - expected).abs().max() <= PROBE_RTOL * scale).item())
+    def _agrees(self, problem, X) -> bool:
+        """Whether the folded output equals ``problem.forward`` on the probe batch ``X`` at
+        ``theta0`` and at a nearby point that moves every parameter (so a BatchNorm that is the
+        identity at ``theta0`` still shows a wrong fold)."""
+        gen = torch.Generator().manual_seed(0)
+        noise = torch.randn(problem.space.size, generator=gen, dtype=torch.float64).to(problem.device, problem.dtype)
+        nearby = problem.theta0 + 0.1 * noise * (problem.theta0.abs() + 0.1)
+        for theta in (problem.theta0, nearby):
+            try:
+                with torch.no_grad():
+                    expected = problem.forward(theta, X)
+                    got = self.forward(problem.space.unflatten(theta), X, call=problem.call)
+            except Exception as exc:
+                logger.info("folded forward refused (channels_last=%s): %s", self.channels_last, exc)
+                return False
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+                return False
+            scale = expected.abs().max().clamp_min(1e-30)
+            if not bool(((got - expected).abs().max() <= PROBE_RTOL * scale).item()):
+                return False
+        return True
 
     # -- per point ------------------------------------------------------------------
     def state(self, params: dict, buffers: dict | None = None, channels_last: bool | None = None) -> dict:
@@ -189,31 +179,64 @@ def _nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
-def _foldable(node: fx.Node, modules: dict, calls: dict, problem) -> FoldedPair | None:
-    """The ``FoldedPair`` if ``node`` is an eval-mode BatchNorm fed only by a convolution."""
-    if node.op != "call_module":
-        return None
-    bn = modules.get(node.target)
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.training or not bn.track_running_stats:
-        return None
-    source = node.args[0] if node.args else None
-    if len(node.args) != 1 or node.kwargs or not isinstance(source, fx.Node) or source.op != "call_module":
-        return None
-    conv = modules.get(source.target)
-    if type(conv) not in _CONV_BN or type(bn) is not _CONV_BN[type(conv)] or len(source.users) != 1:
-        return None
-    if calls.get(node.target) != 1 or calls.get(source.target) != 1:
-        return None  # a module called twice would be folded for both calls
-    if f"{node.target}.running_var" not in problem.buffers or f"{node.target}.running_mean" not in problem.buffers:
-        return None
-    names = [f"{source.target}.{n}" for n, _ in conv.named_parameters()]
-    names += [f"{node.target}.{n}" for n, _ in bn.named_parameters()]
-    if not all(n in problem.space._by_name or n in problem.space.frozen for n in names):
-        return None  # a tied or unusual parameter: leave it to the plain path
-    return FoldedPair(
-        conv=source.target,
-        bn=node.target,
-        eps=float(bn.eps),
-        conv_has_bias=conv.bias is not None,
-        bn_affine=bn.affine,
-    )
+def _pairs_called(problem, X) -> list[FoldedPair]:
+    """Convolution -> eval-mode BatchNorm pairs seen on a probe forward: the BatchNorm's input is
+    the very tensor the convolution returned, and each module runs once. (Forward hooks on a
+    private copy; whether the convolution's output is also used elsewhere is what the probe of
+    ``_agrees`` checks.)"""
+    copy = structure_copy(problem.local_model())
+    calls: list[tuple[str, nn.Module, int, int]] = []
+    handles = []
+    for name, module in copy.named_modules():
+        if type(module) in _CONV_BN or isinstance(module, nn.modules.batchnorm._BatchNorm):
+
+            def hook(module, args, output, name=name):
+                first = args[0] if args else None
+                calls.append((name, module, id(first), id(output)))
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            output = problem.call(
+                copy, {**problem.buffers, **problem.space.frozen, **problem.space.unflatten(problem.theta0)}, X
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    del output
+    counts: dict[str, int] = {}
+    for name, *_ in calls:
+        counts[name] = counts.get(name, 0) + 1
+    pairs = []
+    for (conv_name, conv, _, conv_out), (bn_name, bn, bn_in, _) in zip(calls, calls[1:]):
+        if type(conv) not in _CONV_BN or type(bn) is not _CONV_BN[type(conv)] or bn_in != conv_out:
+            continue
+        if counts[conv_name] != 1 or counts[bn_name] != 1 or bn.training or not bn.track_running_stats:
+            continue
+        if f"{bn_name}.running_var" not in problem.buffers or f"{bn_name}.running_mean" not in problem.buffers:
+            continue
+        names = [f"{conv_name}.{n}" for n, _ in conv.named_parameters()]
+        names += [f"{bn_name}.{n}" for n, _ in bn.named_parameters()]
+        if not all(n in problem.space._by_name or n in problem.space.frozen for n in names):
+            continue  # a tied or unusual parameter: leave it to the plain path
+        pairs.append(FoldedPair(conv_name, bn_name, float(bn.eps), conv.bias is not None, bn.affine))
+    return pairs
+
+
+def _folded_copy(model: nn.Module, pairs: list[FoldedPair]) -> nn.Module:
+    """A structure copy of ``model`` with each pair's BatchNorm an ``Identity`` and its
+    convolution given a bias (the folded shift)."""
+    copy = structure_copy(model)
+    for pair in pairs:
+        conv = copy.get_submodule(pair.conv)
+        conv = structure_copy(conv)
+        if conv.bias is None:
+            conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device))
+        _set_submodule(copy, pair.conv, conv)
+        _set_submodule(copy, pair.bn, nn.Identity())
+    return copy
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -11,6 +13,7 @@ from dashboard_ui import ui
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.estimate import describe_seconds
+from landscape_core.evaluate import Cancelled
 from landscape_core.results import Surface
 
 COARSE_STEPS = SURFACE.coarse_steps
@@ -220,20 +223,39 @@ def gradient_norm_map(result, split: str) -> None:
         ui.downloads(grads, chart=chart, name=f"plane_{q}")
 
 
-cost = ui.estimate(problem, splits)
+def _cached_plane(steps_):
+    """The random plane of these settings if the cache holds all of it, else ``None`` (nothing is
+    evaluated: the run is cancelled before its first chunk)."""
+    stop = threading.Event()
+    stop.set()
+    d = _directions(2)
+    try:
+        return surface.plane(problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, cancel=stop)
+    except Cancelled:
+        return None
+
+
+# the estimate and the preview are for a plane still to compute: a cached one opens without them
+finished = _cached_plane(steps) if shape == "2D plane" and kind == "random" else None
+cost = ui.estimate(problem, splits) if finished is None else None
 if cost is not None:
-    grid_points = steps * steps if shape == "2D plane" else n_lines * max(steps, SURFACE.min_line_steps)
+    per_line = max(steps, SURFACE.min_line_steps)
+    choices = [
+        (s_, s_ * s_ if shape == "2D plane" else n_lines * max(s_, SURFACE.min_line_steps)) for s_ in STEP_CHOICES
+    ]
+    this_run = steps * steps if shape == "2D plane" else n_lines * per_line
     st.caption(
-        f"Estimated time on this machine before you run: {describe_seconds(cost.seconds(grid_points))} for "
-        f"{'the ' + str(steps) + 'x' + str(steps) + ' plane' if shape == '2D plane' else 'the lines'} "
-        f"({cost.samples:,} samples, measured on this model: {1e3 * cost.seconds(1):.3g} ms per point)"
+        f"Estimated time on this machine: {describe_seconds(cost.seconds(this_run))} for these settings "
+        f"({cost.samples:,} samples, measured on this model: {1e3 * cost.seconds(1):.3g} ms per point"
         + (", plus the Hessian's eigenvectors" if kind.startswith("hessian") else "")
+        + "). Before you change Steps and Run: "
+        + ", ".join(f"{s_} steps {describe_seconds(cost.seconds(n_))}" for s_, n_ in choices)
         + "."
     )
 
 points = None
 preview = None
-if shape == "2D plane" and kind == "random":
+if shape == "2D plane" and kind == "random" and finished is None:
     from landscape_core import preview as preview_mod
 
     def preview_job(progress, cancel):
@@ -241,7 +263,7 @@ if shape == "2D plane" and kind == "random":
         return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
 
     preview = ui.run_job(jobs.job_key("surface-preview", base_settings), preview_job, "preview on a data subset")
-if shape == "2D plane" and (preview is not None or kind != "random"):
+if shape == "2D plane" and (preview is not None or kind != "random" or finished is not None):
 
     def plane_job(steps_):
         def run(progress, cancel):

@@ -45,8 +45,8 @@ class ViewAfterConv(nn.Module):
         return self.fc(h.view(h.shape[0], -1))
 
 
-class Untraceable(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it, the plain loop serves it."""
+class ControlFlow(nn.Module):
+    """Data-dependent control flow (no fx trace of it exists); the probe forward finds its pair."""
 
     def __init__(self):
         super().__init__()
@@ -219,17 +219,36 @@ def test_dict_inputs_fold_and_equal_the_loop():
     assert got["train_loss"][4] == problem.base["train_loss"]
 
 
-def test_untraceable_and_train_mode_models_use_the_plain_loop():
-    problem = Problem(Untraceable(), F.cross_entropy, (torch.randn(12, 2, 8, 8), torch.randint(0, 3, (12,))))
-    assert FoldedForward.build(problem) is None
-    basis, coeffs = plane(problem)
-    assert Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.LOOP
-    problem.strategy = "folded"  # forced, but nothing to fold: the loop
-    assert Runner(problem, problem.theta0, basis, problem.buffers).strategy is Strategy.LOOP
+def test_control_flow_folds_and_models_without_conv_or_train_mode_use_the_plain_loop():
+    gen = torch.Generator().manual_seed(6)
+    model = ControlFlow()
+    model.bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    X, y = torch.randn(12, 2, 8, 8, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    problem = Problem(model, F.cross_entropy, (X, y))
+    folded = FoldedForward.build(problem)
+    assert folded is not None and len(folded.pairs) == 1
+    basis, coeffs = plane(problem, steps=3)
+    got = evaluate_points(problem, problem.theta0, basis, coeffs)
+    np.testing.assert_allclose(got["train_loss"], loop_values(problem, basis, coeffs)["train_loss"], rtol=1e-5)
+    mlp = Problem(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)), F.cross_entropy, (X[:, 0, 0, :4], y))
+    assert FoldedForward.build(mlp) is None
+    mlp.strategy = "folded"  # forced, but nothing to fold and no convolution: the loop
+    mlp_basis, _ = plane(mlp)
+    assert Runner(mlp, mlp.theta0, mlp_basis, mlp.buffers).strategy is Strategy.LOOP
     train = make_problem("sequential", mode="train")
     assert FoldedForward.build(train) is None
     train_basis, _ = plane(train)
     assert Runner(train, train.theta0, train_basis, train.buffers).strategy is Strategy.LOOP
+
+
+def test_a_conv_output_used_twice_is_not_folded_even_with_an_identity_batchnorm():
+    """At theta0 a fresh BatchNorm is (nearly) the identity, so only the nearby probe point shows
+    that folding ``bn(h) + h`` would be wrong."""
+    torch.manual_seed(0)
+    X, y = torch.randn(10, 2, 8, 8), torch.randint(0, 3, (10,))
+    problem = Problem(SharedConv(), F.cross_entropy, (X, y))  # running statistics 0 / 1, gamma 1, beta 0
+    folded = FoldedForward.build(problem)
+    assert folded is not None and folded.pairs == [] and folded.channels_last
 
 
 def test_a_wrong_fold_is_refused_by_the_probe(monkeypatch):

@@ -29,8 +29,9 @@ def test_surface_page_shows_the_estimate_and_a_labelled_preview_first(monkeypatc
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         captions = [c.value for c in at.caption]
-        estimate = [c for c in captions if c.startswith("Estimated time on this machine before you run")]
-        assert estimate and "41x41 plane" in estimate[0] and "ms per point" in estimate[0]
+        estimate = [c for c in captions if c.startswith("Estimated time on this machine:")]
+        assert estimate and "ms per point" in estimate[0]
+        assert "Before you change Steps and Run: 11 steps about" in estimate[0] and "101 steps about" in estimate[0]
         preview = [c for c in captions if c.startswith("Preview: a ")]
         assert preview, captions
         assert "train samples" in preview[0] and "standard error of the loss" in preview[0]

@@ -53,6 +53,10 @@ Background work:
   with a Retry / Run again button. ``auto=False``: wait for the user's Run button. A job that
   no page has polled for ``ORPHAN_SECONDS`` (the user changed settings or left) cancels itself.
 
+- ``estimate(problem, splits) -> CostModel | None``: the cost per grid point measured on this
+  model and machine (``landscape_core.estimate``), once per model, data and splits; show
+  ``describe_seconds(cost.seconds(points))`` before Run. ``None`` if the measurement failed.
+
 Output:
 
 - ``downloads(result, chart=None, name="result", snippet=None)``: download buttons for
@@ -251,6 +255,22 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
         return None
     _job_panel(key, unit)
     return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _estimate(key: str, _problem, splits: tuple[str, ...]):
+    from landscape_core.estimate import measure_cost
+
+    return measure_cost(_problem, list(splits))
+
+
+def estimate(problem, splits):
+    """The measured ``CostModel`` of ``problem`` on ``splits`` (cached), or ``None`` if it failed."""
+    data = "-".join(problem.splits[s].fingerprint[:12] for s in splits)
+    try:
+        return _estimate(f"{problem.model_hash()}:{data}:{problem.device}", problem, tuple(splits))
+    except Exception:  # an estimate is a courtesy: never stop the page for it
+        return None
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -10,6 +12,8 @@ from dashboard_ui import topology as topology_sections
 from dashboard_ui import ui
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
+from landscape_core.estimate import describe_seconds
+from landscape_core.evaluate import Cancelled
 from landscape_core.results import Surface
 
 COARSE_STEPS = SURFACE.coarse_steps
@@ -219,8 +223,47 @@ def gradient_norm_map(result, split: str) -> None:
         ui.downloads(grads, chart=chart, name=f"plane_{q}")
 
 
+def _cached_plane(steps_):
+    """The random plane of these settings if the cache holds all of it, else ``None`` (nothing is
+    evaluated: the run is cancelled before its first chunk)."""
+    stop = threading.Event()
+    stop.set()
+    d = _directions(2)
+    try:
+        return surface.plane(problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, cancel=stop)
+    except Cancelled:
+        return None
+
+
+# the estimate and the preview are for a plane still to compute: a cached one opens without them
+finished = _cached_plane(steps) if shape == "2D plane" and kind == "random" else None
+cost = ui.estimate(problem, splits) if finished is None else None
+if cost is not None:
+    per_line = max(steps, SURFACE.min_line_steps)
+    choices = [
+        (s_, s_ * s_ if shape == "2D plane" else n_lines * max(s_, SURFACE.min_line_steps)) for s_ in STEP_CHOICES
+    ]
+    this_run = steps * steps if shape == "2D plane" else n_lines * per_line
+    st.caption(
+        f"Estimated time on this machine: {describe_seconds(cost.seconds(this_run))} for these settings "
+        f"({cost.samples:,} samples, measured on this model: {1e3 * cost.seconds(1):.3g} ms per point"
+        + (", plus the Hessian's eigenvectors" if kind.startswith("hessian") else "")
+        + "). Before you change Steps and Run: "
+        + ", ".join(f"{s_} steps {describe_seconds(cost.seconds(n_))}" for s_, n_ in choices)
+        + "."
+    )
+
 points = None
-if shape == "2D plane":
+preview = None
+if shape == "2D plane" and kind == "random" and finished is None:
+    from landscape_core import preview as preview_mod
+
+    def preview_job(progress, cancel):
+        d = _directions(2)
+        return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
+
+    preview = ui.run_job(jobs.job_key("surface-preview", base_settings), preview_job, "preview on a data subset")
+if shape == "2D plane" and (preview is not None or kind != "random" or finished is not None):
 
     def plane_job(steps_):
         def run(progress, cancel):
@@ -272,6 +315,17 @@ if shape == "2D plane":
                 st.caption(
                     f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass; the {steps}x{steps} grid is not finished."
                 )
+    if result is None and preview is not None:
+        result = preview
+        used = preview.settings["samples"]
+        noise = preview.settings["noise"]
+        st.caption(
+            f"Preview: a {len(preview.alphas)}x{len(preview.alphas)} grid on "
+            + ", ".join(f"{used[s]:,} of {problem.splits[s].n:,} {s} samples" for s in used)
+            + " (standard error of the loss about "
+            + ", ".join(f"{noise[f'{s}_loss']:.2g}" for s in used)
+            + "). The exact grid on all samples follows."
+        )
     if result is not None and kind == "pca":
         info = result.settings.get("trajectory", {})
         points = dict(zip(info.get("names", []), info.get("coords", [])))
@@ -306,13 +360,14 @@ if shape == "2D plane":
         with ui.section("The readout"):
             st.markdown(plane_readout(result, q0))
             st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
-        source = ui.source()
-        export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
-        ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))
-        topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
-        if kind not in ("pca", "through"):
-            gradient_norm_map(result, splits[0])
-else:
+        if result is not preview:  # a preview is not offered for download or analysis: the exact grid follows
+            source = ui.source()
+            export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
+            ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))
+            topology_sections.basins(result, q0, log=log, domain=domain, key="surface_topology")
+            if kind not in ("pca", "through"):
+                gradient_norm_map(result, splits[0])
+elif shape != "2D plane":
     lines_steps = max(steps, SURFACE.min_line_steps)
 
     def lines_job(progress, cancel):

@@ -87,13 +87,16 @@ def test_strategies_agree_with_each_other_and_the_direct_call(name, caplog):
     basis = directions.random(problem, count=2, seed=1)
     coeffs = plane_coeffs()
     results = {}
-    for strategy in ("affine", "vmap", "loop"):
+    for strategy in ("affine", "vmap", "loop", "folded"):
         problem.strategy = strategy
         results[strategy] = evaluate_points(problem, problem.theta0, basis, coeffs)
     assert not [r for r in caplog.records if "failed" in r.getMessage()]  # no silent fallback
     problem.strategy = None
     default = Runner(problem, problem.theta0, basis, problem.buffers).strategy
-    assert default is (Strategy.AFFINE if name != "residual" else Strategy.LOOP)
+    # convolution nets fold their BatchNorms (landscape_core.folding); other Sequentials reuse
+    # the affine first layer
+    want = {"cnn": Strategy.FOLDED, "residual": Strategy.LOOP}.get(name, Strategy.AFFINE)
+    assert default is want
     # the direct call: a plain model with the point's parameters, in eval mode
     model = problem.model
     direct = {q: [] for q in problem.quantities}
@@ -249,7 +252,7 @@ def test_unknown_strategy_is_refused():
     problem = make_problem("mlp")
     problem.strategy = "fast"
     with pytest.raises(
-        ValueError, match=r"problem.strategy must be one of \['affine', 'vmap', 'loop'\] or None; got 'fast'"
+        ValueError, match=r"problem.strategy must be one of \['affine', 'vmap', 'loop', 'folded'\] or None; got 'fast'"
     ):
         problem.evaluate(problem.theta0)
 

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .problem import Problem
-from .text_demo import load_corpus, split_corpus
-from .workspace import Workspace
+from .text_demo import TextWorkspace, load_corpus, split_corpus
 
 MAX_LENGTH = 32  # tokens per sentence (the corpus' sentences are shorter)
 TRAINED = ("encoder.encoder.layer.5.", "head.")  # the parameters in the landscape
@@ -129,7 +128,8 @@ def train_classifier(
 def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = None, max_val: int | None = None):
     """Workspace of MiniLM sentiment classifiers on the built-in corpus (same split as the text demo).
 
-    A: head only; B: head and last block. ``max_train``/``max_val`` cut the splits (tests).
+    A: head only; B: head and last block. ``max_train``/``max_val`` cut the splits (tests). A
+    ``TextWorkspace``: ``texts`` holds each split's sentences in row order (the Text page shows them).
     Raises ``ValueError`` when the extra is not installed.
     """
     tokenizer, encoder = load_encoder()
@@ -145,7 +145,7 @@ def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = Non
     for train_block in (False, True):
         model = train_classifier(encoder, X["train"], y["train"], train_block, epochs, seed)
         problems.append(Problem(model, F.cross_entropy, (X["train"], y["train"]), (X["val"], y["val"]), batch_size=64))
-    return Workspace(
+    return TextWorkspace(
         name="MiniLM sentiment",
         problem=problems[0],
         compare=problems[1],
@@ -154,4 +154,5 @@ def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = Non
             "all-MiniLM-L6-v2 (22.7M parameters, packaged offline) with a sentiment head on the built-in corpus; "
             f"the landscape spans the last transformer block and the head ({problems[0].space.size:,} parameters)."
         ),
+        texts={"train": list(train_c.texts)[:n_train], "val": list(val_c.texts)[:n_val]},
     )

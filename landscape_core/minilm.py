@@ -17,6 +17,8 @@ transformer block. Both analyse the same parameter space, the last block and the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 
 import torch
@@ -55,11 +57,26 @@ def load_encoder():
     from transformers import AutoModel, AutoTokenizer
 
     path = str(model_dir())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    # eager attention: the fused SDPA kernels have no second derivative on the CPU, and Hessian-vector
-    # products need one ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")
-    encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # eager attention: the fused SDPA kernels have no second derivative on the CPU, and Hessian-vector
+        # products need one ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+        encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     return tokenizer, encoder.eval()
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' loading progress bar off (library code does not print), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def tokenize(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -125,12 +142,14 @@ def train_classifier(
     return model
 
 
+@functools.lru_cache(maxsize=2)
 def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = None, max_val: int | None = None):
     """Workspace of MiniLM sentiment classifiers on the built-in corpus (same split as the text demo).
 
     A: head only; B: head and last block. ``max_train``/``max_val`` cut the splits (tests). A
     ``TextWorkspace``: ``texts`` holds each split's sentences in row order (the Text page shows them).
-    Raises ``ValueError`` when the extra is not installed.
+    Raises ``ValueError`` when the extra is not installed. Trained once per process and arguments
+    (the CLI, the dashboard's pages and the tests share it, like the text demo).
     """
     tokenizer, encoder = load_encoder()
     train_c, val_c = split_corpus(load_corpus(), seed=seed)

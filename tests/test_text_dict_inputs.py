@@ -198,3 +198,17 @@ def test_transformer_embedding_perturbation_matches_a_float64_inputs_embeds_loop
             assert float(delta[0, i].norm()) <= 0.2 * float(E[i][real].norm()) * (1 + 1e-12)
             assert torch.equal(delta[0, i][~real], torch.zeros_like(delta[0, i][~real]))
     assert (worst[:, 0] >= mean[:, 0] - 1e-12).all()
+
+
+def test_embedding_gradient_norms_on_dict_inputs_match_the_closed_form(pooled):
+    from landscape_core import gradient_norm
+
+    problem, X, y = pooled["problem"], pooled["X"], pooled["y"]
+    norms = gradient_norm.embedding_gradient_norms(problem, X, y, batch_size=5)
+    # each real token's gradient is W^T (p - e_y) / T, so the Frobenius norm is ||W^T (p - e_y)|| / sqrt(T)
+    with torch.no_grad():
+        W = problem.model.head.weight
+        pooled_E = (pooled["E"] * pooled["mask"]).sum(1) / pooled["T"][:, None]
+        p = torch.softmax(problem.model.head(pooled_E), dim=1)
+        g = (p - F.one_hot(y, 2).double()) @ W
+    np.testing.assert_allclose(norms, (g.norm(dim=1) / pooled["T"].sqrt()).numpy(), rtol=1e-10)

@@ -57,8 +57,8 @@ def check(X, pad_id: int):
             )
     empty = torch.nonzero(real_tokens(X, pad_id)[..., 0].sum(1) == 0).flatten().tolist()
     if empty:
-        what = "attention_mask all 0" if isinstance(X, Mapping) and MASK in X else f"only padding (id {pad_id})"
-        raise ValueError(f"inputs {empty[:10]} have {what}; each needs >= 1 real token.")
+        what = "attention_mask all 0" if isinstance(X, Mapping) and MASK in X else f"id {pad_id}"
+        raise ValueError(f"inputs {empty[:10]} contain only padding ({what}); each needs >= 1 real token.")
     return X
 
 

@@ -78,7 +78,7 @@ def test_dict_inputs_count_as_text_and_padding_comes_from_the_attention_mask(poo
         token_inputs.check({"input_ids": X["input_ids"], "attention_mask": X["attention_mask"][:, :2]}, 0)
     empty = {"input_ids": X["input_ids"], "attention_mask": X["attention_mask"].clone()}
     empty["attention_mask"][3] = 0
-    with pytest.raises(ValueError, match=r"inputs \[3\] have attention_mask all 0"):
+    with pytest.raises(ValueError, match=r"inputs \[3\] contain only padding \(attention_mask all 0\)"):
         token_inputs.check(empty, 0)
 
 

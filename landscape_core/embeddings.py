@@ -1,7 +1,8 @@
 """Loss landscapes in the embedding space of a text classifier.
 
 A text model looks its integer token ids ``X`` (LongTensor ``(n, T)``, padding id 0 by
-default) up in an ``nn.Embedding``, giving token embeddings ``E`` ``(n, T, D)``. Here
+default, or a tokenizer's dict ``{"input_ids", "attention_mask"}`` called as ``model(**X)``,
+see ``token_inputs``) up in an ``nn.Embedding``, giving token embeddings ``E`` ``(n, T, D)``. Here
 ``E`` is perturbed, ``E + delta``, while the weights stay at ``theta``; a forward hook on
 the embedding layer adds ``delta``, so any model whose forward goes through an
 ``nn.Embedding`` works unchanged (models that accept ``inputs_embeds`` have one too).
@@ -20,7 +21,7 @@ Beside it: ``input_hessian`` (top eigenvalue of each input's Hessian in its embe
 Radii are *relative* by default: radius ``r`` is the ball ``||delta||_F <= r ||E||_F``
 (real tokens only), on whose sphere the average-case directions lie, so both curves share
 one axis. ``relative=False`` makes the radius an absolute Frobenius norm. Padding
-positions are never perturbed: their ``delta`` is exactly zero.
+positions (the padding id, or ``attention_mask`` 0) are never perturbed: their ``delta`` is exactly zero.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import token_inputs as tok
 from .evaluate import Cancelled
 from .threads import single_thread  # noqa: F401  (re-exported: emb.single_thread)
 
@@ -132,18 +134,13 @@ class EmbeddingAccess:
         """Name of the embedding matrix in the parameter space (``"<module>.weight"``)."""
         return f"{self.name}.weight" if self.name else "weight"
 
-    def check_inputs(self, X: torch.Tensor) -> torch.Tensor:
-        if not isinstance(X, torch.Tensor) or X.dim() != 2 or X.is_floating_point() or X.is_complex():
-            got = f"{type(X).__name__} {tuple(X.shape)} {X.dtype}" if isinstance(X, torch.Tensor) else type(X).__name__
-            raise ValueError(f"X must be integer token ids, a LongTensor of shape (n, T); got {got}.")
-        empty = torch.nonzero((X != self.pad_id).sum(1) == 0).flatten().tolist()
-        if empty:
-            raise ValueError(f"inputs {empty[:10]} contain only padding (id {self.pad_id}); each needs >= 1 token.")
-        return X.to(self.problem.device)
+    def check_inputs(self, X):
+        """``X`` (token ids ``(n, T)`` or a tokenizer's dict, see ``token_inputs``) checked and on the device."""
+        return tok.to(tok.check(X, self.pad_id), self.problem.device)
 
-    def mask(self, X: torch.Tensor) -> torch.Tensor:
-        """Boolean ``(n, T, 1)``: True at real tokens, False at padding."""
-        return (X != self.pad_id)[..., None]
+    def mask(self, X) -> torch.Tensor:
+        """Boolean ``(n, T, 1)``: True at real tokens, False at padding (``attention_mask`` 0 or the padding id)."""
+        return tok.real_tokens(X, self.pad_id)
 
     def embed(self, X: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), _hooked(self.hook_module()) as hook:
@@ -255,13 +252,13 @@ def average_case(
     r = check_radii(radii)
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2 (a standard error needs two); got {samples!r}.")
-    n = X.shape[0]
+    n = tok.count(X)
     mean = np.zeros((n, r.size))
     stderr = np.zeros((n, r.size))
     for start, stop in _batches(n, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {start} of {n} inputs")
-        Xb, yb = X[start:stop], y[start:stop].to(problem.device)
+        Xb, yb = tok.rows(X, start, stop), y[start:stop].to(problem.device)
         E, m = access.embed(Xb), access.mask(Xb)
         U = token_directions(E, m, samples, seed, range(start, stop))
         if not relative:
@@ -310,7 +307,7 @@ def worst_case(
     r = check_radii(radii)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}.")
-    n = X.shape[0]
+    n = tok.count(X)
     worst = np.zeros((n, r.size))
     deltas = [] if return_delta else None
     lrs = 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * np.arange(steps) / max(steps - 1, 1)))
@@ -320,7 +317,7 @@ def worst_case(
         for start, stop in _batches(n, batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"cancelled at radius {radius} after {start} of {n} inputs")
-            Xb, yb = X[start:stop], y[start:stop].to(problem.device)
+            Xb, yb = tok.rows(X, start, stop), y[start:stop].to(problem.device)
             E, m = access.embed(Xb), access.mask(Xb)
             zero = torch.zeros((), dtype=E.dtype, device=E.device)
             eps = (
@@ -379,7 +376,7 @@ def predictions(
     access = EmbeddingAccess(problem, theta)
     with torch.no_grad(), _hooked(access.hook_module()) as hook:
         hook.delta = delta
-        out = access.outputs(X.to(problem.device)).double()
+        out = access.outputs(tok.to(X, problem.device)).double()
     probs = torch.softmax(out, dim=-1)
     conf, pred = probs.max(dim=-1)
     return pred.cpu().numpy(), conf.cpu().numpy()

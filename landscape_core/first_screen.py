@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import torch
-
 from . import directions, surface
 from .defaults import COMPARE, INTERPOLATION, SURFACE, TEXT, TRAJECTORY, path_ends
 
@@ -171,16 +169,16 @@ def compare_page(workspace, progress: Progress | None = None) -> None:
 
 
 def is_text_problem(problem) -> bool:
-    """Whether ``problem`` looks up integer token ids ``(n, T)`` in an ``nn.Embedding`` (the Text page's models;
-    a contrastive encoder's fixed pairing ``(n, K, 2, T)`` is not one)."""
+    """Whether ``problem`` looks up integer token ids ``(n, T)`` (a tensor or a tokenizer's dict) in an
+    ``nn.Embedding`` (the Text page's models; a contrastive encoder's fixed pairing ``(n, K, 2, T)`` is not one)."""
     from .embeddings import embedding_layer
+    from .token_inputs import is_token_inputs
 
     try:
         embedding_layer(problem.model)
     except ValueError:
         return False
-    X = problem.splits["train"].head(1)[0]  # a dict of token ids (a transformer) is not this page's form yet
-    return isinstance(X, torch.Tensor) and not X.is_floating_point() and X.dim() == 2
+    return is_token_inputs(problem.splits["train"].head(1)[0])
 
 
 def text_settings(problem) -> dict:

@@ -25,6 +25,7 @@ import torch
 from . import cache as cache_mod
 from . import embeddings as emb
 from . import input_hessian
+from . import inputs as inp
 from .provenance import digest
 from .results import ResultIO, csv_table
 from .threads import single_thread
@@ -188,7 +189,7 @@ def fragility(
         "pad_id": access.pad_id,
         "model_sha256": problem.model_hash(access.theta),
         "theta_sha256": digest(access.theta),
-        "inputs_sha256": _tensor_sha(X, y),
+        "inputs_sha256": _tensor_sha(*(t for _, t in inp.leaves(X)), y),
         "problem": problem.describe(),
         "score": score,
         "score_meaning": SCORES[score],
@@ -238,7 +239,7 @@ def fragility(
         labels=y_np,
         predictions=pred.astype(np.int64),
         confidence=conf,
-        lengths=(X != access.pad_id).sum(1).cpu().numpy().astype(np.int64),
+        lengths=access.mask(X).sum((1, 2)).cpu().numpy().astype(np.int64),
         base_loss=base,
         average_loss=average,
         average_stderr=stderr,

@@ -24,6 +24,7 @@ import torch
 
 from . import cache as cache_mod
 from . import surface
+from . import token_inputs as tok
 from .embeddings import EmbeddingAccess, _batches
 from .evaluate import Cancelled, Progress
 from .results import Surface
@@ -194,20 +195,20 @@ def embedding_gradient_norms(
 ) -> np.ndarray:
     """Per input, ``||d loss_i / d E_i||_F`` (float64 ``(n,)``) at the token embeddings ``E_i``.
 
-    ``X``: token ids ``(n, T)``; padding positions carry no gradient (they are not perturbed
+    ``X``: token ids ``(n, T)`` or a tokenizer's dict (``token_inputs``); padding positions carry no gradient (they are not perturbed
     anywhere on the Text page). In eval mode input ``i``'s loss depends on its own embeddings
     only, so one backward pass of the summed losses gives every input's gradient.
     """
     access = EmbeddingAccess(problem, theta, embedding)
     X = access.check_inputs(X)
-    n = X.shape[0]
+    n = tok.count(X)
     if y.shape[0] != n:
         raise ValueError(f"X has {n} inputs but y has {y.shape[0]} labels; give one label per input.")
     out = np.zeros(n)
     for start, stop in _batches(n, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {start} of {n} inputs")
-        Xb, yb = X[start:stop], y[start:stop].to(problem.device)
+        Xb, yb = tok.rows(X, start, stop), y[start:stop].to(problem.device)
         E = access.embed(Xb)
         delta = torch.zeros_like(E, requires_grad=True)
         losses = access.losses(Xb, yb, delta)

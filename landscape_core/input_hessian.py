@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import token_inputs as tok
 from .embeddings import EmbeddingAccess, _batches, token_directions
 
 
@@ -35,10 +36,10 @@ def input_hessian_top_eigenvalue(
     X = access.check_inputs(X)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer; got {iterations!r}.")
-    n = X.shape[0]
+    n = tok.count(X)
     eigenvalue, residual = np.zeros(n), np.zeros(n)
     for start, stop in _batches(n, batch_size):
-        Xb, yb = X[start:stop], y[start:stop].to(problem.device)
+        Xb, yb = tok.rows(X, start, stop), y[start:stop].to(problem.device)
         E, m = access.embed(Xb), access.mask(Xb)
         zero = torch.zeros((), dtype=E.dtype, device=E.device)
         delta = torch.zeros_like(E, requires_grad=True)

@@ -17,6 +17,8 @@ transformer block. Both analyse the same parameter space, the last block and the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 
 import torch
@@ -24,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .problem import Problem
-from .text_demo import load_corpus, split_corpus
-from .workspace import Workspace
+from .text_demo import TextWorkspace, load_corpus, split_corpus
 
 MAX_LENGTH = 32  # tokens per sentence (the corpus' sentences are shorter)
 TRAINED = ("encoder.encoder.layer.5.", "head.")  # the parameters in the landscape
@@ -56,11 +57,26 @@ def load_encoder():
     from transformers import AutoModel, AutoTokenizer
 
     path = str(model_dir())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    # eager attention: the fused SDPA kernels have no second derivative on the CPU, and Hessian-vector
-    # products need one ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")
-    encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # eager attention: the fused SDPA kernels have no second derivative on the CPU, and Hessian-vector
+        # products need one ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+        encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     return tokenizer, encoder.eval()
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' loading progress bar off (library code does not print), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def tokenize(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -126,11 +142,14 @@ def train_classifier(
     return model
 
 
+@functools.lru_cache(maxsize=2)
 def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = None, max_val: int | None = None):
     """Workspace of MiniLM sentiment classifiers on the built-in corpus (same split as the text demo).
 
-    A: head only; B: head and last block. ``max_train``/``max_val`` cut the splits (tests).
-    Raises ``ValueError`` when the extra is not installed.
+    A: head only; B: head and last block. ``max_train``/``max_val`` cut the splits (tests). A
+    ``TextWorkspace``: ``texts`` holds each split's sentences in row order (the Text page shows them).
+    Raises ``ValueError`` when the extra is not installed. Trained once per process and arguments
+    (the CLI, the dashboard's pages and the tests share it, like the text demo).
     """
     tokenizer, encoder = load_encoder()
     train_c, val_c = split_corpus(load_corpus(), seed=seed)
@@ -145,7 +164,7 @@ def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = Non
     for train_block in (False, True):
         model = train_classifier(encoder, X["train"], y["train"], train_block, epochs, seed)
         problems.append(Problem(model, F.cross_entropy, (X["train"], y["train"]), (X["val"], y["val"]), batch_size=64))
-    return Workspace(
+    return TextWorkspace(
         name="MiniLM sentiment",
         problem=problems[0],
         compare=problems[1],
@@ -154,4 +173,5 @@ def minilm_workspace(seed: int = 0, epochs: int = 3, max_train: int | None = Non
             "all-MiniLM-L6-v2 (22.7M parameters, packaged offline) with a sentiment head on the built-in corpus; "
             f"the landscape spans the last transformer block and the head ({problems[0].space.size:,} parameters)."
         ),
+        texts={"train": list(train_c.texts)[:n_train], "val": list(val_c.texts)[:n_val]},
     )

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard_ui import contrastive_sections, ui
-from landscape_core import embedding_matrix, embeddings, fragility, gradient_norm, jobs
+from landscape_core import embedding_matrix, embeddings, fragility, gradient_norm, jobs, token_inputs
 from landscape_core.defaults import TEXT
 from landscape_core.first_screen import is_text_problem
 
@@ -63,10 +63,11 @@ def input_texts(ws, split: str, n: int) -> list[str]:
     if texts is not None and len(texts) >= n:
         return list(texts[:n])
     tokenizer = getattr(ws, "tokenizer", None)
-    X = ws.problem.splits[split].X[:n]
+    X = ws.problem.splits[split].head(n)[0]
     if tokenizer is not None:
         return [" ".join(tokenizer.decode(row)) for row in X]
-    return [f"input {i}: ids {row[row != 0].tolist()[:12]}" for i, row in enumerate(X)]
+    ids, real = token_inputs.ids(X), token_inputs.real_tokens(X, 0)[..., 0]
+    return [f"input {i}: ids {row[keep].tolist()[:12]}" for i, (row, keep) in enumerate(zip(ids, real))]
 
 
 # -- tables and charts -----------------------------------------------------------------------------
@@ -296,10 +297,10 @@ def compute(progress, cancel) -> dict:
     for i, (which, problem) in enumerate(problems.items()):
         report = lambda d, t, i=i: progress(i * t + d, len(problems) * t)  # noqa: E731
         result = fragility.fragility(problem, progress=report, cancel=cancel, **kwargs)
-        X = problem.splits[split].X[: int(max_inputs)]
+        X = problem.splits[split].head(int(max_inputs))[0]
         vectors = embeddings.sentence_embeddings(problem, X)
         out[which] = {"result": result, "map": fragility.embedding_map(vectors, method, seed=int(seed))}
-        y = problem.splits[split].y[: int(max_inputs)]
+        y = problem.splits[split].head(int(max_inputs))[1]
         out[which]["grad_norm"] = gradient_norm.embedding_gradient_norms(problem, X, y, cancel=cancel)
     return out
 

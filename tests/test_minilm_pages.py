@@ -1,0 +1,70 @@
+"""The dashboard's pages on a real transformer: the MiniLM spec's workspace (AppTest, small settings).
+
+Each page runs on its own with the spec named on the command line and picked in session state,
+on 16 training sentences and a 4-sentence evaluation subset, so that a page's job is seconds of
+forward passes through the 22.7M-parameter model. Runs when the extra "text" is installed.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from landscape_core import minilm
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ROOT / "pages"
+SPEC = f"{ROOT / 'examples' / 'minilm_sentiment_spec.py'}:build"
+TIMEOUT = 1800  # a hang guard for one script run; jobs are waited on until done (LANDSCAPE_JOB_WAIT)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not minilm.minilm_available()[0], reason=minilm.minilm_available()[1]),
+]
+
+
+@pytest.fixture(autouse=True)
+def minilm_spec(monkeypatch, fresh_cache):
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")
+    monkeypatch.setenv("LANDSCAPE_MINILM_TRAIN", "16")
+    monkeypatch.setattr("sys.argv", ["app.py", "--spec", SPEC])
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = f"spec:{SPEC}"
+    at.session_state["ui_subset"] = 4
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_surface_page_draws_minilm_lines():
+    at = page("surface", surface_shape="1D lines", surface_steps=11, surface_lines=1)
+    assert len(at.get("vega_lite_chart")) >= 1
+    assert {b.proto.label for b in at.get("download_button")} >= {"CSV", "NPZ"}
+
+
+def test_interpolation_page_joins_head_only_and_last_block_models():
+    at = page("interpolation", interp_steps=5)
+    assert len(at.get("vega_lite_chart")) >= 1
+    text = " ".join(m.value for m in at.markdown)
+    assert "barrier" in text.lower()
+
+
+def test_sharpness_page_finds_the_top_eigenvalue_of_minilm():
+    at = page("sharpness", sharp_parts=["eigenvalues"], sharp_k=1, sharp_which="largest", sharp_tol=1e-2)
+    spectrum = at.dataframe[0].value
+    assert len(spectrum) == 1 and np.isfinite(spectrum["eigenvalue"]).all()
+
+
+def test_compare_page_shows_both_minilm_models():
+    at = page("compare", compare_steps=11, compare_lines=2, compare_hessian=False)
+    assert len(at.get("vega_lite_chart")) >= 2  # A and B on one colour scale
+    table = at.dataframe[0].value
+    assert len(table) >= 2

@@ -495,7 +495,7 @@ class Problem:
 
     def describe(self) -> dict:
         """JSON-ready summary for result settings and cache keys: sizes, model hash, data
-        fingerprint, dtype, mode, the identity of the loss and of each metric
+        fingerprint, dtype, mode, the identity of the loss, of each metric and of ``output=``
         (``landscape_core.identity``), and in train mode the batch size of each split (train-mode
         BatchNorm values depend on it)."""
         from . import identity
@@ -512,6 +512,8 @@ class Problem:
             "loss": identity.describe(self.loss, "the loss"),
             "metric_identity": identity.describe_all(self.metrics),
         }
+        if self.output is not None:  # which tensor of the model's output is scored changes every value
+            out["output"] = identity.describe(self.output, "the output picker")
         if self.mode is Mode.TRAIN:
             out["batch_size"] = {k: s.batch_size for k, s in self.splits.items()}
         return out

@@ -237,3 +237,41 @@ def test_model_hash_is_memoised_at_scale():
         assert p.model_hash() == first
     warm = (time.perf_counter() - started) / 20
     assert warm < cold / 20, (warm, cold)
+
+
+class TwoHeads(nn.Module):
+    """Returns a dict of two logit tensors: which one is scored is the ``output=`` picker's choice."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Linear(4, 8)
+        self.first = nn.Linear(8, 3)
+        self.second = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.body(x))
+        return {"first": self.first(h), "second": self.second(h)}
+
+
+def test_the_output_picker_is_part_of_the_key(fresh_cache):
+    first = Problem(TwoHeads(), F.cross_entropy, data(), output=lambda out: out["first"])
+    second = Problem(TwoHeads(), F.cross_entropy, data(), output=lambda out: out["second"])
+    assert first.describe()["output"] != second.describe()["output"]
+    plane(first)
+    calls = []
+    picked = plane(second, calls)
+    assert not was_hit(calls)  # before: served the first head's plane
+    exact = plane(second, use_cache=False)
+    np.testing.assert_array_equal(picked.values["train_loss"], exact.values["train_loss"])
+    assert picked.center_value() == pytest.approx(second.base["train_loss"], rel=1e-12)
+    assert "output" not in problem().describe()  # no picker: the key is as before
+
+
+def test_data_placement_moves_data_not_values(fresh_cache):
+    on_device = problem(data_placement="device")
+    on_host = problem(data_placement="cpu")
+    assert on_device.describe() == on_host.describe()  # one key: the values are the same
+    np.testing.assert_array_equal(
+        plane(on_device, use_cache=False).values["train_loss"], plane(on_host, use_cache=False).values["train_loss"]
+    )

@@ -79,7 +79,9 @@ def evaluate_points(
     quantities = ("loss", *problem.metrics)
     executor = executors.current()
     if executor.remote and k > 1:
-        size = executor.points_per_piece(k, chunk)
+        # a caller's chunk size (the cache's blocks) fixes the arithmetic: pieces are whole chunks, so
+        # every point is computed in the very chunk it would be in-process (the same bits)
+        size = chunk if chunk_size else executor.points_per_piece(k, chunk)
         pieces = [coeffs[i : i + size].numpy() for i in range(0, k, size)]
         parts = executor.run_chunks(
             problem,

@@ -465,6 +465,13 @@ class Problem:
         """sha256 over every split's bytes."""
         return hashlib.sha256("".join(f"{k}:{s.fingerprint}" for k, s in self.splits.items()).encode()).hexdigest()
 
+    def __getstate__(self) -> dict:
+        """Pickled (Ray's object store) or copied without the ``model_hash`` memo: it holds weak
+        references, which do not pickle, and a copy recomputes it on first use."""
+        state = self.__dict__.copy()
+        state.pop("_model_hash_memo", None)
+        return state
+
     def model_hash(self, theta: torch.Tensor | None = None) -> str:
         """sha256 over the architecture, the parameters ``theta`` (default ``theta0``), the
         frozen parameters and the buffers.

@@ -22,7 +22,8 @@ def test_text_page_defaults_draw_ranking_curves_map_and_downloads():
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith("Text embeddings")
     tables = at.dataframe
-    assert len(tables) == 2  # model A and model B
+    assert len(tables) == 4  # the fragility ranking of model A and of model B, then the contrastive encoders' motion
+    assert all("average movement" in t.value.columns for t in tables[2:])
     ranking = tables[0].value
     assert {"text", "label", "prediction", "fragility score"} <= set(ranking.columns)
     assert ranking["fragility score"].is_monotonic_decreasing

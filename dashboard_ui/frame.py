@@ -274,26 +274,12 @@ def _subset() -> int:
 
 @st.cache_resource(show_spinner="Preparing the data subset...", max_entries=16)
 def _page_problem(wid: str, which: str, subset: int, device: str, session_owner: str | None = None):
-    from landscape_core.problem import Problem
 
     ws = _open(wid, session_owner)
     problem = ws.problem if which == "A" else ws.compare
     if problem is None:
         raise ValueError(f"workspace {wid!r} has no model B to compare with.")
-    if torch.device(device) != problem.device:
-        data = {name: s.source() for name, s in problem.splits.items()}
-        problem = Problem(
-            problem.model,
-            problem.loss,
-            data["train"],
-            data.get("val"),
-            metrics=problem.metrics,
-            batch_size=problem.batch_size,
-            device=device,
-            mode=problem.mode,
-            output=problem.output,
-            data_placement=problem.data_placement,
-        )
+    problem = problem.on_device(device)
     if subset:
         problem = problem.subset(subset, seed=0)
     return problem

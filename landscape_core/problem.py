@@ -465,6 +465,24 @@ class Problem:
         """sha256 over every split's bytes."""
         return hashlib.sha256("".join(f"{k}:{s.fingerprint}" for k, s in self.splits.items()).encode()).hexdigest()
 
+    def on_device(self, device) -> Problem:
+        """This problem with its model and data on ``device`` (the same values); ``self`` if already there."""
+        if torch.device(device) == self.device:
+            return self
+        data = {name: s.source() for name, s in self.splits.items()}
+        return Problem(
+            self.model,
+            self.loss,
+            data["train"],
+            data.get("val"),
+            metrics=self.metrics,
+            batch_size=self.batch_size,
+            device=device,
+            mode=self.mode,
+            output=self.output,
+            data_placement=self.data_placement,
+        )
+
     def __getstate__(self) -> dict:
         """Pickled (Ray's object store) or copied without the ``model_hash`` memo: it holds weak
         references, which do not pickle, and a copy recomputes it on first use."""

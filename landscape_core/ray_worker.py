@@ -23,23 +23,7 @@ KEEP = 4  # problems kept per worker
 
 def _on_device(problem, device: str):
     """``problem`` with its model and data on ``device`` (the same values; as the dashboard does)."""
-    from .problem import Problem
-
-    if torch.device(device) == problem.device:
-        return problem
-    data = {name: s.source() for name, s in problem.splits.items()}
-    return Problem(
-        problem.model,
-        problem.loss,
-        data["train"],
-        data.get("val"),
-        metrics=problem.metrics,
-        batch_size=problem.batch_size,
-        device=device,
-        mode=problem.mode,
-        output=problem.output,
-        data_placement=problem.data_placement,
-    )
+    return problem.on_device(device)
 
 
 class _Shard:

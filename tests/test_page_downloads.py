@@ -23,6 +23,7 @@ from landscape_core.hessian import SliceCurvature, Spectrum
 from landscape_core.interpolation import Path as PathResult
 from landscape_core.results import Surface
 from landscape_core.sharpness import Sharpness
+from landscape_core.topology import Persistence
 from landscape_core.trace import TraceEstimate
 from landscape_core.trajectory import Trajectory
 from landscape_core.trajectory_plane import ProjectionGap
@@ -42,6 +43,7 @@ RESULTS = {
         ProjectionGap,
         Fragility,
         EmbeddingMap,
+        Persistence,
     )
 }
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_core import Problem, directions, hessian, interpolation, sharpness, surface, trajectory
+from landscape_core import Problem, directions, hessian, interpolation, sharpness, surface, topology, trajectory
 from landscape_core.density import Density
 from landscape_core.fragility import EmbeddingMap, Fragility
 from landscape_core.hessian import SliceCurvature, Spectrum
@@ -164,6 +164,21 @@ def check_embedding_map(text: str, result: EmbeddingMap) -> None:
     same(frame[["x", "y"]].to_numpy(), result.coords)
 
 
+def check_persistence(text: str, result) -> None:
+    check_numbers_only(text, set())
+    rows, frame = rows_of(text), frame_of(text)
+    same(frame["basin"].to_numpy(), np.arange(len(result.pairs)))
+    same([float(r["birth"]) for r in rows], result.births)
+    same(frame["death"].to_numpy(), result.deaths)
+    same(frame["persistence"].to_numpy(), result.persistence)
+    same(frame["barrier_to_deepest"].to_numpy(), result.barriers)
+    same(frame["merges_into"].to_numpy(), result.parents)
+    same(frame[["min_row", "min_col"]].to_numpy(), result.minima)
+    same(frame[["min_alpha", "min_beta"]].to_numpy(), result.coords(result.minima))
+    same(frame[["saddle_row", "saddle_col"]].to_numpy(dtype=np.float64), result.saddles)
+    same(frame[["saddle_alpha", "saddle_beta"]].to_numpy(), result.coords(result.saddles))
+
+
 def check_csv_against_npz(result, text: str | None = None, **extra) -> None:
     """Decode ``text`` (default ``result.to_csv()``) and compare it with ``result``'s NPZ round trip."""
     again = type(result).from_bytes(result.to_bytes())
@@ -201,6 +216,8 @@ def check_csv_against_npz(result, text: str | None = None, **extra) -> None:
         check_fragility(text, again, extra.get("texts"))
     elif kind == "EmbeddingMap":
         check_embedding_map(text, again)
+    elif kind == "Persistence":
+        check_persistence(text, again)
     else:
         raise AssertionError(f"no CSV check for {kind}")
 
@@ -239,6 +256,9 @@ def computed(problem) -> list:
         sharpness.average(problem, sigma=1e-2, samples=4),
         traj,
         projection_gap(problem, traj, thetas),
+        topology.persistence(surface.plane(problem, d[0], d[1], steps=5, use_cache=False)),
+        # several basins, saddles and a region cut off by a NaN wall: every column has numbers
+        topology.persistence(np.array([[0.0, 2.0, 1.0, np.nan, 3.0], [4.0, 5.0, 0.5, np.nan, 2.5]])),
     ]
 
 
@@ -254,6 +274,7 @@ def test_computed_results_write_plain_numbers(problem):
         "Sharpness",
         "Trajectory",
         "ProjectionGap",
+        "Persistence",
     }
     for result in results:
         check_csv_against_npz(result)

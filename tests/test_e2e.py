@@ -161,7 +161,7 @@ def test_large_job_can_be_cancelled(app_url, page):
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Steps per axis").get_by_role("slider")
     slider.focus()
     slider.press("End")
-    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Run", exact=True).click()
     progress = page.get_by_text(re.compile(r"101x101 plane: [\d,]+ of 10,201 points"))
     wait_while_working(page, progress)  # after the coarse 11 x 11 pass, however long it takes under load
     page.get_by_role("button", name="Cancel").first.click()

@@ -117,7 +117,7 @@ def test_surface_settings_survive_a_visit_to_the_guide(app_url, page):
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Steps per axis").get_by_role("slider")
     slider.focus()
     slider.press("End")  # 101
-    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Run", exact=True).click()
     wait_for_app_run(page)
     steps = page.locator('[data-testid="stSlider"]').filter(has_text="Steps per axis")
     assert steps.get_by_test_id("stSliderThumbValue").inner_text() == "101"  # what the user set

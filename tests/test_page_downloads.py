@@ -130,6 +130,8 @@ def test_a_square_plane_stays_square_with_one_split(downloads):
     charts = at.get("vega_lite_chart")
     specs = [json.loads(c.proto.spec) for c in charts]
     heat = [s for s in specs if "layer" in s and s["layer"][0].get("mark", {}).get("type") == "rect"]
-    assert len(heat) == 1
-    assert isinstance(heat[0]["width"], int)  # its own size, not the column's width ("container")
-    assert heat[0]["width"] == heat[0]["height"]  # alpha and beta over the same span: a square
+    titles = [h["title"]["text"] for h in heat]
+    assert sum(t.startswith("train loss on the plane") for t in titles) == 1, titles  # one split: one surface
+    for h in heat:  # the surface, and its basins map under it
+        assert isinstance(h["width"], int), h["title"]  # its own size, not the column's width ("container")
+        assert h["width"] == h["height"], h["title"]  # alpha and beta over the same span: a square

@@ -112,6 +112,8 @@ def heatmap(
     path: bool = False,
     scheme: str = SCHEME,
     side: int = PLANE_SIDE,
+    extra: dict | None = None,
+    hover: str | None = None,
 ):
     """Heatmap of ``surface.values[quantity]`` (a plane) with contour lines and the base point.
 
@@ -124,6 +126,10 @@ def heatmap(
     in order (a training trajectory). The base point theta0 is marked when the plane is
     centred on it. ``scheme``: Vega colour scheme; a ``-r`` suffix reverses it (``"redblue-r"``:
     red for positive, for a signed difference B - A).
+    ``extra``: ``{name: values}`` more grids of the same shape shown in each cell's tooltip (the
+    other quantities of the plane, or A and B under their difference). ``hover``: the name of a
+    pointer-over point selection on ``alpha``/``beta`` defined by the view that holds this map
+    (``selections.linked``): the cell under the pointer is outlined.
     """
     if not surface.is_plane:
         raise ValueError("heatmap needs a 2D surface (a plane); this result is a 1D line.")
@@ -140,6 +146,7 @@ def heatmap(
             "b0": be[jj.ravel()],
             "b1": be[jj.ravel() + 1],
             "value": values.ravel(),
+            **{name: np.asarray(grid, dtype=np.float64).ravel() for name, grid in (extra or {}).items()},
         }
     )
     # cells overlap their neighbours by 3% of a step: no anti-aliasing hairlines between them
@@ -161,6 +168,11 @@ def heatmap(
         alt.Tooltip("alpha:Q", format=".3f"),
         alt.Tooltip("beta:Q", format=".3f"),
         alt.Tooltip("value:Q", title=label, format=".4g"),
+        *[
+            alt.Tooltip(field=name, type="quantitative", title=quantity_label(name), format=".4g")
+            for name in extra or {}
+            if name != quantity
+        ],
     ]
     base = (
         alt.Chart(cells[finite])
@@ -233,6 +245,13 @@ def heatmap(
                     .mark_text(dx=dx, dy=dy, align=align, baseline="middle", color="white", fontWeight="bold")
                     .encode(x="a0:Q", y="b0:Q", text="model:N")
                 )
+    if hover is not None:  # the cell under the pointer, outlined in every map that shares the hover
+        layers.append(
+            alt.Chart(cells)
+            .mark_rect(fill=None, stroke="white", strokeWidth=2, clip=True)
+            .encode(x=x, x2="a1", y=y, y2="b1")
+            .transform_filter({"param": hover, "empty": False})
+        )
     centred = surface.settings.get("center", "theta0") == "theta0"
     if centred and ae[0] <= 0 <= ae[-1] and be[0] <= 0 <= be[-1]:
         marker = pd.DataFrame({"a0": [0.0], "b0": [0.0], "point": ["base point (theta0)"]})
@@ -242,12 +261,13 @@ def heatmap(
             .encode(x="a0:Q", y="b0:Q", tooltip=["point:N"])
         )
     title = title or f"{label} on the plane theta0 + alpha d1 + beta d2"
-    return alt.layer(*layers).properties(
+    chart = alt.layer(*layers).properties(
         title=alt.TitleParams(title, anchor="start", offset=8),
         width=width,
         height=height,
         autosize=alt.AutoSizeParams(type="pad"),  # the plot keeps its size; axes, legend and title go around it
     )
+    return chart
 
 
 def surface_3d(surface, quantity: str, log: bool = False, title: str | None = None, shared_domain=None):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
-from dashboard_ui import ui
 from landscape_core import directions, jobs, snippet, surface, verdict
 from landscape_core.comparison import metrics as compare_metrics  # the report's table is the page's
 from landscape_core.defaults import COMPARE
@@ -150,15 +150,20 @@ if sharpness is not None:
         )
 
 
+def linked_view(maps: list[tuple], readout: dict):
+    """A, B and B - A as one view: a shared hover (the cell under the pointer outlined in all three,
+    its tooltip carrying A, B and B - A) and a shared pan and zoom. ``maps``: ``(surface, quantity,
+    heatmap keywords)`` per map; ``readout``: ``{name: grid}`` shown in every cell's tooltip."""
+    panels = [ui.heatmap(s_, q_, extra=readout, hover="hover", **kw) for s_, q_, kw in maps]
+    return selections.linked(panels)  # A and B on a row, B - A below
+
+
 if plane_a is not None and plane_b is not None:
     domain = ui.value_domain([plane_a, plane_b], q, log)
-    cols = st.columns(2)
     side = ui.PLANE_SIDE_PAIR
     title_a, title_b = f"{label_a} (A): {ui.quantity_label(q)}", f"{label_b} (B): {ui.quantity_label(q)}"
     chart_a = ui.heatmap(plane_a, q, log=log, shared_domain=domain, title=title_a, side=side)
     chart_b = ui.heatmap(plane_b, q, log=log, shared_domain=domain, title=title_b, side=side)
-    cols[0].altair_chart(chart_a, width="content")  # fixed size: equal scale on both axes
-    cols[1].altair_chart(chart_b, width="content")
     diff = plane_b.values[q] - plane_a.values[q]
     bound = float(np.nanmax(np.abs(diff[np.isfinite(diff)]))) if np.isfinite(diff).any() else 1.0
     diff_surface = Surface(
@@ -175,8 +180,24 @@ if plane_a is not None and plane_b is not None:
         title=f"Difference B - A of {ui.quantity_label(q)} (red: B higher)",
         side=side,
     )
-    left, right = st.columns(2)
-    left.altair_chart(diff_chart, width="content")
+    diff_title = f"Difference B - A of {ui.quantity_label(q)} (red: B higher)"
+    linked = linked_view(
+        [
+            (plane_a, q, {"log": log, "shared_domain": domain, "title": title_a, "side": side}),
+            (plane_b, q, {"log": log, "shared_domain": domain, "title": title_b, "side": side}),
+            (
+                diff_surface,
+                "B - A",
+                {"shared_domain": (-bound, bound), "scheme": "redblue-r", "title": diff_title, "side": side},
+            ),
+        ],
+        {"A": plane_a.values[q], "B": plane_b.values[q], "B - A": diff},
+    )
+    st.vega_lite_chart(linked, width="content", key="linked:compare")  # fixed size: equal scale on both axes
+    st.caption(
+        "One linked view: the pointer outlines the same cell in A, B and B - A, and its tooltip gives all three "
+        "values; drag to pan and scroll to zoom all three together (double click: the whole plane)."
+    )
     if lines_a is not None and lines_b is not None:
         rows = []
         for label, lines in ((label_a, lines_a), (label_b, lines_b)):
@@ -185,7 +206,7 @@ if plane_a is not None and plane_b is not None:
                     rows += [{"alpha": a, "value": x, "model": label, "line": k} for a, x in zip(lines.alphas, v)]
         data = pd.DataFrame(rows)
         spread = data.groupby(["model", "alpha"])["value"].agg(["min", "max"]).reset_index()
-        right.altair_chart(
+        st.altair_chart(
             ui.line_chart(
                 data.merge(spread, on=["model", "alpha"]),
                 "alpha",

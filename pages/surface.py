@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
-from dashboard_ui import ui
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.estimate import describe_seconds
@@ -115,9 +115,21 @@ with st.form("surface-settings"):
             )
             for col, letter in zip(picks, "ABC")
         ]
-    c4, c5 = st.columns(2)
+    c4, c5, c6, c7 = st.columns(4)
     quantity = c4.selectbox("Quantity", ["loss", *problem.metrics], key="surface_quantity")
     log = c5.checkbox("Log colour / y scale", key="surface_log")
+    offset_help = (
+        "The plane's centre is theta0 + alpha0 d1 + beta0 d2 (random and Hessian planes); alpha and beta are "
+        "then measured from that centre. Click a cell of the heatmap and 'Re-centre the plane here' to set it."
+    )
+    offset = (
+        c6.number_input(
+            "Centre: alpha0", -100.0, 100.0, 0.0, 0.05, format="%.4g", key="surface_offset_alpha", help=offset_help
+        ),
+        c7.number_input(
+            "Centre: beta0", -100.0, 100.0, 0.0, 0.05, format="%.4g", key="surface_offset_beta", help=offset_help
+        ),
+    )
     st.form_submit_button("Run", type="primary", on_click=ui.save_settings, args=("surface",))
 
 
@@ -139,6 +151,17 @@ def _directions(count: int):
     return directions.random(problem, count=count, norm=norm, ignore=tuple(ignore), seed=int(seed))
 
 
+offset = (float(offset[0]), float(offset[1]))
+recentred = offset != (0.0, 0.0) and kind not in ("pca", "through")
+
+
+def _center(d):
+    """The plane's centre theta0 + alpha0 d1 + beta0 d2 (``None``: theta0 itself)."""
+    if not recentred:
+        return None
+    return problem.theta0 + offset[0] * d[0] + offset[1] * d[1]
+
+
 def plane_readout(result, q0: str) -> str:
     """Words for the plane: the value at the base point, the range, diverged points, Hessian eigenvalues."""
     values = result.values[q0]
@@ -146,7 +169,8 @@ def plane_readout(result, q0: str) -> str:
     bad = int((~np.isfinite(values)).sum())
     if not finite.size:
         return f"**{ui.quantity_label(q0)}** is not finite anywhere on this plane: every point diverged (grey)."
-    at_base = f"at the base point: {result.center_value(q0):.4g}; " if kind not in ("pca", "through") else ""
+    where = f"at the centre (alpha0, beta0) = ({offset[0]:.4g}, {offset[1]:.4g})" if recentred else "at the base point"
+    at_base = f"{where}: {result.center_value(q0):.4g}; " if kind not in ("pca", "through") else ""
     readout = (
         f"**{ui.quantity_label(q0)}** {at_base}over the plane it ranges from {finite.min():.4g} to {finite.max():.4g}."
     )
@@ -177,6 +201,8 @@ base_settings = {
 }
 if kind.startswith("hessian"):
     base_settings["hessian_length"] = hessian_length
+if recentred:
+    base_settings["offset"] = list(offset)
 
 if kind.startswith("hessian"):
     st.info(
@@ -206,7 +232,15 @@ def gradient_norm_map(result, split: str) -> None:
     def run(progress, cancel):
         d = _directions(2)
         return gradient_norm.plane(
-            problem, d[0], d[1], span=(-span, span), steps=steps_, split=split, progress=progress, cancel=cancel
+            problem,
+            d[0],
+            d[1],
+            span=(-span, span),
+            steps=steps_,
+            center=_center(d),
+            split=split,
+            progress=progress,
+            cancel=cancel,
         )
 
     key = jobs.job_key("surface-grad-norm", {**base_settings, "steps": steps_, "split": split})
@@ -223,6 +257,47 @@ def gradient_norm_map(result, split: str) -> None:
         ui.downloads(grads, chart=chart, name=f"plane_{q}")
 
 
+def _recentre(alpha: float, beta: float) -> None:
+    """Button callback: the clicked point (alpha, beta of the plane shown) becomes the plane's centre."""
+    st.session_state["surface_offset_alpha"] = offset[0] + alpha
+    st.session_state["surface_offset_beta"] = offset[1] + beta
+    ui.save_settings("surface")
+
+
+def slices_through_click(result, quantities: list[str], events) -> None:
+    """The alpha- and beta-slice through the clicked cell, read from the grid (nothing is evaluated)."""
+    click = next((c for c in (selections.clicked(e, selections.CELL) for e in events) if c), None)
+    i = selections.nearest(result.alphas, click.get("alpha")) if click else None
+    j = selections.nearest(result.betas, click.get("beta")) if click else None
+    if i is None or j is None:
+        st.caption("Click a cell of the map to draw the 1D slices through it (double click clears).")
+        return
+    a, b = float(result.alphas[i]), float(result.betas[j])
+    st.subheader(f"Slices through (alpha, beta) = ({a:.4g}, {b:.4g})")
+    values = ", ".join(f"{ui.quantity_label(q)} {result.values[q][i, j]:.6g}" for q in result.values)
+    st.markdown(f"At this point: {values}.")
+    frame = selections.plane_slices(result, quantities, i, j)
+    left, right = st.columns(2)
+    left.altair_chart(
+        selections.slice_chart(frame, "alpha", a, f"along alpha at beta = {b:.4g}", log=log), width="stretch"
+    )
+    right.altair_chart(
+        selections.slice_chart(frame, "beta", b, f"along beta at alpha = {a:.4g}", log=log), width="stretch"
+    )
+    if kind in ("pca", "through"):
+        st.caption("Re-centring is for random and Hessian planes; this plane is fixed by the checkpoints.")
+    else:
+        new = (offset[0] + a, offset[1] + b)
+        st.button(
+            "Re-centre the plane here",
+            icon=":material/center_focus_strong:",
+            on_click=_recentre,
+            args=(a, b),
+            key="recentre:surface",
+            help=f"Centre the plane at theta0 + {new[0]:.4g} d1 + {new[1]:.4g} d2, same directions and span.",
+        )
+
+
 def _cached_plane(steps_):
     """The random plane of these settings if the cache holds all of it, else ``None`` (nothing is
     evaluated: the run is cancelled before its first chunk)."""
@@ -230,7 +305,9 @@ def _cached_plane(steps_):
     stop.set()
     d = _directions(2)
     try:
-        return surface.plane(problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, cancel=stop)
+        return surface.plane(
+            problem, d[0], d[1], span=(-span, span), steps=steps_, center=_center(d), splits=splits, cancel=stop
+        )
     except Cancelled:
         return None
 
@@ -255,7 +332,7 @@ if cost is not None:
 
 points = None
 preview = None
-if shape == "2D plane" and kind == "random" and finished is None:
+if shape == "2D plane" and kind == "random" and finished is None and not recentred:  # a preview is around theta0
     from landscape_core import preview as preview_mod
 
     def preview_job(progress, cancel):
@@ -263,7 +340,7 @@ if shape == "2D plane" and kind == "random" and finished is None:
         return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
 
     preview = ui.run_job(jobs.job_key("surface-preview", base_settings), preview_job, "preview on a data subset")
-if shape == "2D plane" and (preview is not None or kind != "random" or finished is not None):
+if shape == "2D plane" and (preview is not None or kind != "random" or finished is not None or recentred):
 
     def plane_job(steps_):
         def run(progress, cancel):
@@ -290,7 +367,15 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
                 return result
             d = _directions(2)
             return surface.plane(
-                problem, d[0], d[1], span=(-span, span), steps=steps_, splits=splits, progress=progress, cancel=cancel
+                problem,
+                d[0],
+                d[1],
+                span=(-span, span),
+                steps=steps_,
+                center=_center(d),
+                splits=splits,
+                progress=progress,
+                cancel=cancel,
             )
 
         return run
@@ -342,16 +427,28 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
         quantities = [f"{s}_{quantity}" for s in splits]
         domain = ui.value_domain([result], quantities, log)  # train and val on one colour scale
         heat_tab, three_tab = st.tabs(["Heatmap with contours", "3D surface"])
-        charts = []
+        charts, events = [], []
         side = ui.PLANE_SIDE if len(quantities) == 1 else ui.PLANE_SIDE_PAIR
+        if recentred and points is None and -span <= -offset[0] <= span and -span <= -offset[1] <= span:
+            points = {"theta0": (-offset[0], -offset[1])}  # the trained model on a re-centred plane
         with heat_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):
                 chart = ui.heatmap(
-                    result, q, log=log, shared_domain=domain, points=points, path=kind == "pca", side=side
+                    result,
+                    q,
+                    log=log,
+                    shared_domain=domain,
+                    points=points,
+                    path=kind == "pca",
+                    side=side,
+                    extra=result.values,  # every quantity of the plane in each cell's tooltip
                 )
-                charts.append(chart)
-                col.altair_chart(chart, width="content")  # fixed size: equal scale on both axes
+                charts.append(chart)  # as exported: a picture, no click
+                # fixed size: equal scale on both axes; a click on a cell draws the slices through it
+                clickable = chart.add_params(selections.cell_param()).properties(usermeta=selections.SVG)
+                events.append(col.altair_chart(clickable, width="content", on_select="rerun", key=f"cell:{q}"))
+            slices_through_click(result, quantities, events)
         with three_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):

@@ -71,18 +71,24 @@ def input_texts(ws, split: str, n: int) -> list[str]:
 
 
 # -- tables and charts -----------------------------------------------------------------------------
+def ranking_rows(result, top: int, only_correct: bool = False) -> list[int]:
+    """The inputs (row numbers) of the ranking table, most fragile first."""
+    order = [int(i) for i in result.ranking]
+    if only_correct:
+        order = [i for i in order if result.labels[i] == result.predictions[i]]
+    return order[:top]
+
+
 def ranking_table(
     result, texts, tags, class_names, top: int, only_correct: bool = False, grad_norm=None
 ) -> pd.DataFrame:
     r = float(result.settings["score_radius"])
-    order = [int(i) for i in result.ranking]
-    if only_correct:
-        order = [i for i in order if result.labels[i] == result.predictions[i]]
     rows = []
-    for rank, row in enumerate(order[:top]):
+    for rank, row in enumerate(ranking_rows(result, top, only_correct)):
         rows.append(
             {
                 "rank": rank + 1,
+                "input": f"#{row}",
                 "text": texts[row],
                 "label": class_names[int(result.labels[row])],
                 "prediction": class_names[int(result.predictions[row])],
@@ -336,10 +342,13 @@ only_correct = c_only.toggle(
 with readout_box, ui.section("The readout"):
     for which, item in results.items():
         st.markdown(readout(item["result"], names[which], split, texts, only_correct))
+st.caption("Select rows (the boxes at their left) to draw those inputs' loss curves below.")
 columns = st.columns(len(results))
+chosen = []
 for col, (which, item) in zip(columns, results.items()):
     col.markdown(f"**{names[which]}**")
-    col.dataframe(
+    shown_rows = ranking_rows(item["result"], top_k, only_correct)
+    event = col.dataframe(
         ranking_table(item["result"], texts, tags, class_names, top_k, only_correct, item.get("grad_norm")),
         hide_index=True,
         width="stretch",
@@ -348,21 +357,20 @@ for col, (which, item) in zip(columns, results.items()):
             "fragility score": st.column_config.NumberColumn(format="%.3g"),
             "confidence": st.column_config.NumberColumn(format="%.2f"),
         },
+        on_select="rerun",
+        selection_mode="multi-row",
+        key=f"rank:{which}:{top_k}:{only_correct}",  # new rows, new selection
     )
+    picked = [shown_rows[p] for p in event.selection.rows if 0 <= p < len(shown_rows)]
+    chosen += [i for i in picked if i not in chosen]
 
 # loss vs radius
 st.subheader("Loss vs perturbation radius")
-options = list(dict.fromkeys([int(r) for r in first.ranking[:3]] + [int(r) for r in first.ranking[-1:]]))
-chosen = st.multiselect(
-    "Inputs",
-    list(range(n)),
-    default=options,
-    format_func=lambda i: f"#{i} {texts[i][:60]}",
-    key="text_chosen",
-    on_change=ui.save_settings,
-    args=("text",),
-    help="Default: A's three most fragile inputs and its least fragile one.",
-)
+if not chosen:
+    chosen = list(dict.fromkeys([int(r) for r in first.ranking[:3]] + [int(r) for r in first.ranking[-1:]]))
+    st.caption(f"No rows selected: {names['A']}'s three most fragile inputs and its least fragile one.")
+else:
+    st.caption("The selected rows: " + ", ".join(f"#{i}" for i in chosen) + ".")
 if chosen:
     frames = {w: curves_frame(item["result"], chosen, texts, w) for w, item in results.items()}
     low = min(float(f["low"].min()) for f in frames.values())

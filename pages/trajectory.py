@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import ui
+from dashboard_ui import selections, ui
 from landscape_core import jobs, trajectory, trajectory_plane
 from landscape_core.defaults import TRAJECTORY
 from landscape_core.snippet import problem_code
@@ -46,8 +46,10 @@ def axis_titles(traj) -> tuple[str, str]:
     return f"{name} 1 (arbitrary units)", f"{name} 2 (arbitrary units)"
 
 
-def view_frame(traj) -> pd.DataFrame:
-    return pd.DataFrame(
+def view_frame(traj, gap=None) -> pd.DataFrame:
+    """One row per checkpoint: its coordinates in the view, name, epoch; with ``gap`` (a
+    ``ProjectionGap`` of the same checkpoints) also its true values and the loss's projection gap."""
+    frame = pd.DataFrame(
         {
             "x": traj.coords[:, 0],
             "y": traj.coords[:, 1],
@@ -56,10 +58,22 @@ def view_frame(traj) -> pd.DataFrame:
             "order": np.arange(len(traj.names)),
         }
     )
+    if gap is not None and list(gap.names) == list(traj.names):
+        for q, values in gap.true_values.items():
+            frame[ui.quantity_label(q)] = np.asarray(values, dtype=np.float64)
+        for q, values in gap.gap.items():
+            if q.endswith("_loss"):
+                frame[f"projection gap of the {ui.quantity_label(q)}"] = np.asarray(values, dtype=np.float64)
+    return frame
 
 
-def path_layers(frame: pd.DataFrame, x: str, y: str, x_title=None, y_title=None, scale_x=None, scale_y=None):
-    """The trajectory as a line in training order and points coloured by epoch (start and end labelled)."""
+def path_layers(
+    frame: pd.DataFrame, x: str, y: str, x_title=None, y_title=None, scale_x=None, scale_y=None, select=None
+):
+    """The trajectory as a line in training order and points coloured by epoch (start and end labelled).
+
+    Each point's tooltip holds every column of ``frame`` past the coordinates (values, gaps);
+    ``select``: a selection param (``selections.checkpoint_param``) put on the points."""
     x_enc = alt.X(f"{x}:Q", title=x_title, scale=scale_x or alt.Scale(zero=False))
     y_enc = alt.Y(f"{y}:Q", title=y_title, scale=scale_y or alt.Scale(zero=False))
     line = (
@@ -74,9 +88,19 @@ def path_layers(frame: pd.DataFrame, x: str, y: str, x_title=None, y_title=None,
             x=x_enc,
             y=y_enc,
             color=alt.Color("epoch:Q", title="epoch / step", scale=alt.Scale(scheme=EPOCH_SCHEME)),
-            tooltip=["checkpoint:N", alt.Tooltip("epoch:Q", title="epoch / step")],
+            tooltip=[
+                "checkpoint:N",
+                alt.Tooltip("epoch:Q", title="epoch / step"),
+                *[
+                    alt.Tooltip(field=c, type="quantitative", format=".4g")
+                    for c in frame.columns
+                    if c not in (x, y, "checkpoint", "epoch", "order")
+                ],
+            ],
         )
     )
+    if select is not None:
+        points = points.add_params(select)
     ends = frame.iloc[[0, -1]].assign(label=["start", "end"])
     text = (
         alt.Chart(ends)
@@ -86,12 +110,14 @@ def path_layers(frame: pd.DataFrame, x: str, y: str, x_title=None, y_title=None,
     return [line, points, text]
 
 
-def view_chart(traj) -> alt.LayerChart:
+def view_chart(traj, gap=None, select=None) -> alt.LayerChart:
+    """The checkpoints in one 2D view; ``gap`` adds their values to the tooltips; ``select``: a click
+    selection on the points (the chart then draws as SVG: one element per checkpoint)."""
     x_title, y_title = axis_titles(traj)
     title = f"{VIEW_LABELS[traj.method]} view (trustworthiness {traj.trustworthiness:.3f})"
-    return alt.layer(*path_layers(view_frame(traj), "x", "y", x_title, y_title)).properties(
-        title=title, width="container", height=330
-    )
+    layers = path_layers(view_frame(traj, gap), "x", "y", x_title, y_title, select=select)
+    chart = alt.layer(*layers).properties(title=title, width="container", height=330)
+    return chart if select is None else chart.properties(usermeta=selections.SVG)
 
 
 def plane_chart(plane, traj, quantity: str, log: bool):
@@ -241,6 +267,69 @@ def snippet(source: dict, which_ckpts: str, s: dict, splits) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- a clicked checkpoint ---------------------------------------------------------------------
+def surface_settings(names: list[str], name: str) -> dict:
+    """The Surface page's three-checkpoint plane through ``name``: first, it, final (distinct)."""
+    i = names.index(name)
+    if i == 0:
+        picks = (name, names[len(names) // 2], names[-1])
+    elif i == len(names) - 1:
+        picks = (names[0], names[len(names) // 2], name)
+    else:
+        picks = (names[0], name, names[-1])
+    return {"surface_kind": "through", **{f"surface_ckpt_{k}": p for k, p in zip("ABC", picks)}}
+
+
+def checkpoint_readout(gap, traj, events) -> None:
+    """A clicked checkpoint's values (true, under it on the PCA plane, gap), and buttons that open it
+    on the Surface (the plane through it) and Sharpness pages."""
+    click = next((c for c in (selections.clicked(e, selections.CHECKPOINT) for e in events) if c), None)
+    name = click.get("checkpoint") if click else None
+    if name not in gap.names:
+        st.caption("Click a checkpoint in a view to see its loss, accuracy and projection gap.")
+        return
+    k = list(gap.names).index(name)
+    epoch = epochs_of(traj)[k]
+    st.markdown(
+        f"**Checkpoint {ui.plain(name)}** (epoch / step {epoch:g}): {gap.residual_norms[k]:.4g} away from the PCA "
+        "plane (parameter units)."
+    )
+    table = pd.DataFrame(
+        [
+            {
+                "quantity": ui.quantity_label(q),
+                "true value": f"{gap.true_values[q][k]:.6g}",
+                "on the PCA plane under it": f"{gap.projected_values[q][k]:.6g}",
+                "projection gap (plane - true)": f"{gap.gap[q][k]:.3g}",
+            }
+            for q in gap.true_values
+        ]
+    ).set_index("quantity")
+    st.table(table)  # a few rows, printed in full
+    left, right = st.columns(2)
+    names = [c.name for c in ws.checkpoints]
+    wid = ui.workspace_id()
+    if which == "A" and name in names:
+        if left.button(
+            "Open on Surface",
+            icon=":material/landscape:",
+            key="open:surface",
+            help="The Surface page's plane through three checkpoints, this one among them.",
+        ):
+            selections.open_page(
+                "surface.py", "surface", {"surface_shape": "2D plane"}, surface_settings(names, name), wid
+            )
+    else:
+        left.caption("Surface draws planes through model A's checkpoints only.")
+    if right.button(
+        "Open on Sharpness",
+        icon=":material/speed:",
+        key="open:sharpness",
+        help="The Sharpness & Hessian page with this checkpoint as the model to analyse.",
+    ):
+        selections.open_page("sharpness.py", "sharp", {}, {"sharp_point": f"checkpoint: {name}"}, wid)
+
+
 # -- page -------------------------------------------------------------------------------------
 st.title("Trajectory: where training went, and the loss under the path")
 st.caption(
@@ -380,10 +469,11 @@ summary = pd.DataFrame(
 st.dataframe(ui.readable(summary), hide_index=True, width="stretch")
 shown = [m for m in ("pca", "umap", "autoencoder") if m in views]
 cols = st.columns(len(shown))
-view_charts = {}
+view_charts, view_events = {}, []
 for col, method in zip(cols, shown):
-    view_charts[method] = view_chart(views[method])
-    col.altair_chart(view_charts[method], width="stretch")
+    view_charts[method] = view_chart(views[method], views["gap"], select=selections.checkpoint_param())
+    view_events.append(col.altair_chart(view_charts[method], width="stretch", on_select="rerun", key=f"pick:{method}"))
+checkpoint_readout(views["gap"], pca, view_events)
 with ui.section("The readout of the views"):
     for line in views_readout(views):
         st.markdown(line)

@@ -4,6 +4,7 @@ Jobs are waited on synchronously here (``LANDSCAPE_JOB_WAIT``), so one ``run()``
 with the result drawn, as a browser would show it after the progress bar.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,15 @@ def test_surface_widget_changes_the_result():
 
 def test_compare_defaults_show_shared_maps_table_and_verdict():
     at = _app("pages/compare.py", subset=256)
-    assert len(at.get("vega_lite_chart")) == 5  # A, B, difference, 1D lines of both, persistence diagrams
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3  # A, B and the difference in one linked view; 1D lines of both; persistence diagrams
+    linked = json.loads(charts[0].proto.spec)
+    assert len(linked["concat"]) == 3 and linked["resolve"]["scale"]["x"] == "shared"
+    views = {p["name"]: p["views"] for p in linked["params"]}  # one hover and one zoom over all three maps
+    assert set(views) == {"hover", "zoom"} and all(len(v) == 3 for v in views.values()), views
+    for panel in linked["concat"]:
+        tips = {t.get("title", t["field"]) for t in panel["layer"][0]["encoding"]["tooltip"]}
+        assert {"A", "B", "B - A", "alpha", "beta"} <= tips, tips
     table = at.dataframe[0].value
     assert "ratio B / A" in table.columns and "lambda_max (top Hessian eigenvalue)" in set(table["metric"])
     sentence = at.success[0].value

@@ -60,7 +60,7 @@ def gradient_chart(frame: pd.DataFrame, split: str) -> alt.LayerChart:
                 "gradient norm:Q",
                 title=f"||grad L_{split}|| (orange)",
                 scale=grad_scale,
-                axis=alt.Axis(orient="right", titleColor=GRAD_COLOR, labelColor=GRAD_COLOR),
+                axis=alt.Axis(orient="right", titleColor=GRAD_COLOR, labelColor=GRAD_COLOR, grid=False),
             ),
             tooltip=tooltip,
         )

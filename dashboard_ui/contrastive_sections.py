@@ -11,10 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard_ui import ui
-from landscape_core import demos, embedding_motion, jobs
-
-RADIUS = 0.05
-SAMPLES = 8
+from landscape_core import contrastive_demo, demos, jobs
+from landscape_core.defaults import TEXT
 
 
 @st.cache_resource(show_spinner="Training the two contrastive encoders (once; cached on disk)...")
@@ -22,29 +20,24 @@ def _workspace():
     return demos.load(demos.CONTRASTIVE_DEMO)
 
 
-def section(seed: int = 0, max_inputs: int = 150) -> dict | None:
+def section(seed: int = 0) -> dict | None:
     """Draw the section; returns ``{label: Motion}`` when computed."""
     st.subheader("Contrastive encoders: whose sentence embeddings move most?")
     st.caption(
         "Two sentence encoders trained on these sentences with augmented positives (word dropout, a swap) and "
         "in-batch negatives: A on InfoNCE, B on the Gaussian-smoothed InfoNCE of Wu et al. 2021 (demo "
         f"'{demos.CONTRASTIVE_DEMO}', also on Compare as A and B). Each input's token embeddings are perturbed by "
-        f"{RADIUS:.0%} of their norm: **average** = mean movement ||f(E + delta) - f(E)|| over {SAMPLES} random "
+        f"{TEXT.motion_radius:.0%} of their norm: **average** = mean movement ||f(E + delta) - f(E)|| over "
+        f"{TEXT.motion_samples} random "
         "per-token-normalized directions; **first order** = r ||E|| sigma_max(df/dE), the largest a perturbation "
         "of that size can move it to first order (exact Jacobian)."
     )
     ws = _workspace()
-    texts = ws.texts["val"][:max_inputs]
-    X = ws.encodings["val"].ids[:max_inputs]
-    problems = {ws.labels[0]: ws.problem, ws.labels[1]: ws.compare}
-    settings = {"models": {k: p.model_hash() for k, p in problems.items()}, "n": len(texts), "seed": seed}
+    texts = ws.texts["val"][: TEXT.motion_inputs]
+    settings = {"models": [ws.problem.model_hash(), ws.compare.model_hash()], "n": len(texts), "seed": seed}
 
     def compute(progress, cancel):
-        out = {}
-        for i, (label, problem) in enumerate(problems.items()):
-            out[label] = embedding_motion.motion(problem, X, RADIUS, SAMPLES, seed, cancel=cancel)
-            progress(i + 1, len(problems))
-        return out
+        return contrastive_demo.embedding_motion(ws, seed, progress=progress, cancel=cancel)
 
     result = ui.run_job(jobs.job_key("contrastive-motion", settings), compute, "Embedding motion", unit="models")
     if result is None:

@@ -114,7 +114,7 @@ def basins(surface, quantity: str, log: bool = False, domain=None, key: str = "t
             "saddle beta": via[:, 1],
         }
     )
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(ui.readable(table), hide_index=True, width="stretch")  # "n/a", not "None", for the deepest
     st.markdown(_basins_readout(result, kept, threshold, percent, quantity))
     ui.downloads(result, chart=chart, name=f"basins_{quantity}")
     return result

@@ -228,3 +228,20 @@ def load_workspace(seed: int = 0, max_length: int = 20) -> TextWorkspace:
         tokenizer=tokenizer,
         encodings=enc,
     )
+
+
+def embedding_motion(workspace: TextWorkspace, seed: int = 0, progress=None, cancel=None) -> dict:
+    """``{label: embedding_motion.Motion}`` of both encoders on the first ``TEXT.motion_inputs`` val
+    sentences (the Text page's contrastive section; disk-cached, so ``first_screen`` prepares it).
+    ``progress(done, total)`` counts encoders."""
+    from . import embedding_motion as motion_mod
+    from .defaults import TEXT
+
+    X = workspace.encodings["val"].ids[: TEXT.motion_inputs]
+    problems = {workspace.labels[0]: workspace.problem, workspace.labels[1]: workspace.compare}
+    out = {}
+    for i, (label, problem) in enumerate(problems.items()):
+        out[label] = motion_mod.motion(problem, X, TEXT.motion_radius, TEXT.motion_samples, int(seed), cancel=cancel)
+        if progress is not None:
+            progress(i + 1, len(problems))
+    return out

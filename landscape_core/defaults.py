@@ -99,7 +99,8 @@ class CompareDefaults:
 
 @dataclass(frozen=True)
 class TextDefaults:
-    """Text embeddings page: fragility of the first inputs of a split, and the embedding-matrix line."""
+    """Text embeddings page: fragility of the first inputs of a split, the embedding-matrix line, and the
+    contrastive encoders' embedding motion."""
 
     split: str = "val"
     max_inputs: int = 200
@@ -113,6 +114,10 @@ class TextDefaults:
     hessian: bool = False
     line_span: tuple[float, float] = (-1.0, 1.0)
     line_steps: int = 31
+    # the contrastive encoders' section: movement of the first val sentences' embeddings
+    motion_inputs: int = 150
+    motion_radius: float = 0.05  # fraction of each input's embedding norm
+    motion_samples: int = 8
 
 
 SURFACE = SurfaceDefaults()

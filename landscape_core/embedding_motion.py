@@ -22,21 +22,42 @@ import threading
 import numpy as np
 import torch
 
+from . import cache as cache_mod
 from . import embeddings
 from .embeddings import EmbeddingAccess, _batches, token_directions
 from .evaluate import Cancelled
+from .results import ResultIO
+
+ALGORITHM_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class Motion:
+class Motion(ResultIO):
     """Per input: ``average`` and ``first_order`` movement at ``radius`` (float64 ``(n,)``),
-    ``sigma_max`` of the Jacobian ``(n,)``, and ``embedding_norm`` ``||E_i||_F`` ``(n,)``."""
+    ``sigma_max`` of the Jacobian ``(n,)``, and ``embedding_norm`` ``||E_i||_F`` ``(n,)``;
+    ``settings``: how it was made (the cache key's content)."""
 
     radius: float
     average: np.ndarray
     first_order: np.ndarray
     sigma_max: np.ndarray
     embedding_norm: np.ndarray
+    settings: dict = dataclasses.field(default_factory=dict)
+
+    ARRAYS = ("average", "first_order", "sigma_max", "embedding_norm")
+
+    def check(self, n: int, radius: float) -> Motion:
+        """``self`` if it holds ``n`` inputs' float64 values at ``radius``; else ``ValueError`` (a cache
+        entry of another shape is not this result)."""
+        for name in self.ARRAYS:
+            values = getattr(self, name)
+            if not isinstance(values, np.ndarray) or values.dtype != np.float64 or values.shape != (n,):
+                raise ValueError(
+                    f"Motion.{name} must be float64 of shape ({n},); got {getattr(values, 'shape', None)}."
+                )
+        if self.radius != radius:
+            raise ValueError(f"Motion.radius is {self.radius!r}, not {radius!r}.")
+        return self
 
     def ranking(self, by: str = "average") -> np.ndarray:
         """Rows, the largest movement first."""
@@ -67,10 +88,12 @@ def motion(
     embedding: str | None = None,
     batch_size: int = 64,
     cancel: threading.Event | None = None,
+    use_cache: bool = True,
 ) -> Motion:
     """Movement of each input's sentence embedding under perturbations of relative size ``radius``.
 
     ``problem``'s model must map ``X`` ``(n, T)`` token ids to ``(n, D)``; its loss is not used.
+    Cached on disk under "embedding-motion" (model, point, inputs and every argument).
     """
     if not isinstance(radius, (int, float)) or not np.isfinite(radius) or not radius > 0:
         raise ValueError(f"radius must be a finite number > 0 (a fraction of the embedding norm); got {radius!r}.")
@@ -78,6 +101,25 @@ def motion(
         raise ValueError(f"samples must be a positive integer; got {samples!r}.")
     access = EmbeddingAccess(problem, theta, embedding)
     X = access.check_inputs(X)
+    n = X.shape[0]
+    settings = {
+        "kind": "embedding-motion",
+        **access.identity(X),
+        "radius": float(radius),
+        "samples": samples,
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+    }
+    key = cache_mod.make_key("embedding-motion", ALGORITHM_VERSION, settings)
+    if use_cache and (hit := cache_mod.fetch(key, lambda raw: Motion.from_bytes(raw).check(n, float(radius)))):
+        return hit
+    result = _motion(access, X, float(radius), samples, int(seed), batch_size, cancel, settings)
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result
+
+
+def _motion(access: EmbeddingAccess, X, radius: float, samples: int, seed: int, batch_size: int, cancel, settings):
     n = X.shape[0]
     average, sigma, norm = np.zeros(n), np.zeros(n), np.zeros(n)
     for start, stop in _batches(n, batch_size):
@@ -109,4 +151,5 @@ def motion(
         first_order=radius * norm * sigma,
         sigma_max=sigma,
         embedding_norm=norm,
+        settings=settings,
     )

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import inputs as inp
 from . import token_inputs as tok
 from .evaluate import Cancelled
 from .threads import single_thread  # noqa: F401  (re-exported: emb.single_thread)
@@ -171,6 +172,22 @@ class EmbeddingAccess:
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.problem.forward(self.theta, X)
+
+    def identity(self, X, y: torch.Tensor | None = None) -> dict:
+        """What a result on inputs ``X`` (labels ``y``) at this point depends on, for a cache key: the
+        model and point, the embedding layer and padding id, the inputs' bytes and the loss identity."""
+        h = hashlib.sha256()
+        for name, t in [*inp.leaves(X), *([("y", y)] if y is not None else [])]:
+            h.update(repr((name, tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return {
+            "embedding": self.name,
+            "pad_id": self.pad_id,
+            "model_sha256": self.problem.model_hash(self.theta),
+            "theta_sha256": hashlib.sha256(self.theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
+            "inputs_sha256": h.hexdigest(),
+            "problem": self.problem.describe(),
+        }
 
 
 _PER_EXAMPLE = {

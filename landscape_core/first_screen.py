@@ -199,8 +199,9 @@ def text_settings(problem) -> dict:
 
 
 def text_page(workspace, progress: Progress | None = None) -> None:
-    """Fragility of the inputs and the embedding-matrix line, for a text workspace."""
-    from . import embedding_matrix, fragility
+    """Fragility of the inputs with their embedding-gradient norms, the embedding-matrix line, and
+    the contrastive encoders' embedding motion (a section of every Text page), for a text workspace."""
+    from . import embedding_matrix, fragility, gradient_norm
     from .embeddings import EmbeddingAccess
 
     if not is_text_problem(workspace.problem):
@@ -211,12 +212,26 @@ def text_page(workspace, progress: Progress | None = None) -> None:
     kwargs = text_settings(workspace.problem)
     for problem in problems:
         fragility.fragility(problem, progress=_report(progress, "fragility"), **kwargs)
+        X, y = problem.splits[kwargs["split"]].head(kwargs["max_inputs"])
+        gradient_norm.embedding_gradient_norms(problem, X, y)
+    contrastive_section(progress)
     for problem in problems:
         try:
             problem.space.mask(include=EmbeddingAccess(problem).weight_name)
         except ValueError:  # a frozen embedding matrix has no weight-space line
             continue
         embedding_matrix.embedding_surface(problem, span=TEXT.line_span, steps=TEXT.line_steps, seed=TEXT.seed)
+
+
+def contrastive_section(progress: Progress | None = None) -> None:
+    """The Text page's contrastive section (``contrastive_demo.embedding_motion`` at the page's seed),
+    where the contrastive demo is available."""
+    from . import contrastive_demo, demos
+
+    if demos.CONTRASTIVE_DEMO not in demos.list_demos():
+        return
+    workspace = demos.load(demos.CONTRASTIVE_DEMO)
+    contrastive_demo.embedding_motion(workspace, TEXT.seed, progress=_report(progress, "contrastive motion"))
 
 
 PAGES: dict[str, Callable] = {

@@ -17,6 +17,7 @@ Buffers (BatchNorm statistics) are the problem's own, as in ``Problem.evaluate``
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
@@ -192,18 +193,47 @@ def embedding_gradient_norms(
     embedding: str | None = None,
     batch_size: int = 128,
     cancel: threading.Event | None = None,
+    use_cache: bool = True,
 ) -> np.ndarray:
     """Per input, ``||d loss_i / d E_i||_F`` (float64 ``(n,)``) at the token embeddings ``E_i``.
 
     ``X``: token ids ``(n, T)`` or a tokenizer's dict (``token_inputs``); padding positions carry no gradient (they are not perturbed
     anywhere on the Text page). In eval mode input ``i``'s loss depends on its own embeddings
-    only, so one backward pass of the summed losses gives every input's gradient.
+    only, so one backward pass of the summed losses gives every input's gradient. Cached on
+    disk under "embedding-grad-norm" (model, point, inputs, labels, loss identity, batch size).
     """
     access = EmbeddingAccess(problem, theta, embedding)
     X = access.check_inputs(X)
     n = tok.count(X)
-    if y.shape[0] != n:
-        raise ValueError(f"X has {n} inputs but y has {y.shape[0]} labels; give one label per input.")
+    if not isinstance(y, torch.Tensor) or y.shape[:1] != (n,):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"X has {n} inputs but y is {shape}; give one label per input.")
+    settings = {**access.identity(X, y), "batch_size": int(batch_size)}
+    key = cache_mod.make_key("embedding-grad-norm", ALGORITHM_VERSION, settings)
+    if use_cache and (hit := cache_mod.fetch(key, lambda raw: _norms_from_bytes(raw, n))) is not None:
+        return hit
+    out = _embedding_norms(access, X, y, n, batch_size, cancel)
+    if use_cache:
+        cache_mod.put(key, _norms_to_bytes(out))
+    return out
+
+
+def _norms_to_bytes(norms: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(norms, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _norms_from_bytes(raw: bytes, n: int) -> np.ndarray:
+    """The cached ``(n,)`` float64 norms; anything else (another shape, dtype, a pickle, a negative) is refused."""
+    norms = np.load(io.BytesIO(raw), allow_pickle=False)
+    if norms.dtype != np.float64 or norms.shape != (n,) or (norms < 0).any():
+        raise ValueError(f"expected {n} non-negative float64 norms; got {norms.dtype} {norms.shape}.")
+    return norms
+
+
+def _embedding_norms(access: EmbeddingAccess, X, y: torch.Tensor, n: int, batch_size: int, cancel) -> np.ndarray:
+    problem = access.problem
     out = np.zeros(n)
     for start, stop in _batches(n, batch_size):
         if cancel is not None and cancel.is_set():

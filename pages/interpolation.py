@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import ui
+from dashboard_ui import gradient_sections, ui
 from dashboard_ui.charts import BASE_COLOR, SPLIT_COLORS
 from landscape_core import interpolation, jobs
 from landscape_core.batchnorm import has_batchnorm
@@ -508,3 +508,4 @@ ui.downloads(
     name=f"interpolation_{bn}",
     snippet=lambda: snippet(source, end_a, end_b, steps, span, bn, splits),
 )
+gradient_sections.path_gradient(problem, end_a, end_b, paths, settings)

@@ -212,3 +212,42 @@ def test_motion_first_order_matches_autograd_jacobian_of_a_normalized_encoder():
 
         J = torch.autograd.functional.jacobian(f, E)[:, 0][:, mask].reshape(3, -1)
         assert result.sigma_max[i] == pytest.approx(float(torch.linalg.matrix_norm(J, ord=2)), rel=1e-10)
+
+
+def test_motion_is_disk_cached_under_every_setting(fresh_cache, monkeypatch):
+    """A second call with the same model, point, inputs and arguments runs no encoder pass; any change
+    of them computes afresh; an entry of another shape under the key is recomputed, never served."""
+    from landscape_core import cache
+
+    calls = []
+    encode = embedding_motion._encode
+    monkeypatch.setattr(embedding_motion, "_encode", lambda *a: calls.append(1) or encode(*a))
+    problem, X = _linear_encoder()
+    first = embedding_motion.motion(problem, X, radius=0.1, samples=3, seed=4)
+    assert calls and first.settings["radius"] == 0.1
+    calls.clear()
+    again = embedding_motion.motion(problem, X, radius=0.1, samples=3, seed=4)
+    assert not calls
+    for name in embedding_motion.Motion.ARRAYS:
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    other_model, _ = _linear_encoder(seed=1)
+    changed = [
+        dict(problem=problem, X=X, radius=0.2, samples=3, seed=4),
+        dict(problem=problem, X=X, radius=0.1, samples=2, seed=4),
+        dict(problem=problem, X=X, radius=0.1, samples=3, seed=5),
+        dict(problem=problem, X=X[:-1], radius=0.1, samples=3, seed=4),
+        dict(problem=other_model, X=X, radius=0.1, samples=3, seed=4),
+        dict(problem=problem, X=X, radius=0.1, samples=3, seed=4, theta=problem.theta0 * 1.01),
+        dict(problem=problem, X=X, radius=0.1, samples=3, seed=4, batch_size=2),
+    ]
+    for kwargs in changed:
+        calls.clear()
+        embedding_motion.motion(**kwargs)
+        assert calls, kwargs
+    key = cache.make_key("embedding-motion", embedding_motion.ALGORITHM_VERSION, first.settings)
+    wrong = embedding_motion.Motion(0.1, *(np.ones(2) for _ in range(4)), settings=first.settings)
+    assert cache.put(key, wrong.to_bytes())
+    calls.clear()
+    served = embedding_motion.motion(problem, X, radius=0.1, samples=3, seed=4)
+    assert calls
+    np.testing.assert_array_equal(served.average, first.average)

@@ -97,7 +97,7 @@ def test_surface_hessian_plane_of_a_saddle_has_two_basins_split_at_the_base_poin
     basins = next(d.value for d in at.dataframe if "barrier to the deepest" in d.value.columns)
     text = next(m.value for m in at.markdown if "persist above" in m.value)
     assert len(basins) == 2 and "crosses the base point itself" in text
-    assert basins["saddle alpha"].iloc[1] == 0.0 and basins["saddle beta"].iloc[1] == 0.0
+    assert float(basins["saddle alpha"].iloc[1]) == 0.0 and float(basins["saddle beta"].iloc[1]) == 0.0
 
 
 def test_compare_page_shows_both_diagrams_and_the_bottleneck_distance():

@@ -6,8 +6,10 @@ on the 256-sample evaluation subset the sidebar offers, which is the same comput
 data (all demos on full data take the better part of an hour on a loaded two-core machine).
 Then each page that computes on load is opened with AppTest on each demo, with its defaults and
 that subset, while counting what evaluates the model: chunks of the evaluator
-(``Runner.outputs``) and batch losses of gradients and Hessian-vector products
-(``LossFunction.batch_loss``). Every count must be 0: the page was served from the cache.
+(``Runner.outputs``), batch losses of gradients and Hessian-vector products
+(``LossFunction.batch_loss``), and passes in embedding space (per-input losses of the Text
+page's gradient column, ``EmbeddingAccess.losses``; encoder passes of its contrastive
+section, ``embedding_motion._encode``). Every count must be 0: the page was served from the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from landscape_core import cli, demos, first_screen, jobs
+from landscape_core import cli, demos, embedding_motion, first_screen, jobs
+from landscape_core.embeddings import EmbeddingAccess
 from landscape_core.execution import Runner
 from landscape_core.hvp import LossFunction
 from landscape_core.problem import Problem
@@ -68,12 +71,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture
 def evaluations(monkeypatch):
-    """``{"evaluator chunks": n, "gradient / HVP batches": m}`` counted while the test runs.
+    """``{"evaluator chunks": n, "gradient / HVP batches": m, "embedding-space passes": k}`` counted
+    while the test runs.
 
     The base values of a Problem (``Problem._check_base``, run when the sidebar prepares a subset
     of the data) are not counted: they are the sidebar's, not a page's first screen.
     """
-    counts = {"evaluator chunks": 0, "gradient / HVP batches": 0}
+    counts = {"evaluator chunks": 0, "gradient / HVP batches": 0, "embedding-space passes": 0}
     outputs, batch_loss, check_base = Runner.outputs, LossFunction.batch_loss, Problem._check_base
     preparing = threading.local()
 
@@ -93,6 +97,15 @@ def evaluations(monkeypatch):
         finally:
             preparing.depth -= 1
 
+    def counted(function):
+        def wrapper(*args, **kwargs):
+            counts["embedding-space passes"] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(EmbeddingAccess, "losses", counted(EmbeddingAccess.losses))
+    monkeypatch.setattr(embedding_motion, "_encode", counted(embedding_motion._encode))
     monkeypatch.setattr(Runner, "outputs", counted_outputs)
     monkeypatch.setattr(LossFunction, "batch_loss", counted_batch_loss)
     monkeypatch.setattr(Problem, "_check_base", base_values)
@@ -114,7 +127,7 @@ def _open_every_page(demo: str, subset: int, evaluations: dict) -> None:
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
         assert not at.get("progress"), (page, "a job is still running")
-        assert evaluations == {"evaluator chunks": 0, "gradient / HVP batches": 0}, (demo, page, evaluations)
+        assert not any(evaluations.values()), (demo, page, evaluations)
 
 
 def test_after_landscape_demo_every_page_opens_from_the_cache(cache, evaluations):
@@ -128,6 +141,28 @@ def test_every_page_of_every_demo_opens_from_the_cache(demo, cache, evaluations)
     first_screen.precompute(on_subset(demo, subset), pages=pages)  # not counted: before any page opens
     evaluations.update({k: 0 for k in evaluations})
     _open_every_page(demo, subset, evaluations)
+
+
+def test_text_page_opens_from_the_cache_after_its_precompute(fresh_cache, monkeypatch, evaluations):
+    """The Text page alone, into an empty cache: after ``precompute(text demo, ["text"])`` it opens
+    without a single pass: fragility, the gradient column and the contrastive section's motion
+    are all served from the disk cache (before issue 15's caching, the last two were computed on open)."""
+    for name in (demos.TEXT_DEMO, demos.CONTRASTIVE_DEMO):
+        demos.load(name)  # trained (in this session's cache), kept in memory
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")
+    monkeypatch.setattr(jobs, "_REGISTRY", None)
+    seconds = first_screen.precompute(demos.load(demos.TEXT_DEMO), pages=["text"])
+    assert isinstance(seconds["text"], float), seconds
+    assert evaluations["embedding-space passes"] > 0  # the precompute did the work
+    evaluations.update({k: 0 for k in evaluations})
+    at = AppTest.from_file(str(ROOT / "pages" / "text.py"), default_timeout=1800)
+    at.session_state["ui_workspace"] = demos.TEXT_DEMO
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert not at.get("progress")
+    assert any("is the flatter encoder" in m.value for m in at.markdown)  # the contrastive section is drawn
+    assert "gradient norm ||dL/dE||" in at.dataframe[0].value.columns
+    assert not any(evaluations.values()), evaluations
 
 
 def test_the_defaults_are_one_table():

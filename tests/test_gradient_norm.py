@@ -197,3 +197,49 @@ def test_embedding_gradient_norms_equal_autograd_per_input():
         assert got[i] == pytest.approx(float((grad * mask).norm()), rel=1e-12)
     with pytest.raises(ValueError, match="one label per input"):
         gradient_norm.embedding_gradient_norms(problem, X, y[:3])
+
+
+def test_embedding_gradient_norms_are_disk_cached_under_model_data_and_loss(fresh_cache, monkeypatch):
+    """Same model, point, inputs, labels, loss and batch size: served without a backward pass; any of
+    them changed: computed afresh; a cache entry of another shape or a pickle under the key: recomputed."""
+    import io
+
+    from landscape_core import cache
+    from landscape_core.embeddings import EmbeddingAccess
+
+    calls = []
+    losses = EmbeddingAccess.losses
+    monkeypatch.setattr(EmbeddingAccess, "losses", lambda self, *a: calls.append(1) or losses(self, *a))
+    problem, X, y, _ = _text_problem()
+    first = gradient_norm.embedding_gradient_norms(problem, X, y)
+    assert calls
+    calls.clear()
+    np.testing.assert_array_equal(gradient_norm.embedding_gradient_norms(problem, X, y), first)
+    assert not calls
+    weighted = Problem(problem.model, nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0]).double()), (X, y))
+    other, *_ = _text_problem(seed=1)
+    changed = [
+        (problem, X, 1 - y, {}),
+        (problem, X[:-1], y[:-1], {}),
+        (problem, X, y, {"theta": problem.theta0 * 1.01}),
+        (problem, X, y, {"batch_size": 4}),
+        (weighted, X, y, {}),
+        (other, X, y, {}),
+    ]
+    for p, X_, y_, kwargs in changed:
+        calls.clear()
+        gradient_norm.embedding_gradient_norms(p, X_, y_, **kwargs)
+        assert calls, kwargs
+    # an attacker's entries under the very key: other shapes, a pickle, negative norms
+    from landscape_core.embeddings import EmbeddingAccess as Access
+
+    settings = {**Access(problem).identity(X, y), "batch_size": 128}
+    key = cache.make_key("embedding-grad-norm", gradient_norm.ALGORITHM_VERSION, settings)
+    assert cache.fetch(key, bytes) is not None  # the key is the one the first call stored under
+    for bad in (np.ones(3), np.array([{"x": 1}] * 9, dtype=object), -np.ones(9), np.ones(9, dtype=np.float32)):
+        buffer = io.BytesIO()
+        np.save(buffer, bad, allow_pickle=True)
+        assert cache.put(key, buffer.getvalue())
+        calls.clear()
+        np.testing.assert_array_equal(gradient_norm.embedding_gradient_norms(problem, X, y), first)
+        assert calls, bad

@@ -329,7 +329,10 @@ readout_box = st.container()
 # ranking tables
 st.subheader("Most fragile inputs")
 c_rows, c_only = st.columns([3, 2], vertical_alignment="bottom")
-top_k = c_rows.slider("Rows", 5, n, min(15, n), key="text_top", on_change=ui.save_settings, args=("text",))
+if n > 5:
+    top_k = c_rows.slider("Rows", 5, n, min(15, n), key="text_top", on_change=ui.save_settings, args=("text",))
+else:  # the fewest inputs the form allows: every row shown (a slider from 5 to 5 is refused by Streamlit)
+    top_k = n
 only_correct = c_only.toggle(
     "Only inputs the model gets right",
     value=True,

@@ -68,3 +68,13 @@ def test_compare_page_shows_both_minilm_models():
     assert len(at.get("vega_lite_chart")) >= 2  # A and B on one colour scale
     table = at.dataframe[0].value
     assert len(table) >= 2
+
+
+def test_text_page_ranks_the_spec_sentences_not_the_demo():
+    at = page("text", text_n=5, text_samples=2, text_steps=1, text_radii="up to 10% of the embedding norm")
+    assert not [m.value for m in at.info if "not a text model" in m.value]  # the spec's MiniLM, not the demo
+    ws = minilm.minilm_workspace(epochs=3, max_train=16, max_val=8)
+    ranking = at.dataframe[0].value
+    assert set(ranking["text"]) <= set(ws.texts["val"][:5]) and len(ranking) >= 1
+    assert np.isfinite(ranking["fragility score"]).all()
+    assert len(at.get("vega_lite_chart")) >= 4  # curves and maps of A and B

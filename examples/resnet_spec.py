@@ -93,7 +93,7 @@ def build() -> Workspace:
         checkpoints=runs[0],
         compare=problems[1],
         compare_checkpoints=runs[1],
-        labels=(f"A: ResNet-{DEPTH}", f"B: ResNet-{DEPTH}, no shortcuts"),
+        labels=(f"ResNet-{DEPTH}", f"ResNet-{DEPTH}, no shortcuts"),  # the pages add "A:" and "B:"
         description=(
             f"He et al.'s CIFAR ResNet-{DEPTH} ({problems[0].space.size:,} parameters, BatchNorm) and the same net "
             f"without shortcuts (Li et al. 2018), {epochs} epochs on {n_train} generated 32x32 images; "

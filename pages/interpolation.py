@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard_ui import interpolation_sections as sections
 from dashboard_ui import gradient_sections, ui
+from dashboard_ui import interpolation_sections as sections
 from landscape_core.batchnorm import has_batchnorm
 
 st.title("Interpolation: the loss on the straight line between two models")

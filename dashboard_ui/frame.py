@@ -20,7 +20,7 @@ import streamlit as st
 import torch
 
 from dashboard_ui import links
-from dashboard_ui.settings import keep_settings, linked_settings, save_settings, start_run
+from dashboard_ui.settings import drawn_pages, keep_settings, linked_settings, save_settings, start_run
 from landscape_core import cache, clusters, executors
 
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
@@ -80,7 +80,7 @@ def frame():
     finally:
         _FRAME.ran = False
         if finished:
-            links.mirror(st.session_state.get("ui_workspace"), linked_settings())
+            links.mirror(st.session_state.get("ui_workspace"), linked_settings(), drawn_pages())
 
 
 def require_frame() -> None:

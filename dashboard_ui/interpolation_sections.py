@@ -5,6 +5,7 @@ UI only: the path and its barrier come from ``landscape_core.interpolation.linea
 from ``dashboard_ui/interpolation_charts.py``.
 
 - ``endpoint_choices(ws)`` -> ``{label: end}``, ``default_pair(labels, ws)`` -> two positions.
+- ``link(names)`` -> the specs of the settings a shared link carries.
 - ``settings_form(names, first, second, bn_model)`` -> dict of the form's choices.
 - ``compute(problem, end_a, end_b, form, splits, modes)`` -> ``{mode: Path}`` or ``None`` while it runs.
 - ``path_section(...)``, ``barrier_table_section(...)``, ``batchnorm_section(...)``, ``provenance(...)``.
@@ -18,6 +19,7 @@ import streamlit as st
 
 from dashboard_ui import ui
 from dashboard_ui.interpolation_charts import accuracy_chart, bn_chart, loss_chart
+from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import interpolation, jobs
 from landscape_core.defaults import INTERPOLATION, path_ends, same_space
 from landscape_core.directions import digest
@@ -212,6 +214,19 @@ def snippet(source: dict, end_a: dict, end_b: dict, steps: int, span, bn: str, s
         "print(path.barrier)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def link(names: list[str]) -> dict:
+    """The form's settings a link carries, with what each widget accepts (``ui.keep_settings(link=)``)."""
+    return {
+        "interp_a": Choice(names),
+        "interp_b": Choice(names),
+        "interp_steps": Number(5, 101),
+        "interp_span": Choice(list(SPANS)),
+        "interp_bn": Choice(BN_MODES),
+        "interp_bn_all": Flag(),
+        "interp_log": Flag(),
+    }
 
 
 # -- the form ----------------------------------------------------------------------------------

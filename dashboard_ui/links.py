@@ -2,10 +2,12 @@
 
 After every run the frame mirrors the workspace and the linked settings of the pages drawn in
 that run into ``st.query_params`` (``?workspace=digits-mlp&surface_seed=3&...``); Streamlit
-pushes each change onto the browser's history. When a run starts with a URL other than the
-one last written (a link opened in a fresh session, or the back and forward buttons), the
-URL's values are restored: the workspace by the sidebar, a page's settings by its
-``keep_settings(..., link=...)``.
+pushes each change onto the browser's history, so back and forward move between pages and
+their URLs. On a session's first run (a link opened, a page reloaded) the URL's values are
+restored: the workspace by the sidebar, a page's settings by its ``keep_settings(..., link=...)``.
+Later runs only write the URL: a run that the browser or a polling fragment started may carry
+a query string older than the last one written, and reading it back would undo the user's
+latest choice.
 
 A page says which settings travel and what each may hold, with the widget's own options::
 
@@ -28,7 +30,7 @@ from typing import Any
 import streamlit as st
 
 WORKSPACE_PARAM = "workspace"
-LAST = "ui_link_last"  # the query params this session last wrote (or read)
+LAST = "ui_link_last"  # the query params this session last wrote (or read on its first run)
 PENDING = "ui_link_pending"  # the URL's values waiting for their page's keep_settings in this run
 NOTICES = "ui_link_notices"
 MAX_TEXT = 2000  # no widget's value is longer in a URL
@@ -147,14 +149,14 @@ def _url() -> dict[str, str]:
 def start_run(workspaces: Iterable[str]) -> None:
     """Called by the sidebar at the start of every run, before it draws the workspace picker.
 
-    When the URL is not the one this session last wrote (a link, back or forward), its values
-    become pending for this run and its workspace, if offered here, the sidebar's choice.
+    On the session's first run the URL's values become pending for this run, and its
+    workspace, if offered here, the sidebar's choice.
     """
     state = st.session_state
     url = _url()
     state.pop(PENDING, None)
     state[NOTICES] = []
-    if url == state.get(LAST):
+    if LAST in state:  # not the session's first run
         return
     state[LAST] = url
     state[PENDING] = url
@@ -189,9 +191,17 @@ def show_notices() -> None:
     st.session_state[NOTICES] = []
 
 
-def mirror(workspace: str | None, settings: Mapping[str, Any]) -> None:
-    """Write the view into ``st.query_params`` when it changed (one history entry per change)."""
-    params = encode(workspace, settings)
-    if params != _url():
+def mirror(workspace: str | None, settings: Mapping[str, Any], pages: Iterable[str] = ()) -> None:
+    """Write the view into ``st.query_params`` when it changed (one history entry per change).
+
+    ``pages``: the pages drawn in this run; their keys are replaced by ``settings``. Other pages'
+    settings stay, so opening another page changes the URL's path only, and the back button
+    returns to the previous page's own URL.
+    """
+    prefixes = tuple(f"{page}_" for page in pages)
+    url = _url()
+    params = {k: v for k, v in url.items() if k != WORKSPACE_PARAM and not k.startswith(prefixes)}
+    params.update(encode(workspace, settings))
+    if params != url:
         st.query_params.from_dict(params)
     st.session_state[LAST] = params

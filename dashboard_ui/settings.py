@@ -30,8 +30,8 @@ sends it back) unless the server sets a new one.
 
 The store is what a shareable link needs: ``keep_settings(..., link={key: spec})`` names the
 settings that travel in the URL and what each may hold (``dashboard_ui/links.py``); the frame
-mirrors them into ``st.query_params`` after every run (``linked_settings``), and a URL that
-this session did not write (a link, the back button) sets them on the page's next run.
+mirrors them into ``st.query_params`` after every run (``linked_settings``), and the URL a
+session opens with (a shared link) sets them on its first run.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def keep_settings(
         from dashboard_ui import links
 
         entry["link"] = list(link)
-        for key, value in links.take(page, link).items():  # a link opened, or back/forward
+        for key, value in links.take(page, link).items():  # the link this session opened with
             if key in scoped:
                 entry["by_workspace"].setdefault(workspace, {})[key] = value
             else:
@@ -120,6 +120,11 @@ def keep_settings(
             state[key] = value
         if page_call:
             links.show_notices()
+
+
+def drawn_pages() -> list[str]:
+    """The pages that kept their settings in this run."""
+    return list(st.session_state.get(DRAWN, {}).get("now", []))
 
 
 def linked_settings() -> dict:

@@ -37,7 +37,9 @@ if len(names) < 2:
     st.stop()
 
 first, second = sections.default_pair(names, ws)
-ui.keep_settings("interp", per_workspace={"interp_a": names[first], "interp_b": names[second]})
+ui.keep_settings(
+    "interp", per_workspace={"interp_a": names[first], "interp_b": names[second]}, link=sections.link(names)
+)
 form = sections.settings_form(names, first, second, bn_model)
 if form["name_a"] == form["name_b"]:
     st.error("Start and end are the same model: the path would have zero length. Pick two different models.")

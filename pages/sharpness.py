@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard_ui import sharpness_sections as sections
 from dashboard_ui import ui
-from dashboard_ui.sharpness_form import settings_form
+from dashboard_ui.sharpness_form import link, settings_form
 
 st.title("Sharpness & Hessian: how curved the loss is at one model")
 st.caption(
@@ -22,7 +22,7 @@ st.caption(
 ws = ui.workspace()
 choices = sections.point_choices(ws)
 names = list(choices)
-ui.keep_settings("sharp", per_workspace={"sharp_point": names[0]})
+ui.keep_settings("sharp", per_workspace={"sharp_point": names[0]}, link=link(names))
 point_name, parts, s, log_density = settings_form(names)
 if not parts:
     st.info("Tick at least one thing to compute.")

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard_ui.links import Choice, Flag, Many, Number, decode, encode
+from landscape_core.defaults import HESSIAN
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 1800
@@ -135,3 +136,41 @@ def test_a_hostile_link_falls_back_to_defaults_with_a_notice_per_value():
     assert len(notices) == 8, notices
     assert all("\n" not in n and n.startswith("The link's") for n in notices)
     assert not at.error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "page, link, shown, notices",
+    [
+        (
+            "sharpness",
+            {"sharp_parts": '["trace"]', "sharp_budget": "18", "sharp_tol": "0.0001", "sharp_k": "99"},
+            {
+                "multiselect": ("sharp_parts", ["trace"]),
+                "number_input": ("sharp_budget", 18),
+                "select_slider": ("sharp_tol", 1e-4),
+            },
+            1,  # k = 99 is above the widget's 20
+        ),
+        (
+            "interpolation",
+            {"interp_steps": "7", "interp_log": "true", "interp_span": "-0.5 to 1.5 (well beyond each end)"},
+            {
+                "slider": ("interp_steps", 7),
+                "checkbox": ("interp_log", True),
+                "selectbox": ("interp_span", "-0.5 to 1.5 (well beyond each end)"),
+            },
+            0,
+        ),
+    ],
+)
+def test_a_link_straight_to_a_page_sets_its_form(page, link, shown, notices):
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / f"{page}.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"workspace": "logistic-blobs", **link})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    for kind, (key, value) in shown.items():
+        assert getattr(at, kind)(key=key).value == value, key
+    assert len(at.warning) == notices, [w.value for w in at.warning]
+    if notices:
+        assert at.number_input(key="sharp_k").value == HESSIAN.k

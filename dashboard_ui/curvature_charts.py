@@ -11,6 +11,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from dashboard_ui import theme
 from dashboard_ui.charts import BASE_COLOR
 
 END_COLORS = {"largest": "#3b5bdb", "smallest": "#c92a2a"}
@@ -41,7 +42,7 @@ def spectrum_chart(spectrum) -> alt.LayerChart:
         "end:N",
     ]
     bars = alt.Chart(frame).mark_bar(size=14).encode(x=x, y=y, color=color, tooltip=tooltip)
-    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#495057").encode(y="y:Q")
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color=theme.muted()).encode(y="y:Q")
     layers = [bars, zero]
     if not spectrum.converged.all():
         layers.append(

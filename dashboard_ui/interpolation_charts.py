@@ -10,10 +10,10 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from dashboard_ui import theme
 from dashboard_ui.charts import BASE_COLOR, SPLIT_COLORS
 
 BN_COLORS = {"recompute": "#2b8a3e", "interpolate": "#7048e8", "keep": "#c92a2a"}
-BARRIER_COLOR = "#212529"
 
 
 def path_frame(path, metric: str, splits: list[str]) -> pd.DataFrame:
@@ -30,7 +30,7 @@ def split_color(splits: list[str]) -> alt.Color:
     return alt.Color(
         "split:N",
         title="data split",
-        scale=alt.Scale(domain=domain, range=[SPLIT_COLORS.get(s, "#495057") for s in domain]),
+        scale=alt.Scale(domain=domain, range=[SPLIT_COLORS.get(s, theme.muted()) for s in domain]),
     )
 
 
@@ -93,7 +93,7 @@ def loss_chart(path, splits: list[str], log: bool, title: str) -> alt.LayerChart
         bar_frame = pd.DataFrame(bars)
         layers.append(
             alt.Chart(bar_frame)
-            .mark_rule(color=BARRIER_COLOR, strokeWidth=2.5)
+            .mark_rule(color=theme.ink(), strokeWidth=2.5)
             .encode(
                 x="alpha:Q",
                 y=alt.Y("value:Q", scale=y_scale),
@@ -108,7 +108,7 @@ def loss_chart(path, splits: list[str], log: bool, title: str) -> alt.LayerChart
                     align="left" if i % 2 == 0 else "right",
                     dx=6 if i % 2 == 0 else -6,
                     dy=-6,
-                    color=BARRIER_COLOR,
+                    color=theme.ink(),
                     fontWeight="bold",
                 )
                 .encode(x="alpha:Q", y=alt.Y("top:Q", scale=y_scale), text="label:N")

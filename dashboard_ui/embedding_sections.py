@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard_ui import ui
+from dashboard_ui import theme, ui
 from landscape_core import Cancelled, directions, hessian, jobs, surface, wide_demo
 from landscape_core.embedding_principle import (
     most_active_copy,
@@ -29,7 +29,11 @@ from landscape_core.embedding_principle import (
 )
 from landscape_core.problem import Problem
 
-MODEL_COLORS = {"model A": "#495057", "widened A": "#3b5bdb", "wide, trained from scratch": "#e8590c"}
+MODEL_COLORS = {
+    "model A": None,  # per theme: theme.muted()
+    "widened A": "#3b5bdb",
+    "wide, trained from scratch": "#e8590c",
+}
 
 
 def _number(fmt: str = "%.6g"):
@@ -214,7 +218,7 @@ def spectra(models: dict[str, Problem], wide: Problem, s: dict, key: dict) -> di
         for rank, (value, end, res) in enumerate(zip(spec.values, spec.ends, spec.residuals)):
             rows.append({"model": label, "rank": rank + 1, "eigenvalue": value, "end": end, "residual": res})
     frame = pd.DataFrame(rows)
-    colors = alt.Scale(domain=list(models), range=[MODEL_COLORS[m] for m in models])
+    colors = alt.Scale(domain=list(models), range=[MODEL_COLORS[m] or theme.muted() for m in models])
     chart = (
         alt.Chart(frame)
         .mark_bar()

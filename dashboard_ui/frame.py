@@ -19,7 +19,8 @@ import traceback
 import streamlit as st
 import torch
 
-from dashboard_ui.settings import keep_settings, save_settings, start_run
+from dashboard_ui import links
+from dashboard_ui.settings import drawn_pages, keep_settings, linked_settings, save_settings, start_run
 from landscape_core import cache, clusters, executors
 
 SUBSET_CHOICES = (0, 256, 512, 1024)  # 0 = all samples
@@ -67,13 +68,19 @@ def frame():
     away (and logged), never as Streamlit's raw exception box.
     """
     _FRAME.ran = True
+    finished = True  # the run ended (also by st.stop): its view goes into the URL
     try:
         yield
     except Exception as exc:  # a bug in a page: readable, and the sidebar stays usable
         log.exception("a page failed")
         error_box(exc, "This page stopped on an unexpected error")
+    except BaseException as exc:  # st.stop ends a run; a rerun starts another one
+        finished = type(exc).__name__ == "StopException"
+        raise
     finally:
         _FRAME.ran = False
+        if finished:
+            links.mirror(st.session_state.get("ui_workspace"), linked_settings(), drawn_pages())
 
 
 def require_frame() -> None:
@@ -340,6 +347,7 @@ def sidebar() -> None:
     """Draw the sidebar controls (called by ``app.py`` on every run, before the page)."""
     start_run()  # the settings store learns which pages drew their widgets on the run before
     ids = available_workspaces()
+    links.start_run(ids)  # a URL this session did not write: its workspace and settings apply
     with st.sidebar:
         st.markdown("### Workspace")
         if note := cache.status():  # an unusable cache folder: work goes on, said once here
@@ -372,6 +380,8 @@ def sidebar() -> None:
                 st.caption(plain(ws.description) if chosen.startswith(UPLOAD_PREFIX) else ws.description)
         problem = ws.problem
         sizes = {name: s.n for name, s in problem.splits.items()}
+        largest = max(sizes.values())
+        choices = [c for c in SUBSET_CHOICES if c == 0 or c < largest]
         # each workspace keeps its own splits and subset (the labels carry sizes, so the browser's
         # old selection would not match the new workspace's options)
         keep_settings(
@@ -379,6 +389,7 @@ def sidebar() -> None:
             per_workspace={"ui_splits": list(sizes), "ui_subset": 0},
             keys=("ui_splits", "ui_subset"),
             workspace=st.session_state["ui_workspace"],
+            link={"ui_splits": links.Many(list(sizes)), "ui_subset": links.Choice(choices)},
         )
         st.multiselect(
             "Data splits",
@@ -390,8 +401,6 @@ def sidebar() -> None:
             format_func=lambda s: f"{s} ({sizes[s]} samples)",
             help="Which splits every page evaluates.",
         )
-        largest = max(sizes.values())
-        choices = [c for c in SUBSET_CHOICES if c == 0 or c < largest]
         st.selectbox(
             "Evaluate on",
             choices,

@@ -28,9 +28,10 @@ them (the frame calls ``start_run`` first on every run, so the store knows). Oth
 store's values are written back, explicitly: a browser keeps showing a widget's old value (and
 sends it back) unless the server sets a new one.
 
-The store is what a shareable link needs: ``page_settings(page)`` gives a page's current
-values (a later change can mirror them into ``st.query_params`` and back through
-``restore``).
+The store is what a shareable link needs: ``keep_settings(..., link={key: spec})`` names the
+settings that travel in the URL and what each may hold (``dashboard_ui/links.py``); the frame
+mirrors them into ``st.query_params`` after every run (``linked_settings``), and the URL a
+session opens with (a shared link) sets them on its first run.
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def keep_settings(
     per_workspace: Mapping[str, Any] | None = None,
     keys: Iterable[str] | None = None,
     workspace: str | None = None,
+    link: Mapping[str, Any] | None = None,
 ) -> None:
     """Remember the settings of ``page`` and put back the ones Streamlit dropped (module docstring).
 
     ``per_workspace``: ``{key: default on this workspace}`` for settings whose choices come from
     the workspace (``WIDGET_DEFAULT``: the widget's own default). ``keys``: the setting keys
     (default: every session key starting with ``page + "_"``). ``workspace``: the id the
-    settings belong to (default: the sidebar's).
+    settings belong to (default: the sidebar's). ``link``: ``{key: links.Choice | Many | Number |
+    Flag}``, the settings mirrored into the URL and restored from it, checked against the spec.
     """
+    page_call = workspace is None
     if workspace is None:
         from dashboard_ui.frame import workspace_id
 
@@ -104,6 +108,34 @@ def keep_settings(
             state[key] = value
     entry["workspace"] = workspace
     drawn["now"].append(page)
+    if link:
+        from dashboard_ui import links
+
+        entry["link"] = list(link)
+        for key, value in links.take(page, link).items():  # the link this session opened with
+            if key in scoped:
+                entry["by_workspace"].setdefault(workspace, {})[key] = value
+            else:
+                entry["shared"][key] = value
+            state[key] = value
+        if page_call:
+            links.show_notices()
+
+
+def drawn_pages() -> list[str]:
+    """The pages that kept their settings in this run."""
+    return list(st.session_state.get(DRAWN, {}).get("now", []))
+
+
+def linked_settings() -> dict:
+    """``{key: value}`` of the linked settings of every page drawn in this run (for the URL)."""
+    state = st.session_state
+    values = {}
+    for page in state.get(DRAWN, {}).get("now", []):
+        for key in _entry(page).get("link") or []:
+            if key in state and _plain(state[key]):
+                values[key] = list(state[key]) if isinstance(state[key], tuple) else state[key]
+    return values
 
 
 def save_settings(page: str) -> None:

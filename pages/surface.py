@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
+from dashboard_ui.links import Choice, Flag, Many, Number
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
 from landscape_core.defaults import SURFACE
 from landscape_core.estimate import describe_seconds
@@ -57,7 +58,25 @@ names = [c.name for c in checkpoints]
 CHECKPOINT_DEFAULTS = {
     f"surface_ckpt_{letter}": names[i] if names else None for letter, i in zip("ABC", (0, len(names) // 2, -1))
 }
-ui.keep_settings("surface", per_workspace={"surface_kind": "random", "surface_quantity": "loss", **CHECKPOINT_DEFAULTS})
+LINK = {  # the settings a link carries, checked against the widgets' options
+    "surface_shape": Choice(["2D plane", "1D lines"]),
+    "surface_kind": Choice(list(DIRECTION_KINDS)),
+    "surface_norm": Choice(NORMS),
+    "surface_ignore": Many(["bias", "norm"]),
+    "surface_seed": Number(0, 10_000),
+    "surface_span": Number(0.1, 3.0, integer=False),
+    "surface_steps": Choice(STEP_CHOICES),
+    "surface_lines": Number(1, 10),
+    "surface_hessian_length": Choice(list(HESSIAN_LENGTHS)),
+    **{f"surface_ckpt_{letter}": Choice(names) for letter in "ABC"},
+    "surface_quantity": Choice(["loss", *problem.metrics]),
+    "surface_log": Flag(),
+}
+ui.keep_settings(
+    "surface",
+    per_workspace={"surface_kind": "random", "surface_quantity": "loss", **CHECKPOINT_DEFAULTS},
+    link=LINK,
+)
 
 
 def direction_lengths(norms, problem) -> str:

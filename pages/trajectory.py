@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import selections, ui
+from dashboard_ui import selections, theme, ui
 from landscape_core import jobs, trajectory, trajectory_plane
 from landscape_core.defaults import TRAJECTORY
 from landscape_core.snippet import problem_code
@@ -78,12 +78,12 @@ def path_layers(
     y_enc = alt.Y(f"{y}:Q", title=y_title, scale=scale_y or alt.Scale(zero=False))
     line = (
         alt.Chart(frame)
-        .mark_line(color="#495057", strokeWidth=1.5, opacity=0.8)
+        .mark_line(color=theme.muted(), strokeWidth=1.5, opacity=0.8)
         .encode(x=x_enc, y=y_enc, order="order:Q")
     )
     points = (
         alt.Chart(frame)
-        .mark_circle(size=90, stroke="#212529", strokeWidth=0.8, opacity=1)
+        .mark_circle(size=90, stroke=theme.ink(), strokeWidth=0.8, opacity=1)
         .encode(
             x=x_enc,
             y=y_enc,
@@ -104,7 +104,7 @@ def path_layers(
     ends = frame.iloc[[0, -1]].assign(label=["start", "end"])
     text = (
         alt.Chart(ends)
-        .mark_text(dx=8, dy=-8, align="left", fontWeight="bold", color="#212529")
+        .mark_text(dx=8, dy=-8, align="left", fontWeight="bold", color=theme.ink())
         .encode(x=x_enc, y=y_enc, text="label:N")
     )
     return [line, points, text]

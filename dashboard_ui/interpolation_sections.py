@@ -20,8 +20,8 @@ import streamlit as st
 from dashboard_ui import ui
 from dashboard_ui.interpolation_charts import accuracy_chart, bn_chart, loss_chart
 from dashboard_ui.links import Choice, Flag, Number
-from landscape_core import interpolation, jobs
-from landscape_core.defaults import INTERPOLATION, path_ends, same_space
+from landscape_core import defaults, interpolation, jobs
+from landscape_core.defaults import path_ends, same_space
 from landscape_core.directions import digest
 from landscape_core.snippet import problem_code
 
@@ -237,24 +237,26 @@ def settings_form(names: list[str], first: int, second: int, bn_model: bool) -> 
         name_a = left.selectbox("Start (alpha = 0)", names, index=first, key="interp_a")
         name_b = right.selectbox("End (alpha = 1)", names, index=second, key="interp_b")
         c1, c2, c3 = st.columns([2, 2, 3])
-        steps = c1.slider("Points along the path", 5, 101, INTERPOLATION.steps, step=2, key="interp_steps")
+        steps = c1.slider("Points along the path", 5, 101, defaults.INTERPOLATION.steps, step=2, key="interp_steps")
         span_label = c2.selectbox(
-            "alpha range", list(SPANS), index=list(SPANS.values()).index(INTERPOLATION.span), key="interp_span"
+            "alpha range", list(SPANS), index=list(SPANS.values()).index(defaults.INTERPOLATION.span), key="interp_span"
         )
         if bn_model:
             bn = c3.radio(
                 "BatchNorm statistics along the path",
                 BN_MODES,
-                index=BN_MODES.index(INTERPOLATION.bn),
+                index=BN_MODES.index(defaults.INTERPOLATION.bn),
                 format_func=lambda m: BN_LABELS[m],
                 key="interp_bn",
                 help=BN_NOTE,
             )
             compare_bn = c3.checkbox(
-                "Also draw the other two BatchNorm options", value=INTERPOLATION.all_bn_modes, key="interp_bn_all"
+                "Also draw the other two BatchNorm options",
+                value=defaults.INTERPOLATION.all_bn_modes,
+                key="interp_bn_all",
             )
         else:
-            bn, compare_bn = INTERPOLATION.bn, False
+            bn, compare_bn = defaults.INTERPOLATION.bn, False
             c3.caption("This model has no BatchNorm layers, so there are no running statistics to set along the path.")
         log_y = st.checkbox("Logarithmic loss axis", value=False, key="interp_log")
         st.form_submit_button(

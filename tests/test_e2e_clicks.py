@@ -135,15 +135,15 @@ def test_surface_click_draws_slices_then_recentres_there(app_url, page, workspac
     page.screenshot(path=str(SHOTS / "surface-recentred.png"), full_page=True)
 
 
-@pytest.mark.skip(reason="written, not yet seen green in Chromium on this machine (the run did not finish in time)")
+@pytest.mark.skip(reason="the click and its readout pass; Sharpness opened by the button does not show the checkpoint in its model box yet")
 def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page, workspace):
     open_finished(page, app_url, "trajectory")
     pca_view = page.locator(CHART).first
     page.mouse.click(*mark_centre(page, pca_view, "g.mark-symbol path"))
-    title = page.get_by_text(re.compile(r"^Checkpoint \S+ \(epoch / step"))
+    title = page.get_by_text(re.compile(r"^Checkpoint .+ \(epoch / step"))
     wait_while_working(page, title)
     wait_for_app_run(page)
-    name = title.inner_text().split()[1]
+    name = re.match(r"^Checkpoint (.+?) \(epoch / step", title.inner_text()).group(1)  # names hold spaces
     checkpoint = next(c for c in workspace.checkpoints if c.name == name)
     exact = workspace.problem.evaluate(checkpoint.theta[None])
     rows = page.get_by_test_id("stTable").locator("tbody tr")
@@ -175,7 +175,7 @@ def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page,
     page.screenshot(path=str(SHOTS / "trajectory-opened-on-surface.png"), full_page=True)
 
 
-@pytest.mark.skip(reason="written, not yet seen green in Chromium on this machine (the run did not finish in time)")
+@pytest.mark.skip(reason="the tooltip values pass against the library; the shared-hover outline is not found as fill=none paths yet")
 def test_compare_hover_reads_a_b_and_difference_at_the_cell(app_url, page, workspace):
     open_finished(page, app_url, "compare")
     linked = page.locator(CHART).first
@@ -203,7 +203,6 @@ def test_compare_hover_reads_a_b_and_difference_at_the_cell(app_url, page, works
     page.screenshot(path=str(SHOTS / "compare-hover.png"), full_page=True)
 
 
-@pytest.mark.skip(reason="written, not yet seen green in Chromium on this machine (the run did not finish in time)")
 def test_text_ranking_rows_pick_the_curves(app_url, page):
     open_finished(page, app_url, "text")
     table = page.get_by_test_id("stDataFrame").first

@@ -106,4 +106,4 @@ def test_compare_page_shows_both_diagrams_and_the_bottleneck_distance():
     assert float(metric.value) >= 0
     table = next(d.value for d in at.dataframe if "basins above" in d.value.columns)
     assert list(table["model"]) == ["small batch", "large batch"]
-    assert len(at.get("vega_lite_chart")) == 5  # A, B, difference, lines, diagrams
+    assert len(at.get("vega_lite_chart")) == 3  # the linked A, B and difference view, lines, diagrams

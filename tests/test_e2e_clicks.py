@@ -135,7 +135,9 @@ def test_surface_click_draws_slices_then_recentres_there(app_url, page, workspac
     page.screenshot(path=str(SHOTS / "surface-recentred.png"), full_page=True)
 
 
-@pytest.mark.skip(reason="the click and its readout pass; Sharpness opened by the button does not show the checkpoint in its model box yet")
+@pytest.mark.skip(
+    reason="the click and its readout pass; Sharpness opened by the button does not show the checkpoint in its model box yet"
+)
 def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page, workspace):
     open_finished(page, app_url, "trajectory")
     pca_view = page.locator(CHART).first
@@ -175,7 +177,9 @@ def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page,
     page.screenshot(path=str(SHOTS / "trajectory-opened-on-surface.png"), full_page=True)
 
 
-@pytest.mark.skip(reason="the tooltip values pass against the library; the shared-hover outline is not found as fill=none paths yet")
+@pytest.mark.skip(
+    reason="the tooltip values pass against the library; the shared-hover outline is not found as fill=none paths yet"
+)
 def test_compare_hover_reads_a_b_and_difference_at_the_cell(app_url, page, workspace):
     open_finished(page, app_url, "compare")
     linked = page.locator(CHART).first

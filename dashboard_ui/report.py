@@ -31,7 +31,7 @@ from dashboard_ui.charts import (
     quantity_label,
     value_domain,
 )
-from landscape_core.results import Surface
+from landscape_core.results import Surface, plain_json
 
 BUNDLE_VERSION = 1  # bump when the bundle's checks below change
 PLANE_WIDTH = 340  # px of one plane's plot area in the report (two side by side)
@@ -267,18 +267,6 @@ def _script_json(value) -> str:
     return json.dumps(value, allow_nan=False, sort_keys=False).replace("<", "\\u003c").replace("&", "\\u0026")
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _barrier_sentence(comparison) -> str:
     path = comparison.path
     if path is None:
@@ -348,7 +336,7 @@ def report_html(comparison, workspace: str = "") -> str:
     ]
     table = _table(["metric", f"A: {label_a}", f"B: {label_b}", "ratio B / A"], rows)
     versions = library_versions()
-    settings_text = json.dumps(_jsonable(comparison.settings), indent=2, sort_keys=True)
+    settings_text = json.dumps(plain_json(comparison.settings), indent=2, sort_keys=True)
     title = f"Compare report: {label_a} (A) vs {label_b} (B)" + (f" on {workspace}" if workspace else "")
     sections = [
         f"<h1>{esc(title)}</h1>",
@@ -386,7 +374,7 @@ def report_html(comparison, workspace: str = "") -> str:
             f"<script>{vega_bundle()}</script>",
             "</head><body>",
             *sections,
-            f'<script type="application/json" id="report-specs">{_script_json(_jsonable(specs))}</script>',
+            f'<script type="application/json" id="report-specs">{_script_json(plain_json(specs))}</script>',
             f"<script>{RENDER}</script>",
             "</body></html>",
             "",

@@ -39,6 +39,7 @@ from . import clusters, executors, report_command
 from .commands import COMMANDS, CommandError, ProgressBar, _engine, cmd_demo, load_workspace
 from .defaults import HESSIAN, INTERPOLATION, SHARPNESS, SURFACE, TRAJECTORY
 from .first_screen import PAGES
+from .results import plain_json
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, LookupError)
 
@@ -207,18 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def write_result(result, path: Path) -> Path:
     """``result`` as ``.npz`` (``result.save``) or ``.csv`` (``result.to_csv()``), written whole or not at all."""
     if path.suffix.lower() == ".npz":
@@ -323,7 +312,7 @@ def _print_human(report: dict) -> None:
         f"(workspace loaded in {report['load_seconds']} s)"
     )
     for key, value in report["summary"].items():
-        print(f"  {key}: {json.dumps(_jsonable(value))}")
+        print(f"  {key}: {json.dumps(plain_json(value))}")
     if report["out"]:
         print(f"  written to {report['out']}")
 
@@ -418,7 +407,7 @@ def _main(args) -> int:
         )
         return 3
     if args.json:
-        print(json.dumps(_jsonable(report), indent=None))
+        print(json.dumps(plain_json(report), indent=None))
     else:
         _print_human(report)
     return 0

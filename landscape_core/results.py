@@ -35,6 +35,20 @@ def _jsonable(value):
     return value
 
 
+def plain_json(value):
+    """``value`` with numpy scalars as Python numbers, tuples as lists, keys as strings and every
+    non-finite float as ``None``: what ``json.dumps(..., allow_nan=False)`` accepts (CLI and report)."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def csv_cell(value) -> str | int:
     """One CSV cell: a number as the shortest decimal text that reads back to the same float64
     (``-1.0``, ``0.1``, ``nan``, ``inf``, ``-inf``), an integer as itself, ``None`` as empty."""

@@ -193,7 +193,8 @@ class Runner:
         path, as in the base evaluation, so the centre cell equals ``problem.base`` bit for bit."""
         folded = self._folded()
         if batch_key not in self._prepared:
-            self._prepared = {batch_key: folded.prepare(X)}  # this batch in the graph's layout
+            # this batch in the graph's layout: whole for the vmapped path, in slices for the loop
+            self._prepared = {batch_key: folded.prepare(X) if self.batched else folded.slices(X)}
         prepared = self._prepared[batch_key]
         segments = []
         for start, stop in centre_apart(c):
@@ -206,7 +207,9 @@ class Runner:
                     out = folded.forward_batched(params, X, self.buffers, call=self.problem.call)
                 else:
                     rows = [{n: v[i] for n, v in params.items()} for i in range(stop - start)]
-                    out = torch.stack([folded.forward(p, prepared, self.buffers, self.problem.call) for p in rows])
+                    out = torch.stack(
+                        [folded.forward_slices(p, prepared, self.buffers, self.problem.call) for p in rows]
+                    )
             segments.append(out)
         return segments
 

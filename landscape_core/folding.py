@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 PROBE_SAMPLES = 4
 PROBE_RTOL = 1e-4  # float32 rounding of a fold is ~1e-6 relative; a wrong fold is O(1)
+# samples per forward on CPU: the largest layer output of one slice stays within this many bytes.
+# Measured (bench/README.md): a 2,000-image batch of the BatchNorm CNN ran 2-2.7x slower per point
+# than slices of 64-256 images (16 MiB of the largest activation): large activations miss the
+# caches and are page-faulted in afresh by every forward.
+SLICE_BYTES = 16 * 2**20
 
 # one folded graph per thread's private model (``Problem.local_model``), dropped with it
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -63,8 +68,17 @@ class FoldedForward:
     ``channels_last``: whether 4-D inputs and weights are laid out NHWC.
     """
 
-    def __init__(self, graph: nn.Module, pairs: list[FoldedPair], buffers: dict, frozen: dict, channels_last):
+    def __init__(
+        self,
+        graph: nn.Module,
+        pairs: list[FoldedPair],
+        buffers: dict,
+        frozen: dict,
+        channels_last,
+        slice_samples: int | None = None,
+    ):
         self.graph = graph
+        self.slice_samples = slice_samples  # samples per forward in ``forward_slices`` (None: whole batch)
         self.pairs = pairs
         self.buffers = buffers
         self.frozen = frozen
@@ -101,11 +115,15 @@ class FoldedForward:
         four_d = any(t.dim() == 4 and t.is_floating_point() for _, t in inp.leaves(X))
         wants_cl = four_d and any(type(m) is nn.Conv2d for m in modules.values())
         buffers = dict(problem.buffers)
+        largest = _largest_output_bytes(problem, X)
+        slice_samples = max(1, SLICE_BYTES // largest) if largest else None
         attempts = [(pairs, True), (pairs, False), ([], True)] if wants_cl else [(pairs, False)]
         for chosen, layout in attempts:
             if not chosen and not layout:
                 continue  # nothing folded and plain layout: the plain path is the same work
-            candidate = cls(_folded_copy(model, chosen), chosen, buffers, dict(problem.space.frozen), layout)
+            candidate = cls(
+                _folded_copy(model, chosen), chosen, buffers, dict(problem.space.frozen), layout, slice_samples
+            )
             if candidate._agrees(problem, X):
                 return candidate
         return None
@@ -113,7 +131,8 @@ class FoldedForward:
     def _agrees(self, problem, X) -> bool:
         """Whether the folded output equals ``problem.forward`` on the probe batch ``X`` at
         ``theta0`` and at a nearby point that moves every parameter (so a BatchNorm that is the
-        identity at ``theta0`` still shows a wrong fold)."""
+        identity at ``theta0`` still shows a wrong fold), also when the batch runs in two
+        slices (a model that mixes samples in eval mode cannot be sliced)."""
         gen = torch.Generator().manual_seed(0)
         noise = torch.randn(problem.space.size, generator=gen, dtype=torch.float64).to(problem.device, problem.dtype)
         nearby = problem.theta0 + 0.1 * noise * (problem.theta0.abs() + 0.1)
@@ -122,14 +141,19 @@ class FoldedForward:
                 with torch.no_grad():
                     expected = problem.forward(theta, X)
                     got = self.forward(problem.space.unflatten(theta), X, call=problem.call)
+                    halves = [self.prepare(part) for part in _slices(X, max(1, inp.count(X, "inputs") // 2))]
+                    sliced = self.forward_slices(problem.space.unflatten(theta), halves, call=problem.call)
             except Exception as exc:
                 logger.info("folded forward refused (channels_last=%s): %s", self.channels_last, exc)
                 return False
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 return False
             scale = expected.abs().max().clamp_min(1e-30)
-            if not bool(((got - expected).abs().max() <= PROBE_RTOL * scale).item()):
-                return False
+            for candidate in (got, sliced):
+                if candidate.shape != expected.shape:
+                    return False
+                if not bool(((candidate - expected).abs().max() <= PROBE_RTOL * scale).item()):
+                    return False
         return True
 
     # -- per point ------------------------------------------------------------------
@@ -158,6 +182,18 @@ class FoldedForward:
         ``call``: ``problem.call`` (how the model takes its inputs and which output is the output)."""
         return call(self.graph, self.state(params, buffers), self.prepare(X))
 
+    def slices(self, X) -> list:
+        """``X`` cut along the samples into slices of ``slice_samples``, each in the graph's layout."""
+        size = self.slice_samples or inp.count(X, "inputs")
+        return [self.prepare(part) for part in _slices(X, size)]
+
+    def forward_slices(self, params: dict, slices: list, buffers: dict | None = None, call=None) -> torch.Tensor:
+        """Output ``(n, ...)`` at ``params`` on a batch given as prepared slices (``slices``): the
+        weights are folded once, each slice runs on its own, the outputs are joined."""
+        state = self.state(params, buffers)
+        outs = [call(self.graph, state, part) for part in slices]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
     def forward_batched(self, params: dict, X, buffers: dict | None = None, call=None) -> torch.Tensor:
         """Outputs ``(k, n, ...)`` of ``k`` points at once (``params[name]``: ``(k, *shape)``),
         vmapped over points: one grouped convolution per layer, the GPU path. Plain layout
@@ -177,6 +213,36 @@ class FoldedForward:
 
 def _nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def _slices(X, size: int) -> list:
+    """``X`` (a tensor, tuple or dict of tensors, samples first) cut into runs of ``size`` samples."""
+    n = inp.count(X, "inputs")
+    return [inp.apply(X, lambda t, a=a: t[a : a + size]) for a in range(0, n, size)]
+
+
+def _largest_output_bytes(problem, X) -> int:
+    """Bytes per sample of the largest tensor a leaf module returns on the probe batch ``X``
+    (0 if none is seen): what sets the slice size of a forward."""
+    copy = structure_copy(problem.local_model())
+    n = inp.count(X, "inputs")
+    largest = 0
+
+    def hook(_module, _args, output):
+        nonlocal largest
+        if isinstance(output, torch.Tensor) and output.dim() and output.shape[0] == n:
+            largest = max(largest, output[0].numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in copy.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            problem.call(
+                copy, {**problem.buffers, **problem.space.frozen, **problem.space.unflatten(problem.theta0)}, X
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
 
 
 def _pairs_called(problem, X) -> list[FoldedPair]:

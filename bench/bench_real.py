@@ -124,7 +124,7 @@ def peer_plane(model, X, y, steps: int):
     )
 
 
-def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
+def compare(name: str, samples: int, steps: int, repeats: int, before: bool = True) -> dict:
     model, X, y = workload(name, samples)
     problem = Problem(model, nn.functional.cross_entropy, (X, y), metrics={})
     d1, d2 = directions.random(problem, count=2, norm="filter", seed=0)
@@ -132,8 +132,10 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
     params = problem.space.size
     print(f"\n## {name}: {params:,} parameters, {samples} samples 3x32x32, {steps}x{steps} plane, loss only")
     times = {"ours": [], "ours before (affine/loop)": [], "loss-landscapes": [], "loop": []}
+    if not before:
+        del times["ours before (affine/loop)"]
 
-    def before():
+    def ours_before():
         problem.strategy = "affine"  # the strategy before folding (the loop where no affine prefix applies)
         try:
             return surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False)
@@ -143,7 +145,8 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
     for _ in range(repeats):
         t, ours = timed(lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False))
         times["ours"].append(t)
-        times["ours before (affine/loop)"].append(timed(before)[0])
+        if before:
+            times["ours before (affine/loop)"].append(timed(ours_before)[0])
         times["loss-landscapes"].append(timed(lambda: peer_plane(model, X, y, steps))[0])
         t, loop = timed(lambda: plain_loop(problem, d1, d2, alphas))
         times["loop"].append(t)
@@ -165,7 +168,7 @@ def compare(name: str, samples: int, steps: int, repeats: int) -> dict:
         "vs_peer_median": median["loss-landscapes"] / median["ours"],
         "vs_loop_best": best["loop"] / best["ours"],
         "vs_loop_median": median["loop"] / median["ours"],
-        "vs_before_best": best["ours before (affine/loop)"] / best["ours"],
+        "vs_before_best": best["ours before (affine/loop)"] / best["ours"] if before else float("nan"),
         "max_rel_vs_loop": rel,
     }
     print(
@@ -243,6 +246,39 @@ def ablation(name: str, samples: int, points: int, with_compile: bool) -> None:
         print(f"torch.compile: first call (compile) {t_compile:.1f} s")
 
 
+def slice_sweep(name: str, samples: int, points: int = 3) -> None:
+    """Seconds per point of the folded forward on one batch of ``samples`` cut into slices of
+    64 ... ``samples`` images, with the minor page faults per point (``getrusage``): what sets
+    ``folding.SLICE_BYTES``."""
+    import resource
+
+    model, X, y = workload(name, samples)
+    problem = Problem(model, nn.functional.cross_entropy, (X, y), metrics={})
+    d1 = directions.random(problem, count=1, norm="filter", seed=0)[0]
+    thetas = [problem.theta0 + (0.1 + 0.8 * i / points) * d1 for i in range(points)]
+    folded = FoldedForward.build(problem)
+    sizes = [s for s in (64, 128, 256, 512, 1024) if s < samples] + [samples]
+    print(f"\n### slices, {name}, one batch of {samples} samples (default slice: {folded.slice_samples})")
+    rows = {s: [] for s in sizes}
+    for _ in range(3):
+        for size in sizes:
+            folded.slice_samples = size
+            parts = folded.slices(X)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for t in thetas:
+                    folded.forward_slices(problem.space.unflatten(t), parts, call=problem.call)
+            seconds = (time.perf_counter() - t0) / points
+            rows[size].append((seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / points))
+    whole = min(r[0] for r in rows[samples])
+    for size, r in rows.items():
+        seconds, faults = min(r)
+        print(
+            f"slice {size:>5} samples  {seconds * 1e3:8.1f} ms/point  {whole / seconds:5.2f}x  {faults:9.0f} page faults/point"
+        )
+
+
 def seconds_per_point(problem, d1, d2) -> float:
     """Wall seconds per point of a 2x2 plane off the centre (every point on the fast path)."""
     t, _ = timed(lambda: surface.plane(problem, d1, d2, span=(0.1, 1), steps=2, use_cache=False))
@@ -287,6 +323,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--growth", action="store_true")
     parser.add_argument("--no-compare", action="store_true", help="skip the side-by-side planes")
+    parser.add_argument("--slices", action="store_true", help="time the folded forward per slice size")
+    parser.add_argument("--no-before", action="store_true", help="skip 'ours before' (slow on large planes)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -301,9 +339,11 @@ def main() -> None:
     for name in args.workloads.split(","):
         samples = args.resnet_samples if name == "resnet" else args.samples
         if not args.no_compare:
-            rows.append(compare(name, samples, args.steps, args.repeats))
+            rows.append(compare(name, samples, args.steps, args.repeats, before=not args.no_before))
         if args.ablation:
             ablation(name, min(samples, 256), 3, args.compile)
+        if args.slices:
+            slice_sweep(name, samples)
         if args.growth:
             growth(name, [64, 128, 256], [8, 16, 32] if name == "resnet" else [8, 16, 32])
     print(f"\n# load average {os.getloadavg()[0]:.1f} at end")

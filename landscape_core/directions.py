@@ -72,19 +72,23 @@ def random(
             raise ValueError(f"ignore may name {allowed_kinds}; got {k!r} in ignore={tuple(ignore)!r}.")
     ignore_kinds = {ParamKind(k) for k in ignore}
     space = problem.space
-    theta0 = problem.theta0.detach().to("cpu", torch.float64)
+    theta0 = problem.theta0.detach().to("cpu")
     gen = torch.Generator().manual_seed(int(seed))
-    # drawn in float32 (the same numbers for every model dtype), scaled in float64
-    raw = torch.randn(count, space.size, generator=gen, dtype=torch.float32).double()
-    directions = torch.zeros_like(raw)
+    # drawn in float32 (the same numbers for every model dtype), each tensor's slice scaled in
+    # float64 and rounded once into the output: no float64 copy of the whole space is held
+    # (on a 22.7M-parameter encoder the whole-space float64 copies were most of a plane's peak)
+    raw = torch.randn(count, space.size, generator=gen, dtype=torch.float32)
+    out_dtype = torch.float64 if orthogonal else problem.dtype
+    directions = raw if out_dtype == torch.float32 else torch.empty(count, space.size, dtype=out_dtype)
     for p in space.params:
         if p.kind in ignore_kinds:
+            directions[:, p.slice] = 0
             continue
-        d = raw[:, p.slice]
+        d = raw[:, p.slice].double()
         if norm is Norm.NONE:
-            directions[:, p.slice] = d
+            directions[:, p.slice] = d.to(out_dtype)
             continue
-        w = theta0[p.slice]
+        w = theta0[p.slice].double()
         if norm is Norm.FILTER and len(p.shape) > 1:
             d = d.reshape(count, p.shape[0], -1)
             w = w.reshape(1, p.shape[0], -1)
@@ -92,12 +96,12 @@ def random(
             d = d.reshape(count, 1, -1)
             w = w.reshape(1, 1, -1)
         scale = w.norm(dim=-1, keepdim=True) / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        directions[:, p.slice] = (d * scale).reshape(count, -1)
+        directions[:, p.slice] = (d * scale).reshape(count, -1).to(out_dtype)
     if mask is not None:
         space.check(mask, "mask")
         if mask.dtype is not torch.bool:
             raise ValueError(f"mask must be a boolean tensor (from problem.space.mask); got dtype {mask.dtype}.")
-        directions = directions * mask.to("cpu", directions.dtype)
+        directions.mul_(mask.to("cpu", directions.dtype))  # 0 or 1: exact in any dtype
         if not directions.abs().amax(dim=1).gt(0).all():
             raise ValueError("mask leaves no direction entry non-zero (it selects only ignored parameters).")
     if orthogonal:
@@ -115,7 +119,7 @@ def random(
     return register(directions, settings)
 
 
-BYTES_PER_ENTRY = 4 + 8 + 8 + 8  # the float32 draw, its float64 copy, the scaled float64 result, the output
+BYTES_PER_ENTRY = 4 + 8 + 8  # the float32 draw, the output (float64 at most), its copy on the model's device
 
 
 def _check_memory(problem, count: int) -> None:

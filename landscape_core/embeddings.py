@@ -39,6 +39,7 @@ from torch import nn
 from . import inputs as inp
 from . import token_inputs as tok
 from .evaluate import Cancelled
+from .identity import raw_bytes
 from .threads import single_thread  # noqa: F401  (re-exported: emb.single_thread)
 
 Progress = Callable[[int, int], None]
@@ -179,12 +180,12 @@ class EmbeddingAccess:
         h = hashlib.sha256()
         for name, t in [*inp.leaves(X), *([("y", y)] if y is not None else [])]:
             h.update(repr((name, tuple(t.shape), str(t.dtype))).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            h.update(raw_bytes(t))
         return {
             "embedding": self.name,
             "pad_id": self.pad_id,
             "model_sha256": self.problem.model_hash(self.theta),
-            "theta_sha256": hashlib.sha256(self.theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
+            "theta_sha256": hashlib.sha256(raw_bytes(self.theta)).hexdigest(),
             "inputs_sha256": h.hexdigest(),
             "problem": self.problem.describe(),
         }

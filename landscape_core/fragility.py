@@ -26,6 +26,7 @@ from . import cache as cache_mod
 from . import embeddings as emb
 from . import input_hessian
 from . import inputs as inp
+from .identity import raw_bytes
 from .provenance import digest
 from .results import ResultIO, csv_table
 from .threads import single_thread
@@ -125,7 +126,7 @@ def _tensor_sha(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(raw_bytes(t))
     return h.hexdigest()
 
 

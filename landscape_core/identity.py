@@ -38,6 +38,17 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+
+def raw_bytes(t: torch.Tensor) -> memoryview | bytes:
+    """The bytes of ``t``'s values in C order, for a hash (``hashlib``'s ``update``), without
+    copying a CPU-contiguous tensor: the same bytes as ``t.numpy().tobytes()``. On a
+    22.7M-parameter model the ``tobytes`` copies were half of a cold plane's hashing time."""
+    data = t.detach().cpu().contiguous()
+    if not data.numel():
+        return b""
+    return memoryview(data.reshape(-1).view(torch.uint8).numpy())
+
+
 UNKNOWN_IDENTITY = "identity_unknown"
 TRUSTED_PACKAGES = frozenset(
     {"torch", "numpy", "scipy", "math", "operator", "_operator", "functools", "_functools", "builtins"}
@@ -197,7 +208,7 @@ class _Walker:
             raise Unidentifiable(f"it holds a {t.layout} tensor on {t.device}")
         data = t.detach().cpu().contiguous()
         self.tag("tensor", data.dtype, tuple(data.shape))
-        self.hash.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        self.hash.update(raw_bytes(data))
 
     def _array(self, a) -> None:
         a = np.asarray(a)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from .identity import raw_bytes
+
 Inputs = torch.Tensor | tuple | dict
 
 
@@ -161,7 +163,7 @@ class Fingerprint:
         elif header != self._header:
             raise ValueError(f"batches change form or shape ({header} after {self._header}); pad samples to one shape.")
         for name, t in named:
-            self._parts[name].update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._parts[name].update(raw_bytes(t))
         self.n += int(y.shape[0])
 
     def hexdigest(self) -> str:

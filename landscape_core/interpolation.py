@@ -30,6 +30,7 @@ import torch
 from . import batchnorm
 from . import cache as cache_mod
 from .evaluate import Cancelled, Progress, check_splits, evaluate_points
+from .identity import raw_bytes
 from .provenance import digest
 from .results import ResultIO, csv_table
 from .surface import check_span, check_steps
@@ -171,7 +172,7 @@ def _buffers_digest(buffers: Mapping | None) -> str | None:
     h = hashlib.sha256()
     for name in sorted(buffers):
         h.update(name.encode())
-        h.update(buffers[name].detach().cpu().contiguous().numpy().tobytes())
+        h.update(raw_bytes(buffers[name]))
     return h.hexdigest()
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import inputs as inp
+from .identity import raw_bytes
 from .metrics import BUILTIN_METRICS, IGNORE_INDEX, Accuracy, accuracy, class_axis
 from .private_model import PrivateModels
 from .space import ParamSpace
@@ -509,11 +510,11 @@ class Problem:
         h.update(json.dumps(self.space.signature()).encode())
         h.update(self.mode.value.encode())
         h.update(str(theta.dtype).encode())
-        h.update(theta.detach().cpu().contiguous().numpy().tobytes())
+        h.update(raw_bytes(theta))
         for group in (self.buffers, self.space.frozen):
             for name in sorted(group):
                 h.update(f"{name}:{group[name].dtype}:{tuple(group[name].shape)}".encode())
-                h.update(group[name].detach().cpu().contiguous().numpy().tobytes())
+                h.update(raw_bytes(group[name]))
         digest = h.hexdigest()
         self._model_hash_memo = (self.mode, _tensor_stamps(tensors), digest)
         return digest

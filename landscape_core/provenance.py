@@ -13,13 +13,15 @@ from collections import OrderedDict
 
 import torch
 
+from .identity import raw_bytes
+
 _PROVENANCE: OrderedDict[str, dict] = OrderedDict()
 _PROVENANCE_MAX = 1024
 
 
 def digest(vector: torch.Tensor) -> str:
     """sha256 of a direction's float32 bytes (identity for provenance and cache keys)."""
-    return hashlib.sha256(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(raw_bytes(vector.detach().to("cpu", torch.float32))).hexdigest()
 
 
 def register(vectors: torch.Tensor, settings: dict) -> torch.Tensor:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .identity import raw_bytes
 from .results import ResultIO, csv_table
 from .workspace import Checkpoint
 
@@ -104,7 +105,7 @@ def rows_digest(rows, names=(), steps=()) -> str:
     """sha256 over the checkpoints' float64 bytes, names and steps (their identity in cache keys)."""
     h = hashlib.sha256(repr((list(map(str, names)), list(map(str, steps)))).encode())
     for row in rows:
-        h.update(row.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+        h.update(raw_bytes(row.detach().to("cpu", torch.float64)))
     return h.hexdigest()
 
 

@@ -275,3 +275,37 @@ def test_data_placement_moves_data_not_values(fresh_cache):
     np.testing.assert_array_equal(
         plane(on_device, use_cache=False).values["train_loss"], plane(on_host, use_cache=False).values["train_loss"]
     )
+
+
+class ScaledLoss(nn.Module):
+    """A loss holding a 0-dimensional tensor (a temperature), as contrastive losses do."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = torch.tensor(temperature)
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits / self.temperature, target)
+
+
+def test_a_scalar_tensor_in_a_loss_is_hashed_by_its_value():
+    """0-dimensional tensors once failed the byte view of the hash (a crash, not a refusal)."""
+    same = identity.fingerprint(ScaledLoss(0.07)) == identity.fingerprint(ScaledLoss(0.07))
+    assert same
+    assert identity.fingerprint(ScaledLoss(0.07)) != identity.fingerprint(ScaledLoss(0.1))
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.tensor(2.5),
+        torch.arange(6.0).reshape(2, 3).t(),
+        torch.ones(3, dtype=torch.bfloat16),
+        torch.tensor([True, False]),
+    ],
+)
+def test_raw_bytes_are_the_bytes_of_the_values_without_a_copy(tensor):
+    assert bytes(identity.raw_bytes(tensor)) == tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    contiguous = torch.arange(4.0)
+    assert identity.raw_bytes(contiguous).obj.__array_interface__["data"][0] == contiguous.data_ptr()  # no copy
+    assert identity.raw_bytes(torch.empty(0)) == b""

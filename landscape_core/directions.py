@@ -83,20 +83,24 @@ def random(
     for p in space.params:
         if p.kind in ignore_kinds:
             directions[:, p.slice] = 0
-            continue
-        d = raw[:, p.slice].double()
-        if norm is Norm.NONE:
-            directions[:, p.slice] = d.to(out_dtype)
-            continue
-        w = theta0[p.slice].double()
-        if norm is Norm.FILTER and len(p.shape) > 1:
-            d = d.reshape(count, p.shape[0], -1)
-            w = w.reshape(1, p.shape[0], -1)
-        else:
-            d = d.reshape(count, 1, -1)
-            w = w.reshape(1, 1, -1)
-        scale = w.norm(dim=-1, keepdim=True) / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        directions[:, p.slice] = (d * scale).reshape(count, -1).to(out_dtype)
+        elif norm is Norm.NONE:
+            if directions is not raw:
+                directions[:, p.slice] = raw[:, p.slice].to(out_dtype)
+        elif norm is Norm.FILTER and len(p.shape) > 1:
+            # each output slice on its own, in blocks of rows (a 30k x 384 embedding matrix in
+            # float64 at once was a transient of half a GiB)
+            start, rows = p.slice.start, p.shape[0]
+            width = p.numel // rows
+            step = max(1, BLOCK_ENTRIES // max(width, 1))
+            for r in range(0, rows, step):
+                block = slice(start + r * width, start + min(rows, r + step) * width)
+                d = raw[:, block].double().reshape(count, -1, width)
+                w = theta0[block].double().reshape(1, -1, width)
+                directions[:, block] = _scaled(d, w).reshape(count, -1).to(out_dtype)
+        else:  # one slice: the whole tensor (layer-wise, and tensors of dim <= 1)
+            d = raw[:, p.slice].double().reshape(count, 1, -1)
+            w = theta0[p.slice].double().reshape(1, 1, -1)
+            directions[:, p.slice] = _scaled(d, w).reshape(count, -1).to(out_dtype)
     if mask is not None:
         space.check(mask, "mask")
         if mask.dtype is not torch.bool:
@@ -119,7 +123,13 @@ def random(
     return register(directions, settings)
 
 
+BLOCK_ENTRIES = 2**20  # entries of a parameter scaled at once in float64 (filter normalization)
 BYTES_PER_ENTRY = 4 + 8 + 8  # the float32 draw, the output (float64 at most), its copy on the model's device
+
+
+def _scaled(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``d`` ``(count, slices, n)`` with each slice rescaled to the norm of ``w``'s ``(1, slices, n)``."""
+    return d * (w.norm(dim=-1, keepdim=True) / d.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
 def _check_memory(problem, count: int) -> None:

@@ -50,6 +50,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from common import checked_against_loop, interleaved, timed  # noqa: E402  (bench/common.py)
+
 from landscape_core import Problem, directions, surface  # noqa: E402
 from landscape_core.folding import FoldedForward  # noqa: E402
 from landscape_core.nets import ResNetCifar, resnet_cifar, synthetic_images  # noqa: E402
@@ -93,12 +95,6 @@ def workload(name: str, samples: int, width: int | None = None):
     return with_statistics(model, X), X, y
 
 
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
 def plain_loop(problem, d1, d2, alphas) -> np.ndarray:
     """The plain loop: ``functional_call`` at every grid point, no_grad, one batch."""
     model = problem.model
@@ -131,9 +127,6 @@ def compare(name: str, samples: int, steps: int, repeats: int, before: bool = Tr
     alphas = surface.grid((-1, 1), steps)
     params = problem.space.size
     print(f"\n## {name}: {params:,} parameters, {samples} samples 3x32x32, {steps}x{steps} plane, loss only")
-    times = {"ours": [], "ours before (affine/loop)": [], "loss-landscapes": [], "loop": []}
-    if not before:
-        del times["ours before (affine/loop)"]
 
     def ours_before():
         problem.strategy = "affine"  # the strategy before folding (the loop where no affine prefix applies)
@@ -142,18 +135,13 @@ def compare(name: str, samples: int, steps: int, repeats: int, before: bool = Tr
         finally:
             problem.strategy = None
 
-    for _ in range(repeats):
-        t, ours = timed(lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False))
-        times["ours"].append(t)
-        if before:
-            times["ours before (affine/loop)"].append(timed(ours_before)[0])
-        times["loss-landscapes"].append(timed(lambda: peer_plane(model, X, y, steps))[0])
-        t, loop = timed(lambda: plain_loop(problem, d1, d2, alphas))
-        times["loop"].append(t)
-    values = ours.values["train_loss"]
-    assert ours.center_value() == problem.base["train_loss"], "centre cell must equal the base loss"
-    rel = float(np.max(np.abs(values - loop) / np.abs(loop)))
-    assert rel <= 1e-5, f"ours vs loop: {rel:.2e} relative"
+    ways = {"ours": lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False)}
+    if before:
+        ways["ours before (affine/loop)"] = ours_before
+    ways["loss-landscapes"] = lambda: peer_plane(model, X, y, steps)
+    ways["loop"] = lambda: plain_loop(problem, d1, d2, alphas)
+    times, last = interleaved(ways, repeats)
+    rel = checked_against_loop(last["ours"], last["loop"], problem)
     points = steps * steps
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}

@@ -60,6 +60,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from common import checked_against_loop, interleaved, timed  # noqa: E402  (bench/common.py)
+
 from landscape_core import Problem, directions, hvp, surface  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -132,12 +134,6 @@ def call(model, X):
 
 
 # -- the three ways ------------------------------------------------------------------------------
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
 def plain_loop(problem, d1, d2, alphas) -> np.ndarray:
     """``functional_call`` at every grid point, ``no_grad``, the whole data set in one batch."""
     X, y = problem.splits["train"].head(problem.splits["train"].n)
@@ -193,20 +189,13 @@ def compare(name: str, args) -> dict:
     alphas = surface.grid((-1, 1), steps)
     with_peer = name != "minilm-spec"  # loss-landscapes cannot leave parameters out of its space
     peer = peer_model(model) if with_peer else None
-    times: dict[str, list[float]] = {"ours": [], "loop": []}
+    ways = {"ours": lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False)}
     if with_peer:
-        times["loss-landscapes"] = []
-    for _ in range(args.repeats):
-        t, ours = timed(lambda: surface.plane(problem, d1, d2, span=(-1, 1), steps=steps, use_cache=False))
-        times["ours"].append(t)
-        if with_peer:
-            times["loss-landscapes"].append(timed(lambda: peer_plane(peer, X, y, steps))[0])
-        t, loop = timed(lambda: plain_loop(problem, d1, d2, alphas))
-        times["loop"].append(t)
-    values = ours.values["train_loss"]
-    assert ours.center_value() == problem.base["train_loss"], "centre cell must equal the base loss"
-    rel = float(np.max(np.abs(values - loop) / np.abs(loop)))
-    assert rel <= 1e-5, f"ours vs loop: {rel:.2e} relative"
+        ways["loss-landscapes"] = lambda: peer_plane(peer, X, y, steps)
+    ways["loop"] = lambda: plain_loop(problem, d1, d2, alphas)
+    times, last = interleaved(ways, args.repeats)
+    ours = last["ours"]
+    rel = checked_against_loop(ours, last["loop"], problem)
 
     operator = hvp.HessianOperator(problem)
     v = torch.randn(operator.size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

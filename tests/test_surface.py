@@ -267,3 +267,19 @@ def test_bad_directions():
         surface.line(problem, torch.zeros(6, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"center has shape \(3,\)"):
         surface.line(problem, good, center=torch.zeros(3, dtype=torch.float64))
+
+
+def test_rows_of_one_tensor_are_used_without_a_copy():
+    from landscape_core.surface import _rows
+
+    both = torch.randn(2, 7)
+    d1, d2 = both
+    view = _rows([d1, d2])
+    assert torch.equal(view, both) and view.data_ptr() == both.data_ptr()
+    swapped = _rows([d2, d1])  # not in storage order: stacked
+    assert torch.equal(swapped, both.flip(0)) and swapped.data_ptr() != both.data_ptr()
+    apart = _rows([d1, torch.randn(7)])
+    assert torch.equal(apart[0], d1) and apart.data_ptr() != both.data_ptr()
+    strided = torch.randn(7, 2)
+    cols = _rows([strided[:, 0], strided[:, 1]])
+    assert torch.equal(cols, strided.t())

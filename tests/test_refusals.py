@@ -62,7 +62,7 @@ def test_splits_must_be_a_non_empty_list_of_names(splits, message, fresh_cache):
 
 def test_directions_that_cannot_fit_in_memory_are_refused_before_allocating(monkeypatch):
     p = problem()
-    with pytest.raises(guards.LimitError, match=r"10,000,000 random directions of 51 parameters need about 13\.30 GiB"):
+    with pytest.raises(guards.LimitError, match=r"10,000,000 random directions of 51 parameters need about 9\.50 GiB"):
         directions.random(p, count=10**7)
     monkeypatch.setenv("LANDSCAPE_MEMORY_BUDGET_MB", "1")
     with pytest.raises(guards.LimitError, match=r"over the memory budget of 0\.00 GiB; ask for fewer directions"):

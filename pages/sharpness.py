@@ -32,10 +32,14 @@ point = choices[point_name]
 base_problem = ui.problem_for_page(ws, point["which"])
 st.subheader(point_name)
 metrics_row = st.container()
+preview_box = st.container()  # a first number while the exact measures run
 boxes = {part: st.container() for part in sections.PARTS if part in parts}  # sections in reading order
 result = sections.compute(boxes, parts, point_name, point, base_problem, s)
 with metrics_row:
     sections.metrics(result, parts, base_problem.space.size)
+if "sharpness" in parts and "sharpness" not in result:  # a cached sharpness opens without the preview
+    with preview_box:
+        sections.preview(point_name, point, base_problem, s)
 
 spectrum = result.get("eigenvalues")
 if spectrum is not None:

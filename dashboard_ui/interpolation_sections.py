@@ -315,7 +315,7 @@ def cached(problem, end_a: dict, end_b: dict, form: dict, splits: list[str], mod
     args = _path_args(end_a, end_b, form, splits)
     try:
         return {mode: interpolation.linear(problem, bn=mode, cancel=stop, **args) for mode in modes}
-    except Cancelled:
+    except (Cancelled, ValueError):  # not cached, or not a valid path: the job says why, readably
         return None
 
 
@@ -344,9 +344,9 @@ def compute(
     (a finished preview of the chosen mode) gives its points when it was computed on all the data."""
     settings = job_settings(end_a, end_b, form, splits, modes)
     args = _path_args(end_a, end_b, form, splits)
-    reuse = known if known is not None and path_preview.same_data(known, problem) else None
 
     def run(progress, cancel) -> dict:
+        reuse = known if known is not None and path_preview.same_data(known, problem) else None
         paths = {}
         for i, mode in enumerate(modes):
             paths[mode] = path_preview.refine_path(

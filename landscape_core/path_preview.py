@@ -3,9 +3,9 @@
 The plane's version is ``landscape_core.preview``; this module does the same for the path of the
 Interpolation page (``interpolation.linear``) and for a line through a point (``surface.line``).
 
-``preview_path(problem, theta_a, theta_b, ...)``: the path at its coarse alphas (``path_levels``:
-both ends of the span, alpha = 0 and 1, and every ``2^L``-th alpha through the centre, about 5
-points) on a fixed random subset of the data (``MIN_SAMPLES`` to ``PREVIEW_SAMPLES`` per split)
+``preview_path(problem, theta_a, theta_b, ...)``: the path at its coarse alphas (the first levels of
+``path_levels`` that hold ``PREVIEW_POINTS``: both ends of the span, alpha = 0 and 1, and every
+``2^L``-th alpha through the centre, 5 to 9 points) on a fixed random subset of the data (``MIN_SAMPLES`` to ``PREVIEW_SAMPLES`` per split)
 sized from the measured cost (``landscape_core.estimate``) to take about 2 s. A ``Path`` whose
 settings say ``"preview": true``, the subset size (``"samples"``), the loss's standard error at A
 as an estimate of the full loss (``"noise"``) and where its barriers come from (``"barrier_of"``);
@@ -20,7 +20,7 @@ a smaller subset is refused. The finished path equals ``interpolation.linear`` o
 arguments and is cached under its key.
 
 ``preview_line`` / ``refine_line``: the same for ``surface.line``, a ``Surface`` line (the
-preview at the first level of ``preview.refinement_levels(steps)``, the centre and both ends
+preview at the first levels of ``preview.refinement_levels(steps)``, the centre and both ends
 among them); the finished line equals ``surface.line`` (it is not cached: ``surface.line``
 keeps its own tiles).
 """
@@ -50,6 +50,7 @@ from .preview import (
 from .results import Surface
 from .surface import _prepare, _settings, check_span, grid
 
+PREVIEW_POINTS = 5  # at least this many alphas in a preview: both ends, the centre and two between
 SAME_PATH = ("kind", "theta_a_sha256", "theta_b_sha256", "buffers_a_sha256", "buffers_b_sha256", "bn", "splits")
 
 
@@ -61,6 +62,16 @@ def path_levels(alphas: np.ndarray) -> list[np.ndarray]:
     levels = axis_levels(len(alphas))
     levels[(alphas == 0.0) | (alphas == 1.0)] = 0  # the barrier needs both ends from the start
     return [idx for level in range(int(levels.max()) + 1) if len(idx := np.flatnonzero(levels == level))]
+
+
+def preview_indices(levels: list[np.ndarray], points: int = PREVIEW_POINTS) -> np.ndarray:
+    """The first whole levels that together hold at least ``points`` indices (all if fewer), sorted."""
+    chosen: list[np.ndarray] = []
+    for level in levels:
+        chosen.append(level)
+        if sum(map(len, chosen)) >= points:
+            break
+    return np.sort(np.concatenate(chosen))
 
 
 def preview_samples(cost: CostModel, seconds: float, points: int, passes: int) -> int:
@@ -110,7 +121,7 @@ def preview_path(
     computed), and settings labelling it (see the module docstring).
     """
     plan = interpolation.plan_path(problem, theta_a, theta_b, steps, span, bn, buffers_a, buffers_b, splits)
-    coarse = path_levels(plan.alphas)[0]
+    coarse = preview_indices(path_levels(plan.alphas))
     cost = measure_cost(problem, plan.splits) if cost is None else cost
     recompute = plan.per_point and plan.bn is BNMode.RECOMPUTE
     samples = preview_samples(cost, seconds, len(coarse), len(plan.splits) + int(recompute))
@@ -234,13 +245,13 @@ def preview_line(
     cost: CostModel | None = None,
     cancel: threading.Event | None = None,
 ) -> Surface:
-    """``surface.line`` (same arguments) at the first level of its grid (``refinement_levels(steps)[0]``)
+    """``surface.line`` (same arguments) at the first levels of its grid (``preview_indices``)
     on a fixed random subset sized to take about ``seconds``. A ``Surface`` with ``alphas`` ``(m,)``
     and settings ``"preview": true``, ``"samples"``, ``"noise"``, ``"seed"`` and ``"data"``."""
     alphas = grid(span, steps)
     center, basis = _prepare(problem, [direction], center)
     splits = check_splits(problem, splits)
-    coarse = refinement_levels(steps)[0]
+    coarse = preview_indices(refinement_levels(steps))
     cost = measure_cost(problem, splits) if cost is None else cost
     small = problem.subset(preview_samples(cost, seconds, len(coarse), len(splits)), seed=seed)
     values = evaluate_points(small, center, basis, alphas[coarse][:, None], splits, None, cancel)

@@ -7,6 +7,7 @@ and average sharpness from ``landscape_core.sharpness`` (through ``curvature_par
 - ``point_choices(ws)`` -> ``{label: point}``: the models on offer.
 - ``compute(boxes, parts, point_name, point, base_problem, s)`` -> ``{part: result}``: the jobs, in order.
 - ``metrics(result, parts, dimension)``: the four numbers on top and the curvature readout.
+- ``preview_first(point, base_problem, s)`` -> whether the preview goes before the exact parts.
 - ``preview(point_name, point, base_problem, s)``: the average sharpness on a data subset, labelled,
   while the exact measures run.
 - ``eigenvalues(...)``, ``trace(...)``, ``density(...)``, ``sharpness(...)``: one section per part.
@@ -220,6 +221,17 @@ def compute(boxes: dict, parts: list[str], point_name: str, point: dict, base_pr
             break
         result[part] = value
     return result
+
+
+def preview_first(point: dict, base_problem, s: dict) -> bool:
+    """Whether to start the preview before the exact parts: at model A when its average sharpness is not
+    cached (told without evaluating). At a checkpoint that cannot be told without evaluating the model
+    there, so its preview waits to see whether the sharpness part is still running."""
+    if point["theta"] is not None:
+        return False
+    return not sharpness_preview.average_cached(
+        base_problem, s["avg_sigma"], s["samples"], s["avg_adaptive"], s["convention"], s["seed"]
+    )
 
 
 def preview(point_name: str, point: dict, base_problem, s: dict) -> None:

@@ -7,6 +7,9 @@ with a standard error that counts both the draws and the subset. Of the page's m
 the one whose subset estimate is unbiased and made of loss evaluations only (what ``CostModel``
 predicts): the top eigenvalue of a subset's Hessian is biased upwards (a maximum of noisy
 curvatures), and the worst-case measures need many gradient steps on all data.
+
+``average_cached(problem, ...)``: whether the exact ``sharpness.average`` of these arguments is
+in the cache, told without evaluating anything (a page shows the preview only when it is not).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .evaluate import Cancelled
 from .hvp import check_curvature_mode
 from .perturbation import DEFAULT_ETA, check_eta, check_positive, convention_of, scale, scale_definition, selected
 from .preview import MIN_SAMPLES, NOISE_GROUPS, PREVIEW_SAMPLES, PREVIEW_SECONDS
-from .sharpness import Sharpness
+from .sharpness import Sharpness, average
 
 PREVIEW_DRAWS = (32, 16, 8)  # noise draws, tried in this order: the most that fit the time
 
@@ -119,3 +122,20 @@ def preview_average_sharpness(
     return Sharpness(
         "average", float(rises.mean()), base, base + float(rises.mean()), settings, stderr, None, rises.mean(axis=1)
     )
+
+
+def average_cached(
+    problem, sigma: float, samples: int, adaptive: bool = False, convention: str = "elementwise", seed: int = 0
+) -> bool:
+    """Whether ``sharpness.average(problem, sigma, samples, adaptive=..., convention=..., seed=...)`` is
+    cached (the look-up is cancelled before its first evaluation). ``True`` also when the arguments
+    are refused (``ValueError``): the exact run says why, and a preview would add nothing."""
+    stop = threading.Event()
+    stop.set()
+    try:
+        average(problem, sigma, samples, adaptive, seed=seed, convention=convention, cancel=stop)
+    except Cancelled:
+        return False
+    except ValueError:
+        return True
+    return True

@@ -406,10 +406,8 @@ def preview_text(path, problem, splits: list[str], seconds_left: float | None) -
 def preview_section(path, problem, form: dict, splits: list[str], modes: list[str]) -> None:
     """The labelled preview of the path, shown until the exact path is done (no table, no downloads)."""
     st.subheader(f"{ui.plain(form['name_a'])}  to  {ui.plain(form['name_b'])}")
-    cost = ui.estimate(problem, splits)
-    seconds = None
-    if cost is not None:  # every mode's path, each with its own recompute rule
-        seconds = sum(path_preview.path_seconds(cost, problem, form["steps"], form["span"], m, splits) for m in modes)
+    # every mode's path with its own recompute rule, timed by the preview itself
+    seconds = sum(path_preview.exact_seconds(path, problem, form["steps"], form["span"], m) for m in modes)
     label, *barrier_lines = preview_text(path, problem, splits, seconds)
     st.caption(label)
     title = "Preview on a data subset: loss along the path; dashed: chord between the ends; bar: preview barrier"

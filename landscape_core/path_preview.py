@@ -8,7 +8,8 @@ Interpolation page (``interpolation.linear``) and for a line through a point (``
 ``2^L``-th alpha through the centre, 5 to 9 points) on a fixed random subset of the data (``MIN_SAMPLES`` to ``PREVIEW_SAMPLES`` per split)
 sized from the measured cost (``landscape_core.estimate``) to take about 2 s. A ``Path`` whose
 settings say ``"preview": true``, the subset size (``"samples"``), the loss's standard error at A
-as an estimate of the full loss (``"noise"``) and where its barriers come from (``"barrier_of"``);
+as an estimate of the full loss (``"noise"``), its wall time (``"seconds"``, for ``exact_seconds``)
+and where its barriers come from (``"barrier_of"``);
 with BatchNorm statistics recomputed, they are recomputed on the subset's train samples
 (``"bn_statistics"``). Nothing of a preview is cached.
 
@@ -28,6 +29,7 @@ keeps its own tiles).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -89,13 +91,17 @@ def same_data(path: Path, problem) -> bool:
     return path.settings.get("problem") == problem.describe()
 
 
-def path_seconds(cost: CostModel, problem, steps: int, span, bn: BNMode | str, splits=None, paths: int = 1) -> float:
-    """Predicted seconds of ``paths`` exact paths (``interpolation.linear``) under ``cost``: each alpha
-    sees every split once, and the train split once more when BatchNorm statistics are recomputed."""
-    splits = list(problem.splits) if splits is None else list(splits)
+def exact_seconds(preview: Path, problem, steps: int, span, bn: BNMode | str) -> float:
+    """Predicted seconds of the exact path (``interpolation.linear``, rule ``bn``) from ``preview``'s own
+    timing: its seconds per point and sample seen, times every alpha and all samples (each split once,
+    train once more when BatchNorm statistics are recomputed). Timed on the model itself at the
+    preview's size, it is steadier than a few tiny probes; per-point overhead scales too (an upper estimate)."""
+    s = preview.settings
     recompute = BNMode(bn) is BNMode.RECOMPUTE and batchnorm.has_batchnorm(problem) and problem.mode.value != "train"
-    samples = sum(problem.splits[s].n for s in splits) + (problem.splits["train"].n if recompute else 0)
-    return cost.seconds(paths * len(interpolation.path_alphas(span, steps)), samples)
+    seen = sum(s["samples"].values()) + (s["samples"].get("train", 0) if "bn_statistics" in s else 0)
+    full = sum(problem.splits[sp].n for sp in s["samples"]) + (problem.splits["train"].n if recompute else 0)
+    per_sample = s["seconds"] / (s["points"] * max(seen, 1))
+    return len(interpolation.path_alphas(span, steps)) * full * per_sample
 
 
 def preview_path(
@@ -128,7 +134,9 @@ def preview_path(
     small = problem.subset(samples, seed=seed)
     small_plan = interpolation.plan_path(small, theta_a, theta_b, steps, span, bn, buffers_a, buffers_b, splits)
     alphas = plan.alphas[coarse]
+    start = time.perf_counter()
     values = interpolation.path_values(small_plan, small, alphas, cancel)
+    seconds = time.perf_counter() - start
     used = {s: small.splits[s].n for s in plan.splits}
     at_a = small.at(plan.theta_a, plan.buffers_a)
     whole = all(used[s] == problem.splits[s].n for s in plan.splits)
@@ -139,6 +147,7 @@ def preview_path(
         "samples": used,
         "noise": {f"{s}_loss": _standard_error(problem, at_a, s) for s in plan.splits},
         "seed": int(seed),
+        "seconds": seconds,
         "barrier_of": "this preview: its coarse alphas on "
         + ("all samples" if whole else "the data subset, not the exact path"),
     }

@@ -118,6 +118,10 @@ def test_a_preview_of_all_the_data_is_reused(monkeypatch, fresh_cache):
     assert preview.alphas.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert "all samples" in preview.settings["barrier_of"]
     assert np.isnan(preview.endpoint_values["train_loss"]).all()  # not computed, not pretended
+    # its own timing predicts the exact path: 9 alphas of 60 samples + 40 recompute vs 5 of the same
+    seconds = preview.settings["seconds"]
+    assert pp.exact_seconds(preview, problem, 9, (0.0, 1.0), "recompute") == pytest.approx(seconds * 9 / 5)
+    assert pp.exact_seconds(preview, problem, 9, (0.0, 1.0), "keep") == pytest.approx(seconds * 9 / 5 * 60 / 100)
     counted = counting_points(monkeypatch)
     refined = pp.refine_path(problem, problem.theta0, theta_b, known=preview, use_cache=False, **args)
     assert sum(counted) == 9 - 5  # the preview's five alphas are not recomputed

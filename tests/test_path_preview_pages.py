@@ -67,8 +67,11 @@ def test_interpolation_shows_a_labelled_preview_then_the_exact_path(monkeypatch)
     assert not any(c.value.startswith("Preview") for c in at.caption)
     assert at.dataframe and "loss barrier (Entezari et al. 2022)" in at.dataframe[0].value.columns
 
+    from landscape_core import jobs
+
     calls = []
     monkeypatch.setattr(path_preview, "preview_path", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(jobs, "_REGISTRY", None)  # no finished job serves it: only the disk cache
     again = page("interpolation", **state)  # a new session on the warm cache: no preview is computed
     assert not calls and again.dataframe
     assert not any(c.value.startswith("Preview") for c in again.caption)

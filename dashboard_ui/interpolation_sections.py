@@ -7,11 +7,16 @@ from ``dashboard_ui/interpolation_charts.py``.
 - ``endpoint_choices(ws)`` -> ``{label: end}``, ``default_pair(labels, ws)`` -> two positions.
 - ``link(names)`` -> the specs of the settings a shared link carries.
 - ``settings_form(names, first, second, bn_model)`` -> dict of the form's choices.
-- ``compute(problem, end_a, end_b, form, splits, modes)`` -> ``{mode: Path}`` or ``None`` while it runs.
+- ``cached(problem, end_a, end_b, form, splits, modes)`` -> ``{mode: Path}`` if the cache holds them all, else ``None``.
+- ``preview(problem, end_a, end_b, form, splits)`` -> ``(Path or None, finished)``: the labelled preview job.
+- ``compute(problem, end_a, end_b, form, splits, modes, known)`` -> ``{mode: Path}`` or ``None`` while it runs.
+- ``preview_section(preview, problem, form, splits, modes)``: the preview, labelled, until the exact path is done.
 - ``path_section(...)``, ``barrier_table_section(...)``, ``batchnorm_section(...)``, ``provenance(...)``.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pandas as pd
@@ -20,9 +25,11 @@ import streamlit as st
 from dashboard_ui import ui
 from dashboard_ui.interpolation_charts import accuracy_chart, bn_chart, loss_chart
 from dashboard_ui.links import Choice, Flag, Number
-from landscape_core import defaults, interpolation, jobs
+from landscape_core import defaults, interpolation, jobs, path_preview
 from landscape_core.defaults import path_ends, same_space
 from landscape_core.directions import digest
+from landscape_core.estimate import describe_seconds
+from landscape_core.evaluate import Cancelled
 from landscape_core.snippet import problem_code
 
 SPANS = {
@@ -288,26 +295,67 @@ def job_settings(end_a: dict, end_b: dict, form: dict, splits: list[str], modes:
     }
 
 
-def compute(problem, end_a: dict, end_b: dict, form: dict, splits: list[str], modes: list[str]) -> dict | None:
-    """The path under each BatchNorm mode in ``modes`` as one job: ``{mode: Path}``, ``None`` while it runs."""
-    steps, span = form["steps"], form["span"]
+def _path_args(end_a: dict, end_b: dict, form: dict, splits: list[str]) -> dict:
+    return {
+        "theta_a": end_a["theta"],
+        "theta_b": end_b["theta"],
+        "steps": form["steps"],
+        "span": form["span"],
+        "buffers_a": end_a["buffers"],
+        "buffers_b": end_b["buffers"],
+        "splits": splits,
+    }
+
+
+def cached(problem, end_a: dict, end_b: dict, form: dict, splits: list[str], modes: list[str]) -> dict | None:
+    """``{mode: Path}`` when the cache holds the path of every mode, else ``None``; nothing is
+    evaluated (each look-up is cancelled before its first evaluation)."""
+    stop = threading.Event()
+    stop.set()
+    args = _path_args(end_a, end_b, form, splits)
+    try:
+        return {mode: interpolation.linear(problem, bn=mode, cancel=stop, **args) for mode in modes}
+    except (Cancelled, ValueError):  # not cached, or not a valid path: the job says why, readably
+        return None
+
+
+def preview(problem, end_a: dict, end_b: dict, form: dict, splits: list[str]):
+    """The labelled preview of the chosen BatchNorm mode's path (``path_preview.preview_path``) as a
+    job: ``(preview or None, finished)``; ``finished`` also when it failed (the exact path then follows)."""
+    cost = ui.estimate(problem, splits)
+    key = jobs.job_key("interpolation-preview", job_settings(end_a, end_b, form, splits, [form["bn"]]))
+
+    def run(progress, cancel):
+        return path_preview.preview_path(
+            problem, bn=form["bn"], cost=cost, cancel=cancel, **_path_args(end_a, end_b, form, splits)
+        )
+
+    result = ui.run_job(key, run, "preview on a data subset")
+    job = jobs.registry().get(key)
+    return result, result is not None or (job is not None and job.finished)
+
+
+def compute(
+    problem, end_a: dict, end_b: dict, form: dict, splits: list[str], modes: list[str], known=None
+) -> dict | None:
+    """The path under each BatchNorm mode in ``modes`` as one job: ``{mode: Path}``, ``None`` while it runs.
+
+    Computed coarse to fine (``path_preview.refine_path``, equal to ``interpolation.linear``); ``known``
+    (a finished preview of the chosen mode) gives its points when it was computed on all the data."""
     settings = job_settings(end_a, end_b, form, splits, modes)
+    args = _path_args(end_a, end_b, form, splits)
 
     def run(progress, cancel) -> dict:
+        reuse = known if known is not None and path_preview.same_data(known, problem) else None
         paths = {}
         for i, mode in enumerate(modes):
-            paths[mode] = interpolation.linear(
+            paths[mode] = path_preview.refine_path(
                 problem,
-                end_a["theta"],
-                end_b["theta"],
-                steps=steps,
-                span=span,
                 bn=mode,
-                buffers_a=end_a["buffers"],
-                buffers_b=end_b["buffers"],
-                splits=splits,
+                known=reuse if mode == form["bn"] else None,
                 cancel=cancel,
                 progress=lambda done, total, i=i: progress(i * total + done, len(modes) * total),
+                **args,
             )
         return paths
 
@@ -329,6 +377,43 @@ def path_section(path, splits: list[str], name_a: str, name_b: str, log_y: bool)
     if acc is not None:
         st.altair_chart(acc, width="stretch")
     return chart
+
+
+def preview_text(path, problem, splits: list[str], seconds_left: float | None) -> list[str]:
+    """The preview's label (what it is computed on, its noise, where its barrier comes from) and its barrier per split."""
+    s = path.settings
+    used, noise = s["samples"], s["noise"]
+    lines = [
+        f"Preview: {len(path.alphas)} points of the path on "
+        + ", ".join(f"{used[sp]:,} of {problem.splits[sp].n:,} {sp} samples" for sp in used)
+        + " (standard error of the loss about "
+        + ", ".join(f"{noise[f'{sp}_loss']:.2g}" for sp in used)
+        + ")"
+        + (f"; BatchNorm statistics {s['bn_statistics']}" if s.get("bn_statistics") else "")
+        + ". The exact path on all samples follows"
+        + (f" ({describe_seconds(seconds_left)} on this machine)." if seconds_left is not None else ".")
+    ]
+    for split in splits:
+        info = path.barrier.get(f"{split}_loss") or {}
+        if info.get("height") is not None:
+            lines.append(
+                f"Preview barrier ({split}): about {info['height']:.3g} at alpha = {info['alpha']:.2f}, from "
+                f"{s['barrier_of']}; the barrier table waits for the exact path."
+            )
+    return lines
+
+
+def preview_section(path, problem, form: dict, splits: list[str], modes: list[str]) -> None:
+    """The labelled preview of the path, shown until the exact path is done (no table, no downloads)."""
+    st.subheader(f"{ui.plain(form['name_a'])}  to  {ui.plain(form['name_b'])}")
+    # every mode's path with its own recompute rule, timed by the preview itself
+    seconds = sum(path_preview.exact_seconds(path, problem, form["steps"], form["span"], m) for m in modes)
+    label, *barrier_lines = preview_text(path, problem, splits, seconds)
+    st.caption(label)
+    title = "Preview on a data subset: loss along the path; dashed: chord between the ends; bar: preview barrier"
+    st.altair_chart(loss_chart(path, splits, form["log_y"], title), width="stretch")
+    for line in barrier_lines:
+        st.caption(line)
 
 
 def barrier_table_section(path, splits: list[str]) -> None:

@@ -7,6 +7,9 @@ and average sharpness from ``landscape_core.sharpness`` (through ``curvature_par
 - ``point_choices(ws)`` -> ``{label: point}``: the models on offer.
 - ``compute(boxes, parts, point_name, point, base_problem, s)`` -> ``{part: result}``: the jobs, in order.
 - ``metrics(result, parts, dimension)``: the four numbers on top and the curvature readout.
+- ``preview_first(point, base_problem, s)`` -> whether the preview goes before the exact parts.
+- ``preview(point_name, point, base_problem, s)``: the average sharpness on a data subset, labelled,
+  while the exact measures run.
 - ``eigenvalues(...)``, ``trace(...)``, ``density(...)``, ``sharpness(...)``: one section per part.
 """
 
@@ -18,7 +21,7 @@ import streamlit as st
 
 from dashboard_ui import ui
 from dashboard_ui.curvature_charts import density_chart, spectrum_chart
-from landscape_core import curvature_parts, jobs
+from landscape_core import curvature_parts, jobs, sharpness_preview
 from landscape_core.snippet import problem_code
 
 PARTS = curvature_parts.PARTS  # reading order on the page
@@ -218,6 +221,54 @@ def compute(boxes: dict, parts: list[str], point_name: str, point: dict, base_pr
             break
         result[part] = value
     return result
+
+
+def preview_first(point: dict, base_problem, s: dict) -> bool:
+    """Whether to start the preview before the exact parts: at model A when its average sharpness is not
+    cached (told without evaluating). At a checkpoint that cannot be told without evaluating the model
+    there, so its preview waits to see whether the sharpness part is still running."""
+    if point["theta"] is not None:
+        return False
+    return not sharpness_preview.average_cached(
+        base_problem, s["avg_sigma"], s["samples"], s["avg_adaptive"], s["convention"], s["seed"]
+    )
+
+
+def preview(point_name: str, point: dict, base_problem, s: dict) -> None:
+    """The average sharpness from a few noise draws on a data subset (``sharpness_preview.preview_average_sharpness``),
+    labelled with its subset, draws and standard error; shown only while the exact measures run."""
+    settings = {name: s[name] for name in ("avg_sigma", "avg_adaptive", "convention", "seed")}
+    key = jobs.job_key("sharpness-preview", {"source": ui.source(point["which"]), "point": point_name} | settings)
+    cost = ui.estimate(base_problem, ["train"])
+
+    def run(progress, cancel):
+        return sharpness_preview.preview_average_sharpness(
+            base_problem,
+            sigma=s["avg_sigma"],
+            adaptive=s["avg_adaptive"],
+            convention=s["convention"],
+            seed=s["seed"],
+            cost=cost,
+            cancel=cancel,
+            theta=point["theta"],
+            buffers=point["buffers"],
+        )
+
+    result = ui.run_job(key, run, "sharpness preview on a data subset")
+    if result is None:
+        return
+    info = result.settings
+    st.markdown("#### Preview: average sharpness on a data subset")
+    st.markdown(
+        f"Under random Gaussian noise of size sigma = {info['sigma']:g}"
+        + (" (scaled by |w|)" if info["adaptive"] else "")
+        + f", the loss rises by about **{result.value:.3g} +/- {result.stderr:.2g}** on average."
+    )
+    st.caption(
+        f"Preview: {info['draws']} noise draws on {info['samples']:,} of {info['of_samples']:,} train samples; the "
+        "standard error counts both the draws and the subset. The exact measures on all samples follow, the average "
+        f"sharpness with {s['samples']} draws."
+    )
 
 
 # -- sections ---------------------------------------------------------------------------------

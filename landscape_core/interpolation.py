@@ -284,6 +284,41 @@ def linear(
     >>> path = linear(problem, ckpt_a.theta, ckpt_b.theta, steps=25)        # doctest: +SKIP
     >>> path.barrier["train_loss"]["height"]                                  # doctest: +SKIP
     """
+    plan = plan_path(problem, theta_a, theta_b, steps, span, bn, buffers_a, buffers_b, splits)
+    key = path_key(plan)
+    total = len(plan.alphas)
+    if use_cache and (hit := cache_mod.fetch(key, Path.from_bytes)) is not None:
+        if progress is not None:
+            progress(total, total)
+        return hit
+
+    if progress is not None:
+        progress(0, total)
+    values = path_values(plan, problem, plan.alphas, cancel, None if progress is None else lambda i: progress(i, total))
+    result = finish_path(plan, problem, values, cancel)
+    if use_cache:
+        cache_mod.put(key, result.to_bytes())
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class PathPlan:
+    """A path checked and described before any evaluation: the ends, the alphas ``(k,)`` (``path_alphas``),
+    the BatchNorm rule, the splits, both ends' buffers and the settings (the cache key's content)."""
+
+    theta_a: torch.Tensor
+    theta_b: torch.Tensor
+    alphas: np.ndarray
+    bn: BNMode
+    per_point: bool  # each alpha gets its own BatchNorm buffers (recomputed or interpolated)
+    splits: list
+    buffers_a: dict
+    buffers_b: dict
+    settings: dict
+
+
+def plan_path(problem, theta_a, theta_b, steps, span, bn, buffers_a=None, buffers_b=None, splits=None) -> PathPlan:
+    """Check the arguments of ``linear`` and describe its path (``PathPlan``); evaluates nothing."""
     bn = BNMode(bn)
     theta_a = _check_theta(problem, theta_a, "theta_a")
     theta_b = _check_theta(problem, theta_b, "theta_b")
@@ -294,6 +329,7 @@ def linear(
     buffers_a = dict(problem.buffers if buffers_a is None else buffers_a)
     buffers_b = dict(problem.buffers if buffers_b is None else buffers_b)
     has_bn = batchnorm.has_batchnorm(problem)
+    per_point = has_bn and bn is not BNMode.KEEP and problem.mode.value != "train"
     settings = {
         "kind": "linear_path",
         "theta_a_sha256": digest(theta_a),
@@ -309,37 +345,47 @@ def linear(
         "barrier_definitions": BARRIER_DEFINITIONS,
         "problem": problem.describe(),
     }
-    key = cache_mod.make_key("path", ALGORITHM_VERSION, settings)
-    total = len(alphas)
-    if use_cache and (hit := cache_mod.fetch(key, Path.from_bytes)) is not None:
-        if progress is not None:
-            progress(total, total)
-        return hit
+    return PathPlan(theta_a, theta_b, alphas, bn, per_point, splits, buffers_a, buffers_b, settings)
 
-    if progress is not None:
-        progress(0, total)
-    if not has_bn or bn is BNMode.KEEP or problem.mode.value == "train":
-        values = evaluate_segment(problem, theta_a, theta_b, alphas, splits, buffers_a, cancel)
-        if progress is not None:
-            progress(total, total)
-    else:
-        values = with_buffers_per_point(
-            problem,
-            alphas,
-            lambda a: point(theta_a, theta_b, a),
-            lambda part, buffers: evaluate_segment(problem, theta_a, theta_b, part, splits, buffers, cancel),
-            bn,
-            buffers_a,
-            buffers_b,
-            cancel,
-            None if progress is None else lambda i: progress(i, total),
-        )
+
+def path_key(plan: PathPlan) -> str:
+    """The cache key of ``plan``'s finished path (what ``linear`` stores and looks up)."""
+    return cache_mod.make_key("path", ALGORITHM_VERSION, plan.settings)
+
+
+def path_values(plan: PathPlan, problem, alphas, cancel=None, done: Callable[[int], None] | None = None) -> dict:
+    """Values ``{quantity: float64 (k,)}`` at ``alphas`` ``(k,)`` of ``plan``'s path on ``problem``'s data.
+
+    Each point's value does not depend on which other alphas are asked for with it (up to float
+    rounding of batched evaluation), so a path computed in parts equals one computed at once.
+    ``done(i)``: ``i`` points finished.
+    """
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if not plan.per_point:
+        values = evaluate_segment(problem, plan.theta_a, plan.theta_b, alphas, plan.splits, plan.buffers_a, cancel)
+        if done is not None:
+            done(len(alphas))
+        return values
+    return with_buffers_per_point(
+        problem,
+        alphas,
+        lambda a: point(plan.theta_a, plan.theta_b, a),
+        lambda part, buffers: evaluate_segment(problem, plan.theta_a, plan.theta_b, part, plan.splits, buffers, cancel),
+        plan.bn,
+        plan.buffers_a,
+        plan.buffers_b,
+        cancel,
+        done,
+    )
+
+
+def finish_path(plan: PathPlan, problem, values: dict, cancel=None) -> Path:
+    """The ``Path`` of ``plan`` from its values at every alpha: the barriers, and both ends evaluated
+    with their own stored buffers (``endpoint_values``, two evaluations)."""
     endpoint_values = {q: np.full(2, np.nan) for q in values}
-    for i, (theta, buffers) in enumerate(((theta_a, buffers_a), (theta_b, buffers_b))):
-        for q, v in evaluate_points(problem, theta, None, None, splits, None, cancel, buffers).items():
+    for i, (theta, buffers) in enumerate(((plan.theta_a, plan.buffers_a), (plan.theta_b, plan.buffers_b))):
+        for q, v in evaluate_points(problem, theta, None, None, plan.splits, None, cancel, buffers).items():
             endpoint_values[q][i] = v[0]
+    alphas = plan.alphas
     found = barriers(alphas, values) if 0.0 in alphas and 1.0 in alphas else {}
-    result = Path(alphas=alphas, values=values, barrier=found, endpoint_values=endpoint_values, settings=settings)
-    if use_cache:
-        cache_mod.put(key, result.to_bytes())
-    return result
+    return Path(alphas=alphas, values=values, barrier=found, endpoint_values=endpoint_values, settings=plan.settings)

@@ -48,9 +48,17 @@ if form["name_a"] == form["name_b"]:
 end_a, end_b = choices[form["name_a"]], choices[form["name_b"]]
 bn = form["bn"]
 modes = [bn] + ([m for m in sections.BN_MODES if m != bn] if form["compare_bn"] else [])
-paths = sections.compute(problem, end_a, end_b, form, splits, modes)
+paths = sections.cached(problem, end_a, end_b, form, splits, modes)  # a cached path opens at once
 if paths is None:
-    st.stop()
+    slot = st.container()  # the preview, above the exact path's progress
+    preview, preview_finished = sections.preview(problem, end_a, end_b, form, splits)
+    if preview_finished:  # the exact path starts once the preview is drawn
+        paths = sections.compute(problem, end_a, end_b, form, splits, modes, known=preview)
+    if paths is None:
+        if preview is not None:
+            with slot:
+                sections.preview_section(preview, problem, form, splits, modes)
+        st.stop()
 path = paths[bn]
 
 chart = sections.path_section(path, splits, form["name_a"], form["name_b"], form["log_y"])

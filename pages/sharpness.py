@@ -32,10 +32,20 @@ point = choices[point_name]
 base_problem = ui.problem_for_page(ws, point["which"])
 st.subheader(point_name)
 metrics_row = st.container()
+preview_slot = st.empty()  # a first number while the exact measures run
 boxes = {part: st.container() for part in sections.PARTS if part in parts}  # sections in reading order
+early = "sharpness" in parts and sections.preview_first(point, base_problem, s)  # a cached one opens without
+if early:
+    with preview_slot.container():
+        sections.preview(point_name, point, base_problem, s)
 result = sections.compute(boxes, parts, point_name, point, base_problem, s)
 with metrics_row:
     sections.metrics(result, parts, base_problem.space.size)
+if "sharpness" in result:
+    preview_slot.empty()  # the exact measures replace the preview
+elif not early and "sharpness" in parts:  # at a checkpoint: once the parts are seen running
+    with preview_slot.container():
+        sections.preview(point_name, point, base_problem, s)
 
 spectrum = result.get("eigenvalues")
 if spectrum is not None:

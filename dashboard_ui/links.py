@@ -184,11 +184,45 @@ def take(page: str, link: Mapping[str, Spec]) -> dict[str, Any]:
     return values
 
 
+def peek(key: str, spec: Spec, default):
+    """The value the link opened in this run gives ``key`` if it fits ``spec``, else ``default``;
+    taken by nobody. For a widget whose range depends on another setting (the inputs of a split,
+    the width of a layer): the page builds that widget's spec from the value the link will set."""
+    pending = st.session_state.get(PENDING) or {}
+    if key in pending:
+        values, _ = decode({key: pending[key]}, {key: spec})
+        return values.get(key, default)
+    return default
+
+
 def show_notices() -> None:
     """One line per value of the link that was ignored (drawn by the page above its form)."""
     for notice in st.session_state.get(NOTICES) or []:
         st.warning(notice, icon=":material/link_off:")
     st.session_state[NOTICES] = []
+
+
+def keep_query() -> None:
+    """Put the URL this session last wrote back when a page switch emptied it; before ``st.navigation``.
+
+    Opening a page from the navigation makes Streamlit send the run an empty query string, and
+    ``st.navigation`` pushes the new page's URL with it: written at the end of the run, the settings
+    made a second history entry, so the first back landed on the bare one of the same page (and
+    the late write of the run that this back started could replace the previous page's URL
+    under a second quick back). Written here, before ``st.navigation`` and unchanged, it leaves the
+    browser's URL as it is and the new page's entry carries it: one entry per page switch.
+    """
+    last = st.session_state.get(LAST)
+    if last and not _url():
+        st.query_params.from_dict(last)
+
+
+def query_with(workspace: str | None, settings: Mapping[str, Any]) -> dict[str, str]:
+    """The URL's params with the workspace and ``settings`` set (``st.switch_page(..., query_params=)``
+    empties the URL otherwise, pushing a bare entry of the page it leaves)."""
+    params = _url()
+    params.update(encode(workspace, settings))
+    return params
 
 
 def mirror(workspace: str | None, settings: Mapping[str, Any], pages: Iterable[str] = ()) -> None:
@@ -204,4 +238,4 @@ def mirror(workspace: str | None, settings: Mapping[str, Any], pages: Iterable[s
     params.update(encode(workspace, settings))
     if params != url:
         st.query_params.from_dict(params)
-    st.session_state[LAST] = params
+    st.session_state[LAST] = params if params != url else url  # in the URL's own order (``keep_query``)

@@ -4,10 +4,13 @@ After every run the frame mirrors the workspace and the linked settings of the p
 that run into ``st.query_params`` (``?workspace=digits-mlp&surface_seed=3&...``); Streamlit
 pushes each change onto the browser's history, so back and forward move between pages and
 their URLs. On a session's first run (a link opened, a page reloaded) the URL's values are
-restored: the workspace by the sidebar, a page's settings by its ``keep_settings(..., link=...)``.
-Later runs only write the URL: a run that the browser or a polling fragment started may carry
-a query string older than the last one written, and reading it back would undo the user's
-latest choice.
+restored: the workspace by the sidebar, a page's settings by its ``keep_settings(..., link=...)``;
+so are they on a run that the back or forward button started (the entry's URL is the view to
+show). Other runs only write the URL: a run that a widget or a polling fragment started may
+carry a query string older than the last one written, and reading it back would undo the
+user's latest choice. A page switch in the navigation empties the query string; ``keep_query``
+(before ``st.navigation``) puts the last one back, so the new page's history entry carries the
+settings and one back leaves it.
 
 A page says which settings travel and what each may hold, with the widget's own options::
 
@@ -149,14 +152,15 @@ def _url() -> dict[str, str]:
 def start_run(workspaces: Iterable[str]) -> None:
     """Called by the sidebar at the start of every run, before it draws the workspace picker.
 
-    On the session's first run the URL's values become pending for this run, and its
-    workspace, if offered here, the sidebar's choice.
+    On the session's first run, and on a run that the browser's back or forward button started,
+    the URL's values become pending for this run, and its workspace, if offered here, the
+    sidebar's choice.
     """
     state = st.session_state
     url = _url()
     state.pop(PENDING, None)
     state[NOTICES] = []
-    if LAST in state:  # not the session's first run
+    if LAST in state and not history_navigation():  # a later run: the URL may be older than the view
         return
     state[LAST] = url
     state[PENDING] = url
@@ -169,6 +173,16 @@ def start_run(workspaces: Iterable[str]) -> None:
             state[NOTICES].append(
                 f"The link's workspace {shown!r} is not available here; the current workspace is shown."
             )
+
+
+def history_navigation() -> bool:
+    """Whether the browser's back or forward button started this run (Streamlit flags such a run;
+    ``False`` where it does not say)."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    except ImportError:
+        return False
+    return bool(getattr(get_script_run_ctx(), "is_history_navigation", False))
 
 
 def take(page: str, link: Mapping[str, Spec]) -> dict[str, Any]:

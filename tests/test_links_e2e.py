@@ -1,7 +1,7 @@
 """A shared link in Chromium: settings made on Surface (and on Trajectory) go into the URL, the URL
-opened in a fresh browser context shows the same widgets and the same result, and one press of the
-back button returns to the previous page's URL. Waits are on the app's state (``tests/browser.py``),
-never on time.
+opened in a fresh browser context shows the same widgets and the same result, one press of the
+back button returns to the previous page's URL, and back and forward on one page step through its
+settings. Waits are on the app's state (``tests/browser.py``), never on time.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def test_a_link_reopens_the_view_in_a_fresh_browser_and_back_returns(app_url, br
     context = _context(browser)
     page = context.new_page()
     page.goto(f"{app_url}/?workspace=logistic-blobs&surface_steps=11")  # a link with two settings
-    _surface_done(page)
+    first = _surface_done(page)
+    page.wait_for_url(re.compile(r"surface_seed=0"))  # the run wrote the whole view into the URL
+    before = page.url
     page.get_by_label("Seed").fill("5")
     page.get_by_role("button", name="Run", exact=True).click()
     wait_while_working(page, page.get_by_label("Seed"))
@@ -111,6 +113,17 @@ def test_a_link_reopens_the_view_in_a_fresh_browser_and_back_returns(app_url, br
     assert _surface_done(page) == readout
     assert _widgets(page) == mine
     assert page.url == shared  # the run that back started wrote nothing over it
+
+    # back once more: the entry before the Run (seed 0) and its view; forward: seed 5 again
+    page.go_back(wait_until="commit")
+    assert page.url == before
+    wait_while_working(page, page.get_by_text(first, exact=True))
+    assert _surface_done(page) == first and _widgets(page)["seed"] == "0"
+    page.go_forward(wait_until="commit")
+    assert page.url == shared
+    wait_while_working(page, page.get_by_text(readout, exact=True))
+    assert _surface_done(page) == readout and _widgets(page) == mine
+    assert page.url == shared
     context.close()
 
 

@@ -177,8 +177,27 @@ def test_a_link_straight_to_a_page_sets_its_form(page, link, shown, notices):
 
 
 # -- the other pages: a link sets the form; a hostile one gives the defaults with a notice each --------
+@pytest.fixture
+def through_the_frame(monkeypatch):
+    """Every run goes through ``app.py`` and its ``st.navigation``, as in a browser session.
+
+    ``AppTest`` resets Streamlit's legacy ``pages/`` flag before each run and would then run a
+    page file alone, without the frame that reads and writes the URL around the page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class NavigationOnly(PagesManager):
+        def __init__(self, *args, **kwargs):
+            PagesManager.uses_pages_directory = False  # what the app's first import sets (ui.frame)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationOnly)
+
+
 def _page(page: str, params: dict) -> AppTest:
-    """A fresh session opening ``page`` at a URL with these query params (through the app's frame)."""
+    """A fresh session opening ``page`` at a URL with these query params (through the app's frame:
+    use the ``through_the_frame`` fixture)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page(f"pages/{page}.py")  # before the first run: the default page does not run first
     at.query_params.update(params)
@@ -214,6 +233,7 @@ TRAJ_WIDGETS = {
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_a_trajectory_link_sets_every_setting_and_goes_back_into_the_url():
     from landscape_core import demos
 
@@ -249,10 +269,12 @@ def test_a_trajectory_link_sets_every_setting_and_goes_back_into_the_url():
     }
     assert not _notices(at) and not at.error
     assert {k: _param(at, k) for k in link} == link  # the URL holds the view, written back as read
+    assert _param(at, "ui_splits") == '["train","val"]'  # with the settings the link left out
     assert "true val accuracy" in at.dataframe[-1].value.columns  # the gap table shows the linked quantity
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_a_hostile_trajectory_link_gives_the_defaults_with_a_notice_each():
     at = _page(
         "trajectory",
@@ -281,6 +303,7 @@ def test_a_hostile_trajectory_link_gives_the_defaults_with_a_notice_each():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_a_compare_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
     widgets = {
         "compare_split": "selectbox",
@@ -316,7 +339,7 @@ def test_a_compare_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
         "compare_log": True,
     }
     assert not _notices(at) and not at.error
-    assert {k: _param(at, k) for k in link} == link
+    assert {k: _param(at, k) for k in link} == link and "ui_splits" in at.query_params  # written back, whole
 
     hostile = {
         "compare_split": "test",
@@ -354,6 +377,7 @@ TEXT_WIDGETS = {
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_a_text_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
     small = {"workspace": "text-sentiment", "text_n": "10", "text_samples": "2", "text_steps": "1"}
     link = {
@@ -383,7 +407,7 @@ def test_a_text_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
     }
     assert not _notices(at) and not at.error
     assert len(at.dataframe[0].value) == 7  # the ranking shows the linked number of rows
-    assert {k: _param(at, k) for k in link} == link
+    assert {k: _param(at, k) for k in link} == link and "ui_splits" in at.query_params  # written back, whole
 
     hostile = {
         "text_split": "../val",
@@ -404,6 +428,7 @@ def test_a_text_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_an_embedding_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
     widgets = {
         "embedding_layer": "selectbox",
@@ -430,6 +455,7 @@ def test_an_embedding_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
     }
     assert not _notices(at) and not at.error
     assert {k: _param(at, k) for k in {**small, **link}} == {**small, **link}
+    assert _param(at, "embedding_seed") == "0"  # the settings the link left out are written too
 
     hostile = {
         "embedding_layer": "2",  # not a hidden layer of this model
@@ -448,6 +474,7 @@ def test_an_embedding_link_sets_the_form_and_a_hostile_one_gives_the_defaults():
 
 # -- back after a page switch -------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("through_the_frame")
 def test_a_page_switch_keeps_the_url_so_back_leaves_the_page_in_one_step():
     """Streamlit empties the query string when the navigation opens another page; the app writes the
     session's last URL back before ``st.navigation`` pushes the new page's history entry, so that one

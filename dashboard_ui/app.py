@@ -63,10 +63,11 @@ def main() -> None:
     """Draw the app: page config, sidebar, navigation; Streamlit calls this on every rerun."""
     st.set_page_config(page_title="Loss landscapes", page_icon=":material/landscape:", layout="wide")
 
-    from dashboard_ui import ui  # after set_page_config
+    from dashboard_ui import links, ui  # after set_page_config
 
     usable, hidden = usable_pages()
     folder = pages_dir()
+    links.keep_query()  # a page switch emptied the URL: its settings go back before navigation pushes it
     navigation = st.navigation(
         [st.Page(folder / f, title=title, icon=icon, default=f == "surface.py") for f, title, icon in usable]
     )

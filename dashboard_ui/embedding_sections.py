@@ -4,7 +4,8 @@ UI only: ``landscape_core.embedding_principle`` widens the network and measures 
 directions, ``landscape_core.hessian`` gives the spectra, ``landscape_core.surface`` the planes,
 ``landscape_core.wide_demo`` trains the wide net from scratch on the digits demos.
 
-- ``settings(problem, demo)`` -> dict or None: the form (layer, width, split, seed, spectrum, plane).
+- ``settings(problem, demo)`` -> dict or None: the form (layer, width, split, seed, spectrum, plane);
+  its settings are kept across pages and travel in a link (``link(problem, usable)``).
 - ``widened(problem, s)`` -> Problem: the widened model (cached per settings).
 - ``scratch(s, demo)`` -> Problem or None: the same wide architecture trained from scratch.
 - ``loss_unchanged(narrow, wide, scratch)``, ``spectra(...)``, ``planes(...)``, ``verdict(...)``.
@@ -18,7 +19,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard_ui import theme, ui
+from dashboard_ui import links, theme, ui
+from dashboard_ui.links import Choice, Number
 from landscape_core import Cancelled, directions, hessian, jobs, surface, wide_demo
 from landscape_core.embedding_principle import (
     most_active_copy,
@@ -41,9 +43,39 @@ def _number(fmt: str = "%.6g"):
 
 
 # -- settings -----------------------------------------------------------------------------------
+SPLITS = ["random", "half"]
+KINDS = ["incoming", "outgoing"]
+STEPS = [11, 21, 31, 41]
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _layers(_problem, model_hash: str) -> dict[str, str | None]:
     return widenable_layers(_problem)
+
+
+def _units(problem: Problem, layer: str) -> int:
+    return int(problem.space[f"{layer}.weight"].shape[0])
+
+
+def _widths(units: int) -> tuple[int, int, int]:
+    """``(low, high, default)`` of the width after widening a layer of ``units`` units."""
+    return units + 1, max(4 * units, units + 1), units + max(1, units // 4)
+
+
+def link(problem: Problem, usable: list[str]) -> dict:
+    """The form's settings a link carries, with what each widget accepts (``ui.keep_settings(link=)``);
+    the width's range is that of the layer the link sets (or the first)."""
+    low, high, _ = _widths(_units(problem, links.peek("embedding_layer", Choice(usable), usable[0])))
+    return {
+        "embedding_layer": Choice(usable),
+        "embedding_width": Number(low, high),
+        "embedding_split": Choice(SPLITS),
+        "embedding_seed": Number(0, 10_000),
+        "embedding_k": Number(1, 10),
+        "embedding_kind": Choice(KINDS),
+        "embedding_span": Number(0.1, 3.0, integer=False),
+        "embedding_steps": Choice(STEPS),
+    }
 
 
 def settings(problem: Problem, demo: bool) -> dict | None:
@@ -55,21 +87,24 @@ def settings(problem: Problem, demo: bool) -> dict | None:
         for name, reason in layers.items():
             st.markdown(f"- `{name}`: {reason}")
         return None
+    ui.keep_settings(
+        "embedding",
+        per_workspace={"embedding_layer": usable[0], "embedding_width": ui.WIDGET_DEFAULT},
+        link=link(problem, usable),
+    )
     with st.form("embedding_form"):
         c1, c2, c3 = st.columns(3)
         layer = c1.selectbox("Hidden layer to widen", usable, key="embedding_layer")
-        units = int(problem.space[f"{layer}.weight"].shape[0])
+        units = _units(problem, layer)
         width = c1.number_input(
             f"Width after (now {units} units)",
-            units + 1,
-            max(4 * units, units + 1),
-            units + max(1, units // 4),
+            *_widths(units),
             key="embedding_width",
             help="Each new unit copies a unit's incoming weights; its outgoing weights are divided between them.",
         )
         split = c2.radio(
             "Shares of the outgoing weights",
-            ["random", "half"],
+            SPLITS,
             horizontal=True,
             key="embedding_split",
             help="random: uniform on the simplex for each split unit and its copies; half: equal shares.",
@@ -78,14 +113,16 @@ def settings(problem: Problem, demo: bool) -> dict | None:
         k = c2.number_input("Eigenvalues per end", 1, 10, 3, key="embedding_k")
         kind = c3.radio(
             "Splitting direction of the plane",
-            ["incoming", "outgoing"],
+            KINDS,
             key="embedding_kind",
             help="outgoing: shift outgoing weight between a unit and its copy (exactly flat); incoming: move their "
             "incoming weights apart (curved).",
         )
         span = c3.slider("Span of the planes", 0.1, 3.0, 1.0, 0.1, key="embedding_span")
-        steps = c3.select_slider("Steps per axis", [11, 21, 31, 41], value=21, key="embedding_steps")
-        st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+        steps = c3.select_slider("Steps per axis", STEPS, value=21, key="embedding_steps")
+        st.form_submit_button(
+            "Run", type="primary", icon=":material/play_arrow:", on_click=ui.save_settings, args=("embedding",)
+        )
     skipped = {name: reason for name, reason in layers.items() if reason is not None}
     if skipped:
         with st.expander(f"{len(skipped)} layer(s) cannot be widened, and why"):

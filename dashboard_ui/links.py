@@ -4,10 +4,13 @@ After every run the frame mirrors the workspace and the linked settings of the p
 that run into ``st.query_params`` (``?workspace=digits-mlp&surface_seed=3&...``); Streamlit
 pushes each change onto the browser's history, so back and forward move between pages and
 their URLs. On a session's first run (a link opened, a page reloaded) the URL's values are
-restored: the workspace by the sidebar, a page's settings by its ``keep_settings(..., link=...)``.
-Later runs only write the URL: a run that the browser or a polling fragment started may carry
-a query string older than the last one written, and reading it back would undo the user's
-latest choice.
+restored: the workspace by the sidebar, a page's settings by its ``keep_settings(..., link=...)``;
+so are they on a run that the back or forward button started (the entry's URL is the view to
+show). Other runs only write the URL: a run that a widget or a polling fragment started may
+carry a query string older than the last one written, and reading it back would undo the
+user's latest choice. A page switch in the navigation empties the query string; ``keep_query``
+(before ``st.navigation``) puts the last one back, so the new page's history entry carries the
+settings and one back leaves it.
 
 A page says which settings travel and what each may hold, with the widget's own options::
 
@@ -149,14 +152,15 @@ def _url() -> dict[str, str]:
 def start_run(workspaces: Iterable[str]) -> None:
     """Called by the sidebar at the start of every run, before it draws the workspace picker.
 
-    On the session's first run the URL's values become pending for this run, and its
-    workspace, if offered here, the sidebar's choice.
+    On the session's first run, and on a run that the browser's back or forward button started,
+    the URL's values become pending for this run, and its workspace, if offered here, the
+    sidebar's choice.
     """
     state = st.session_state
     url = _url()
     state.pop(PENDING, None)
     state[NOTICES] = []
-    if LAST in state:  # not the session's first run
+    if LAST in state and not history_navigation():  # a later run: the URL may be older than the view
         return
     state[LAST] = url
     state[PENDING] = url
@@ -169,6 +173,16 @@ def start_run(workspaces: Iterable[str]) -> None:
             state[NOTICES].append(
                 f"The link's workspace {shown!r} is not available here; the current workspace is shown."
             )
+
+
+def history_navigation() -> bool:
+    """Whether the browser's back or forward button started this run (Streamlit flags such a run;
+    ``False`` where it does not say)."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    except ImportError:
+        return False
+    return bool(getattr(get_script_run_ctx(), "is_history_navigation", False))
 
 
 def take(page: str, link: Mapping[str, Spec]) -> dict[str, Any]:
@@ -184,11 +198,45 @@ def take(page: str, link: Mapping[str, Spec]) -> dict[str, Any]:
     return values
 
 
+def peek(key: str, spec: Spec, default):
+    """The value the link opened in this run gives ``key`` if it fits ``spec``, else ``default``;
+    taken by nobody. For a widget whose range depends on another setting (the inputs of a split,
+    the width of a layer): the page builds that widget's spec from the value the link will set."""
+    pending = st.session_state.get(PENDING) or {}
+    if key in pending:
+        values, _ = decode({key: pending[key]}, {key: spec})
+        return values.get(key, default)
+    return default
+
+
 def show_notices() -> None:
     """One line per value of the link that was ignored (drawn by the page above its form)."""
     for notice in st.session_state.get(NOTICES) or []:
         st.warning(notice, icon=":material/link_off:")
     st.session_state[NOTICES] = []
+
+
+def keep_query() -> None:
+    """Put the URL this session last wrote back when a page switch emptied it; before ``st.navigation``.
+
+    Opening a page from the navigation makes Streamlit send the run an empty query string, and
+    ``st.navigation`` pushes the new page's URL with it: written at the end of the run, the settings
+    made a second history entry, so the first back landed on the bare one of the same page (and
+    the late write of the run that this back started could replace the previous page's URL
+    under a second quick back). Written here, before ``st.navigation`` and unchanged, it leaves the
+    browser's URL as it is and the new page's entry carries it: one entry per page switch.
+    """
+    last = st.session_state.get(LAST)
+    if last and not _url():
+        st.query_params.from_dict(last)
+
+
+def query_with(workspace: str | None, settings: Mapping[str, Any]) -> dict[str, str]:
+    """The URL's params with the workspace and ``settings`` set (``st.switch_page(..., query_params=)``
+    empties the URL otherwise, pushing a bare entry of the page it leaves)."""
+    params = _url()
+    params.update(encode(workspace, settings))
+    return params
 
 
 def mirror(workspace: str | None, settings: Mapping[str, Any], pages: Iterable[str] = ()) -> None:
@@ -204,4 +252,4 @@ def mirror(workspace: str | None, settings: Mapping[str, Any], pages: Iterable[s
     params.update(encode(workspace, settings))
     if params != url:
         st.query_params.from_dict(params)
-    st.session_state[LAST] = params
+    st.session_state[LAST] = params if params != url else url  # in the URL's own order (``keep_query``)

@@ -134,9 +134,11 @@ def slice_chart(frame: pd.DataFrame, along: str, at: float, title: str, log: boo
 def open_page(filename: str, page: str, shared: dict, per_workspace: dict, workspace: str) -> None:
     """Give ``page`` its settings (``settings.restore``: ``shared`` ones, and ``per_workspace`` ones
     for ``workspace``), then open the page file ``filename`` of the navigation on them."""
+    from dashboard_ui import links
     from dashboard_ui.app import pages_dir
     from dashboard_ui.settings import restore
 
     restore(page, shared)
     restore(page, per_workspace, workspace=workspace)
-    st.switch_page(st.Page(pages_dir() / filename))
+    query = links.query_with(workspace, {**shared, **per_workspace})  # the page's URL carries them from the start
+    st.switch_page(st.Page(pages_dir() / filename), query_params=query)

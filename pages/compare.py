@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
+from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import directions, jobs, snippet, surface, verdict
 from landscape_core.comparison import metrics as compare_metrics  # the report's table is the page's
 from landscape_core.defaults import COMPARE
@@ -33,7 +34,6 @@ problem_a = ui.problem_for_page(ws, "A")
 problem_b = ui.problem_for_page(ws, "B")
 splits = [s for s in ui.chosen_splits(problem_a) if s in compare_splits(problem_a, problem_b)] or ["train"]
 same_space = problem_a.space.size == problem_b.space.size
-ui.keep_settings("compare", per_workspace={"compare_split": splits[0], "compare_quantity": "loss"})
 
 try:
     from landscape_core import hessian
@@ -45,7 +45,21 @@ except Exception:
     sharpness = None
 SIGMA, SAMPLES = COMPARE.average_sigma, COMPARE.average_samples  # adaptive average sharpness
 NORMS = ["filter", "layer"]
+STEPS = [11, 21, 31, 41, 51]
 IGNORE = tuple(COMPARE.ignore)
+LINK = {  # the settings a link carries, checked against the widgets' options
+    "compare_split": Choice(splits),
+    "compare_quantity": Choice(["loss", *problem_a.metrics]),
+    "compare_norm": Choice(NORMS),
+    "compare_seed": Number(0, 10_000),
+    "compare_span": Number(0.1, 3.0, integer=False),
+    "compare_steps": Choice(STEPS),
+    "compare_lines": Number(2, 10),
+    "compare_hessian": Flag() if hessian is not None else Choice([False]),  # the box is disabled without it
+    "compare_log": Flag(),
+    "compare_topology_threshold": Number(0.0, 20.0, integer=False),  # basins counted under the maps, in %
+}
+ui.keep_settings("compare", per_workspace={"compare_split": splits[0], "compare_quantity": "loss"}, link=LINK)
 
 with st.form("compare-settings"):
     c1, c2, c3 = st.columns(3)
@@ -54,7 +68,7 @@ with st.form("compare-settings"):
     norm = c2.selectbox("Normalization", NORMS, index=NORMS.index(COMPARE.norm), key="compare_norm")
     seed = c2.number_input("Seed (same for both)", 0, 10_000, COMPARE.seed, key="compare_seed")
     span = c3.slider("Span: -span to +span", 0.1, 3.0, COMPARE.span, 0.1, key="compare_span")
-    steps = c3.select_slider("Steps per axis", [11, 21, 31, 41, 51], value=COMPARE.steps, key="compare_steps")
+    steps = c3.select_slider("Steps per axis", STEPS, value=COMPARE.steps, key="compare_steps")
     c4, c5, c6 = st.columns(3)
     n_lines = c4.slider("Random 1D lines for the slice-rise metric", 2, 10, COMPARE.lines, key="compare_lines")
     want_hessian = c5.checkbox(

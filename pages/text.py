@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import contrastive_sections, ui
+from dashboard_ui import contrastive_sections, links, ui
+from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import embedding_matrix, embeddings, fragility, gradient_norm, jobs, token_inputs
 from landscape_core.defaults import TEXT
 from landscape_core.first_screen import is_text_problem
@@ -219,6 +220,30 @@ def snippet(wid: str, which: str, kwargs: dict) -> str:
     )
 
 
+def link(ws, splits: list[str], default_split: str) -> dict:
+    """The settings a link carries, with what each widget accepts (``ui.keep_settings(link=)``).
+
+    How many inputs depends on the split, and how many rows on the inputs: both ranges are those of
+    the split and number of inputs the link sets (or the defaults)."""
+    split = links.peek("text_split", Choice(splits), default_split)
+    n_split = ws.problem.splits[split].n
+    n = links.peek("text_n", Number(5, n_split), min(n_split, TEXT.max_inputs))
+    return {
+        "text_split": Choice(splits),
+        "text_n": Number(5, n_split),
+        "text_radii": Choice(list(RADIUS_CHOICES)),
+        "text_score_r": Choice(SCORE_RADII),
+        "text_samples": Number(2, 32),
+        "text_steps": Number(1, 50),
+        "text_seed": Number(0, 10_000),
+        "text_map": Choice(MAPS),
+        "text_score": Choice(list(fragility.SCORES)),
+        "text_hessian": Flag(),
+        "text_top": Number(5, max(n, 5)),  # the rows slider is drawn only above 5 inputs
+        "text_only_correct": Flag(),
+    }
+
+
 # -- page ------------------------------------------------------------------------------------------
 st.title("Text embeddings: where is the model fragile?")
 st.caption(
@@ -238,15 +263,14 @@ if ws.compare is not None and has_embedding(ws.compare):
     problems["B"] = ws.compare
 names = {"A": ws.labels[0], "B": ws.labels[1]}
 splits = list(ws.problem.splits)
+default_split = TEXT.split if TEXT.split in splits else splits[0]
 ui.keep_settings(
     "text",
-    per_workspace={
-        "text_split": TEXT.split if TEXT.split in splits else splits[0],
-        "text_n": ui.WIDGET_DEFAULT,
-        "text_chosen": ui.WIDGET_DEFAULT,
-    },
+    per_workspace={"text_split": default_split, "text_n": ui.WIDGET_DEFAULT, "text_chosen": ui.WIDGET_DEFAULT},
     workspace=wid,
+    link=link(ws, splits, default_split),
 )
+links.show_notices()  # the page names its workspace (the text demo stands in), so it shows them itself
 
 with st.form("text_form"):
     c1, c2, c3, c4 = st.columns(4)

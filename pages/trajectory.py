@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard_ui import selections, theme, ui
+from dashboard_ui import links, selections, theme, ui
+from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import jobs, trajectory, trajectory_plane
 from landscape_core.defaults import TRAJECTORY
 from landscape_core.snippet import problem_code
@@ -25,6 +26,8 @@ PCA_CHOICES = {  # label: (variant, ignored kinds), see landscape_core.trajector
     "uncentred, every parameter": ("uncentred", ()),
 }
 REFERENCES = ["final", "first", "mean"]
+PLANE_STEPS = [11, 15, 21, 31, 41, 51]
+HAS_UMAP = importlib.util.find_spec("umap") is not None
 EPOCH_SCHEME = "oranges"
 PATH_COLOR = "#e8590c"
 
@@ -330,6 +333,28 @@ def checkpoint_readout(gap, traj, events) -> None:
         selections.open_page("sharpness.py", "sharp", {}, {"sharp_point": f"checkpoint: {name}"}, wid)
 
 
+def link(ws, runs: dict) -> dict:
+    """The settings a link carries, with what each widget accepts (``ui.keep_settings(link=)``).
+
+    The quantity's choices are those the link's run (model A or B) has on the sidebar's splits."""
+    which, _ = runs[links.peek("traj_run", Choice(list(runs)), next(iter(runs)))]
+    problem = ws.problem if which == "A" else ws.compare
+    splits = ui.chosen_splits(problem)
+    return {
+        "traj_run": Choice(list(runs)),
+        "traj_reference": Choice(REFERENCES),
+        "traj_pca": Choice(list(PCA_CHOICES)),
+        "traj_umap": Flag() if HAS_UMAP else Choice([False]),  # the box is disabled without UMAP
+        "traj_neighbors": Number(2, 15),
+        "traj_ae": Flag(),
+        "traj_seed": Number(0, 10_000),
+        "traj_steps": Choice(PLANE_STEPS),
+        "traj_margin": Number(0.0, 1.0, integer=False),
+        "traj_log": Flag(),
+        "traj_quantity": Choice([f"{sp}_{q}" for sp in splits for q in ("loss", *problem.metrics)]),
+    }
+
+
 # -- page -------------------------------------------------------------------------------------
 st.title("Trajectory: where training went, and the loss under the path")
 st.caption(
@@ -352,7 +377,12 @@ if not runs:
         "on the Your model page."
     )
     st.stop()
-ui.keep_settings("traj", per_workspace={"traj_run": next(iter(runs)), "traj_quantity": ui.WIDGET_DEFAULT})
+
+ui.keep_settings(
+    "traj",
+    per_workspace={"traj_run": next(iter(runs)), "traj_quantity": ui.WIDGET_DEFAULT},
+    link=link(ws, runs),
+)
 
 with st.form("traj_form"):
     c1, c2, c3 = st.columns(3)
@@ -371,20 +401,17 @@ with st.form("traj_form"):
         help="Li et al. 2018 centre the differences before the PCA and leave biases and normalization parameters out; "
         "the uncentred PCA fits the plane through the reference point over every parameter.",
     )
-    has_umap = importlib.util.find_spec("umap") is not None
     use_umap = c2.checkbox(
         "UMAP view",
-        value=TRAJECTORY.umap and has_umap,
-        disabled=not has_umap,
+        value=TRAJECTORY.umap and HAS_UMAP,
+        disabled=not HAS_UMAP,
         key="traj_umap",
-        help=None if has_umap else "UMAP is not installed here: pip install 'landscape-dashboard[umap]'.",
+        help=None if HAS_UMAP else "UMAP is not installed here: pip install 'landscape-dashboard[umap]'.",
     )
     n_neighbors = c2.slider("UMAP neighbours", 2, 15, TRAJECTORY.umap_neighbors, key="traj_neighbors")
     use_ae = c2.checkbox("Autoencoder view", value=TRAJECTORY.autoencoder, key="traj_ae")
     seed = c2.number_input("Seed (UMAP, autoencoder)", 0, 10_000, TRAJECTORY.seed, key="traj_seed")
-    steps = c3.select_slider(
-        "Plane: steps per axis", [11, 15, 21, 31, 41, 51], value=TRAJECTORY.plane_steps, key="traj_steps"
-    )
+    steps = c3.select_slider("Plane: steps per axis", PLANE_STEPS, value=TRAJECTORY.plane_steps, key="traj_steps")
     margin = c3.slider("Plane: margin around the path", 0.0, 1.0, TRAJECTORY.margin, 0.05, key="traj_margin")
     log = c3.checkbox("Log colour scale", value=True, key="traj_log")
     st.form_submit_button(

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
@@ -162,7 +163,9 @@ def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page,
     page.get_by_role("button", name="Open on Sharpness").click()
     model = page.get_by_test_id("stSelectbox").filter(has_text="Model to analyse")
     wait_while_working(page, model.filter(has_text=f"checkpoint: {name}"))
-    assert page.url.rstrip("/").endswith("/sharpness")
+    assert urlparse(page.url).path.rstrip("/").endswith("/sharpness")
+    linked = parse_qs(urlparse(page.url).query)  # the URL carries the opened view from the switch on
+    assert linked["sharp_point"] == [f"checkpoint: {name}"], linked
 
     open_finished(page, app_url, "trajectory")
     page.mouse.click(*mark_centre(page, page.locator(CHART).first, "g.mark-symbol path"))

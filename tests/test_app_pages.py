@@ -361,10 +361,14 @@ def test_surface_preview_says_what_it_does_before_it_counts_points(monkeypatch, 
         assert texts == ["preview on a data subset: measuring the cost per point"], texts
     finally:
         gate.set()
+    from landscape_core import jobs
+
+    preview_job = next(j for j in jobs.registry().jobs() if j.label == "preview on a data subset" and not j.finished)
+    assert preview_job.wait(600)  # a running job is drawn as it is; the next run takes its result
     monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert not at.get("progress") and len(at.get("vega_lite_chart")) >= 2
+    assert not [p.text for p in at.get("progress")] and len(at.get("vega_lite_chart")) >= 2
 
 
 def test_a_spec_workspace_is_listed_by_its_name_not_its_path(monkeypatch, tmp_path):

@@ -20,6 +20,7 @@ PLANE_SIDE = 420  # px: the longer side of a plane's plot area, one map per row
 PLANE_SIDE_PAIR = 300  # px: the same with two maps side by side
 DIVERGED_COLOR = "#9e9e9e"
 BASE_COLOR = "#d6336c"
+PALE_MIDDLE = ("redblue", "blueorange", "redgrey", "purplegreen")  # diverging schemes, white at 0: outlined dark
 SPLIT_COLORS = {"train": "#3b5bdb", "val": "#e8590c"}
 
 
@@ -248,7 +249,7 @@ def heatmap(
     if hover is not None:  # the cell under the pointer, outlined in every map that shares the hover
         layers.append(
             alt.Chart(cells)
-            .mark_rect(fill=None, stroke="white", strokeWidth=2, clip=True)
+            .mark_rect(fill=None, stroke="#212529" if scheme_name in PALE_MIDDLE else "white", strokeWidth=2, clip=True)
             .encode(x=x, x2="a1", y=y, y2="b1")
             .transform_filter({"param": hover, "empty": False})
         )

@@ -163,13 +163,18 @@ def _open(workspace_id: str, session_owner: str | None = None):
     return _load_workspace(workspace_id)
 
 
+_SPEC_NAMES: dict[str, str] = {}  # spec workspace id -> the name its Workspace gave, once loaded in this process
+
+
 @st.cache_resource(show_spinner="Loading the workspace (a demo trains once, then it is cached)...", max_entries=6)
 def _load_workspace(workspace_id: str):
     if workspace_id.startswith("spec:"):
         spec = _module("landscape_core.spec")
         if spec is None:
             raise ValueError("specs need landscape_core.spec, which is not installed in this version.")
-        return spec.load_spec(workspace_id[len("spec:") :])
+        ws = spec.load_spec(workspace_id[len("spec:") :])
+        _SPEC_NAMES[workspace_id] = ws.name
+        return ws
     if workspace_id.startswith(UPLOAD_PREFIX):
         raise ValueError(f"{workspace_id!r} is an upload; uploads are opened per session, not from this cache.")
     demos = _module("landscape_core.demos")
@@ -317,9 +322,22 @@ def source(which: str = "A") -> dict:
     return {"workspace": workspace_id(), "model": which, "subset": _subset() or None, "device": _device()}
 
 
+def spec_label(target: str, name: str | None = None) -> str:
+    """A spec as the sidebar lists it: the name its Workspace gives (``name``, once loaded), else its
+    file (``minilm_sentiment_spec.py``, the function added unless ``build``); never the whole path,
+    which a sidebar box would cut short."""
+    head, sep, function = target.rpartition(":")
+    if not (sep and function.isidentifier()):  # no function given (or a drive letter's colon)
+        head, function = target, "build"
+    short = re.split(r"[\\/]", head)[-1] + ("" if function == "build" else f":{function}")
+    if name and not name.startswith("spec "):  # a Problem-only spec is named "spec <file>:<function>"
+        return f"{name} (your spec)"  # the file and path: under "About this workspace"
+    return f"your spec: {short}"
+
+
 def _workspace_label(wid: str) -> str:
     if wid.startswith("spec:"):
-        return f"your spec: {wid[5:]}"
+        return spec_label(wid[5:], _SPEC_NAMES.get(wid))
     if wid.startswith(UPLOAD_PREFIX):
         from landscape_core import upload_registry
 
@@ -360,6 +378,11 @@ def sidebar() -> None:
             st.session_state["ui_workspace"] = pending
         if st.session_state.get("ui_workspace") not in ids:
             st.session_state["ui_workspace"] = ids[0]
+        chosen = st.session_state["ui_workspace"]
+        try:  # opened before it is listed, so that a spec is listed by the name it gives
+            ws, failed = _open(chosen), None
+        except Exception as exc:
+            ws, failed = None, exc
         labels = {wid: _workspace_label(wid) for wid in ids}  # looked up now, in this session's run
         st.selectbox(
             "Problem",
@@ -369,15 +392,15 @@ def sidebar() -> None:
             help="A built-in demo (trained once, then cached), the spec named on the command line, or one of "
             "your uploads from the Your model page (kept for this browser tab only, see that page).",
         )
-        chosen = st.session_state["ui_workspace"]
-        try:
-            ws = _open(chosen)
-        except Exception as exc:
-            error_box(exc, "Could not open this workspace")
+        if failed is not None:
+            error_box(failed, "Could not open this workspace")
             return
-        if ws.description:
+        if ws.description or chosen.startswith("spec:"):
             with st.expander("About this workspace"):
-                st.caption(plain(ws.description) if chosen.startswith(UPLOAD_PREFIX) else ws.description)
+                if chosen.startswith("spec:"):
+                    st.caption(f"From the spec `{chosen[len('spec:') :]}` named on the command line.")
+                if ws.description:
+                    st.caption(plain(ws.description) if chosen.startswith(UPLOAD_PREFIX) else ws.description)
         problem = ws.problem
         sizes = {name: s.n for name, s in problem.splits.items()}
         largest = max(sizes.values())

@@ -38,7 +38,9 @@ def linked(panels: list, hover: str = "hover", zoom: str = "zoom", columns: int 
     (drag pans, the wheel zooms, a double click goes back). ``panels``: heatmaps made with
     ``hover=hover``. Returns the Vega-Lite spec (for ``st.vega_lite_chart``): the params are
     declared once, on the whole view, naming the cells' view of every map (Altair would rename
-    those views when it lifts one param shared by several maps)."""
+    those views when it lifts one param shared by several maps). The views are named
+    ``<hover>_map<i>`` (the cells) and ``<hover>_outline<i>`` (the hovered cell's outline), i
+    counting the panels: an SVG rendering carries them as classes ``<name>_marks``."""
     laid_out = []
     for panel in panels:
         panel = panel.copy(deep=False)
@@ -47,8 +49,11 @@ def linked(panels: list, hover: str = "hover", zoom: str = "zoom", columns: int 
     view = alt.concat(*laid_out, columns=columns).resolve_scale(x="shared", y="shared", color="independent")
     spec = view.properties(usermeta=SVG).to_dict()
     names = [f"{hover}_map{i}" for i in range(len(spec["concat"]))]
-    for panel, name in zip(spec["concat"], names):
+    for i, (panel, name) in enumerate(zip(spec["concat"], names)):
         panel["layer"][0]["name"] = name  # the cells
+        for layer in panel["layer"]:  # the outline of the hovered cell: drawn as SVG class "<hover>_outline<i>_marks"
+            if {"filter": {"param": hover, "empty": False}} in layer.get("transform", []):
+                layer["name"] = f"{hover}_outline{i}"
     point = {"type": "point", "fields": ["alpha", "beta"], "on": "pointerover", "clear": "pointerout", "toggle": False}
     spec["params"] = [
         {"name": hover, "select": point, "views": names},

@@ -45,10 +45,11 @@ Settings (from ``dashboard_ui/settings.py``):
 
 Background work:
 
-- ``run_job(key, fn, label, auto=True, unit="points") -> result | None``: ``fn(progress, cancel)`` runs in
-  a ``landscape_core.jobs`` worker (shared across sessions by ``key``; build keys with
+- ``run_job(key, fn, label, auto=True, unit="points", starting="starting") -> result | None``: ``fn(progress, cancel)``
+  runs in a ``landscape_core.jobs`` worker (shared across sessions by ``key``; build keys with
   ``landscape_core.jobs.job_key(kind, settings)``). While it runs, a polling fragment
-  shows a progress bar (points done, time left, smoothed by ``landscape_core.eta``) and a Cancel button, and this returns
+  shows a progress bar (points done, time left, smoothed by ``landscape_core.eta``; before the
+  job's first count, ``starting``: what it is doing) and a Cancel button, and this returns
   ``None``; when done it returns the result. Errors and cancellations are shown in place
   with a Retry / Run again button. ``auto=False``: wait for the user's Run button. A job that
   no page has polled for ``ORPHAN_SECONDS`` (the user changed settings or left) cancels itself.
@@ -169,17 +170,25 @@ def seconds_left(job, snap) -> float | None:
         return smoother.update(snap.done, snap.total, snap.elapsed_s)
 
 
+def progress_text(snap, unit: str = "points", starting: str = "starting", seconds: float | None = None) -> str:
+    """The line over a job's progress bar: what it waits for, what it does before it can count
+    (``starting``, while ``snap.total`` is 0), or ``done of total unit`` and the time left."""
+    if snap.state is jobs.State.QUEUED:
+        return f"{snap.label}: waiting for another computation to finish"
+    if snap.total <= 0:
+        return f"{snap.label}: {starting}"
+    return f"{snap.label}: {snap.done:,} of {snap.total:,} {unit}, {_format_seconds(seconds)}"
+
+
 @st.fragment(run_every=POLL_SECONDS)
-def _job_panel(key: str, unit: str = "points") -> None:
+def _job_panel(key: str, unit: str = "points", starting: str = "starting") -> None:
     job = jobs.registry().get(key)
     if job is None or job.finished:
         st.rerun(scope="app")
     job.touch()
     snap = job.snapshot()
-    if snap.state is jobs.State.QUEUED:
-        text = f"{snap.label}: waiting for another computation to finish"
-    else:
-        text = f"{snap.label}: {snap.done:,} of {snap.total:,} {unit}, {_format_seconds(seconds_left(job, snap))}"
+    seconds = seconds_left(job, snap) if snap.total > 0 else None
+    text = progress_text(snap, unit, starting, seconds)
     left, right = st.columns([6, 1], vertical_alignment="bottom")
     left.progress(snap.fraction, text=text)
     if job.cancel_event.is_set():
@@ -211,10 +220,11 @@ def _on_chosen_executor(fn):
     return on_cluster
 
 
-def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
+def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points", starting: str = "starting"):
     """Run ``fn(progress, cancel)`` as a shared background job; the result when done, else ``None``.
 
-    ``unit`` names what ``progress(done, total)`` counts ("points", "steps", "products").
+    ``unit`` names what ``progress(done, total)`` counts ("points", "steps", "products");
+    ``starting`` says what the job does before its first count ("measuring the cost per point").
     """
     registry = jobs.registry()
     fn = _on_chosen_executor(fn)
@@ -253,11 +263,13 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points"):
             registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()
         return None
-    _job_panel(key, unit)
+    _job_panel(key, unit, starting)
     return None
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
+@st.cache_resource(
+    show_spinner="Measuring the cost per point on this model (once per model and data)...", max_entries=32
+)
 def _estimate(key: str, _problem, splits: tuple[str, ...]):
     from landscape_core.estimate import measure_cost
 

@@ -139,9 +139,12 @@ def preview_plane(
     seed: int = 0,
     splits=None,
     cost: CostModel | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Surface:
     """A coarse plane on a fixed random subset (from ``seed``) sized to take about ``seconds``
     (``plan_preview``; ``cost`` from ``estimate.measure_cost``, measured here if not given).
+    ``progress(done, total)`` counts the grid's points once the grid is chosen (nothing before).
 
     Settings: ``"preview": true``, ``"samples"`` (per split, as used), ``"noise"`` (``{quantity:
     standard error}`` of the subset's loss at the centre as an estimate of the full one; 0 when
@@ -151,7 +154,7 @@ def preview_plane(
     cost = measure_cost(problem, splits) if cost is None else cost
     steps, samples = plan_preview(cost, seconds, len(splits))
     small = problem.subset(samples, seed=seed)
-    result = refine_plane(small, d1, d2, span=span, steps=steps, splits=splits)
+    result = refine_plane(small, d1, d2, span=span, steps=steps, splits=splits, progress=progress, cancel=cancel)
     settings = {
         **result.settings,
         "preview": True,

@@ -266,7 +266,7 @@ def gradient_norm_map(result, split: str) -> None:
     grads = ui.run_job(key, run, f"gradient norm on the {steps_}x{steps_} plane", auto=False)
     if grads is not None:
         q = f"{split}_grad_norm"
-        chart = ui.heatmap(grads, q, log=True, side=ui.PLANE_SIDE)
+        chart = ui.heatmap(grads, q, log=True, side=ui.PLANE_SIDE, title=recentred_title(q) if recentred else None)
         st.altair_chart(chart, width="content")
         values = grads.values[q]
         st.markdown(
@@ -274,6 +274,15 @@ def gradient_norm_map(result, split: str) -> None:
             f"{np.nanmin(values):.3g} to {np.nanmax(values):.3g} (median {np.nanmedian(values):.3g})."
         )
         ui.downloads(grads, chart=chart, name=f"plane_{q}")
+
+
+def recentred_title(q: str) -> list[str]:
+    """The heatmap title of a re-centred plane: what is drawn, and the centre it is drawn around."""
+    return [
+        f"{ui.quantity_label(q)} on the plane centre + alpha d1 + beta d2",
+        "centre theta0 + alpha0 d1 + beta0 d2,",
+        f"(alpha0, beta0) = ({offset[0]:.4g}, {offset[1]:.4g})",
+    ]
 
 
 def _recentre(alpha: float, beta: float) -> None:
@@ -356,9 +365,17 @@ if shape == "2D plane" and kind == "random" and finished is None and not recentr
 
     def preview_job(progress, cancel):
         d = _directions(2)
-        return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
+        return preview_mod.preview_plane(
+            problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost, progress=progress, cancel=cancel
+        )
 
-    preview = ui.run_job(jobs.job_key("surface-preview", base_settings), preview_job, "preview on a data subset")
+    preview = ui.run_job(
+        jobs.job_key("surface-preview", base_settings),
+        preview_job,
+        "preview on a data subset",
+        # what the job does before it counts points: without the page's estimate it measures its own
+        starting="measuring the cost per point" if cost is None else "making the directions and choosing the subset",
+    )
 if shape == "2D plane" and (preview is not None or kind != "random" or finished is not None or recentred):
 
     def plane_job(steps_):
@@ -450,6 +467,8 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
         side = ui.PLANE_SIDE if len(quantities) == 1 else ui.PLANE_SIDE_PAIR
         if recentred and points is None and -span <= -offset[0] <= span and -span <= -offset[1] <= span:
             points = {"theta0": (-offset[0], -offset[1])}  # the trained model on a re-centred plane
+        # a click belongs to the plane it was made on: another plane (re-centred there, say) starts unclicked
+        plane_id = jobs.job_key("surface-click", base_settings).split(":")[1][:12]
         with heat_tab:
             cols = st.columns(len(quantities))
             for col, q in zip(cols, quantities):
@@ -462,11 +481,14 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
                     path=kind == "pca",
                     side=side,
                     extra=result.values,  # every quantity of the plane in each cell's tooltip
+                    title=recentred_title(q) if recentred else None,
                 )
                 charts.append(chart)  # as exported: a picture, no click
                 # fixed size: equal scale on both axes; a click on a cell draws the slices through it
                 clickable = chart.add_params(selections.cell_param()).properties(usermeta=selections.SVG)
-                events.append(col.altair_chart(clickable, width="content", on_select="rerun", key=f"cell:{q}"))
+                events.append(
+                    col.altair_chart(clickable, width="content", on_select="rerun", key=f"cell:{q}:{plane_id}")
+                )
             slices_through_click(result, quantities, events)
         with three_tab:
             cols = st.columns(len(quantities))

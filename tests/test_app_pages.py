@@ -297,3 +297,109 @@ def test_surface_shows_direction_lengths_and_compares_hessian_planes_at_equal_le
     guide.run()
     tips = " ".join(m.value for m in guide.markdown if m.value.startswith("**Try it on:** digits-mlp: draw"))
     assert "as long as the random directions" in tips and "same span" in tips
+
+
+def _titles(at) -> list[str]:
+    """The title lines of every Vega-Lite chart of a run, layered or not."""
+    lines = []
+    for chart in at.get("vega_lite_chart"):
+        title = json.loads(chart.proto.spec).get("title", {})
+        text = title.get("text", "") if isinstance(title, dict) else title
+        lines += text if isinstance(text, list) else [text]
+    return lines
+
+
+def test_surface_recentred_plane_says_its_centre_in_the_heatmap_title():
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "surface.py"), default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = "logistic-blobs"
+    at.session_state["surface_steps"] = 11
+    at.session_state["surface_offset_alpha"] = 0.25
+    at.session_state["surface_offset_beta"] = -0.5
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    titles = _titles(at)
+    assert titles.count("(alpha0, beta0) = (0.25, -0.5)") == 2, titles  # the train and val maps
+    assert not any("theta0 + alpha d1 + beta d2" in t for t in titles), titles  # not the plane through theta0
+    # the plane through theta0 keeps its own title
+    at.number_input(key="surface_offset_alpha").set_value(0.0)
+    at.number_input(key="surface_offset_beta").set_value(0.0)
+    _submit(at)
+    titles = _titles(at)
+    assert titles.count("train loss on the plane theta0 + alpha d1 + beta d2") == 1, titles
+    assert not any("alpha0" in t for t in titles), titles
+
+
+def test_surface_preview_says_what_it_does_before_it_counts_points(monkeypatch, fresh_cache):
+    """While the preview job has nothing to count yet (here: it measures the cost per point, the
+    page's own estimate having failed), its bar says so, never "0 of 0 points"."""
+    import threading
+
+    from dashboard_ui import ui
+    from landscape_core import preview
+
+    entered, gate = threading.Event(), threading.Event()
+    measure = preview.measure_cost
+
+    def measured_when_let(problem, splits=None, **kwargs):
+        entered.set()
+        gate.wait(600)
+        return measure(problem, splits, **kwargs)
+
+    monkeypatch.setattr(preview, "measure_cost", measured_when_let)
+    monkeypatch.setattr(ui, "estimate", lambda problem, splits: None)
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "0")  # draw what the job is doing now
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "surface.py"), default_timeout=TIMEOUT)
+    at.session_state["ui_workspace"] = "logistic-blobs"
+    at.session_state["surface_seed"] = 4321  # a plane no other test computes
+    at.session_state["surface_steps"] = 11
+    try:
+        at.run()
+        assert entered.wait(600)  # the job is running and measuring
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        texts = [p.text for p in at.get("progress")]
+        assert texts == ["preview on a data subset: measuring the cost per point"], texts
+    finally:
+        gate.set()
+    from landscape_core import jobs
+
+    preview_job = next(j for j in jobs.registry().jobs() if j.label == "preview on a data subset" and not j.finished)
+    assert preview_job.wait(600)  # a running job is drawn as it is; the next run takes its result
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "inf")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [p.text for p in at.get("progress")] and len(at.get("vega_lite_chart")) >= 2
+
+
+def test_a_spec_workspace_is_listed_by_its_name_not_its_path(monkeypatch, tmp_path):
+    """A --spec workspace in the sidebar: the name its Workspace gives, else its file name; the
+    whole path (which the box would cut short) only under "About this workspace"."""
+    from dashboard_ui.frame import spec_label
+
+    folder = tmp_path / "a" / "long" / "folder" / "of" / "the" / "team's" / "experiments"
+    folder.mkdir(parents=True)
+    spec = folder / "regression_spec.py"
+    spec.write_text(
+        "import torch\n"
+        "from landscape_core import Problem\n"
+        "from landscape_core.workspace import Workspace\n\n"
+        "def problem():\n"
+        "    torch.manual_seed(0)\n"
+        "    X = torch.randn(32, 3)\n"
+        "    return Problem(torch.nn.Linear(3, 1), torch.nn.MSELoss(), (X, X.sum(1, keepdim=True)))\n\n"
+        "def build():\n"
+        "    return Workspace(name='Tiny regression', problem=problem())\n\n"
+        "def bare():\n"
+        "    return problem()\n"
+    )
+    for function, label in (("build", "Tiny regression (your spec)"), ("bare", "your spec: regression_spec.py:bare")):
+        monkeypatch.setattr("sys.argv", ["app.py", "--spec", f"{spec}:{function}"])
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        picker = at.selectbox(key="ui_workspace")
+        assert picker.value == f"spec:{spec}:{function}"
+        assert picker.options[0] == label, picker.options  # shown from the first run on
+        assert str(folder) not in " ".join(picker.options)
+        assert any(str(spec) in c.value for c in at.sidebar.caption)  # the path, in the workspace's notes
+    assert spec_label("examples/minilm_sentiment_spec.py:build") == "your spec: minilm_sentiment_spec.py"

@@ -8,6 +8,7 @@ appears against the library's own numbers. Waits are on the app's state, never o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -133,12 +134,22 @@ def test_surface_click_draws_slices_then_recentres_there(app_url, page, workspac
     assert numbers[:2] == pytest.approx([alpha, beta], abs=5e-4)
     # the new plane's centre is the clicked point: its value is the one the click showed
     assert numbers[2] == pytest.approx(exact["train_loss"], rel=1e-3)
+    # the click was on the old plane: the new one starts unclicked, its maps' titles say the centre
+    wait_while_working(page, page.get_by_text(re.compile(r"^Click a cell of the map to draw the 1D slices")))
+    assert page.get_by_text(re.compile(r"^Slices through")).count() == 0
+    assert page.locator(CHART).count() == charts_before
+    titles = page.locator(CHART).first.locator("g.role-title-text tspan").all_text_contents()  # one per line
+    centre_title = f"(alpha0, beta0) = ({numbers[0]:.4g}, {numbers[1]:.4g})"
+    assert centre_title in [t.strip() for t in titles], titles
     page.screenshot(path=str(SHOTS / "surface-recentred.png"), full_page=True)
 
 
-@pytest.mark.skip(
-    reason="the click and its readout pass; Sharpness opened by the button does not show the checkpoint in its model box yet"
-)
+def chosen(page, label: str, value: str):
+    """The selectbox ``label`` showing ``value``: Streamlit draws it as a combobox whose choice is
+    the value of its text input (not text of the page, so ``has_text`` does not see it)."""
+    return page.get_by_role("combobox", name=label, exact=True).and_(page.locator(f"[value={json.dumps(value)}]"))
+
+
 def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page, workspace):
     open_finished(page, app_url, "trajectory")
     pca_view = page.locator(CHART).first
@@ -161,32 +172,44 @@ def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page,
     page.screenshot(path=str(SHOTS / "trajectory-clicked.png"), full_page=True)
 
     page.get_by_role("button", name="Open on Sharpness").click()
-    model = page.get_by_test_id("stSelectbox").filter(has_text="Model to analyse")
-    wait_while_working(page, model.filter(has_text=f"checkpoint: {name}"))
+    wait_while_working(page, chosen(page, "Model to analyse", f"checkpoint: {name}"))
     assert urlparse(page.url).path.rstrip("/").endswith("/sharpness")
     linked = parse_qs(urlparse(page.url).query)  # the URL carries the opened view from the switch on
     assert linked["sharp_point"] == [f"checkpoint: {name}"], linked
+    page.screenshot(path=str(SHOTS / "trajectory-opened-on-sharpness.png"), full_page=True)
 
     open_finished(page, app_url, "trajectory")
     page.mouse.click(*mark_centre(page, page.locator(CHART).first, "g.mark-symbol path"))
     wait_while_working(page, page.get_by_text(re.compile(rf"^Checkpoint {re.escape(name)} ")))
     wait_for_app_run(page)
     page.get_by_role("button", name="Open on Surface").click()
-    directions_box = page.get_by_test_id("stSelectbox").filter(has_text="Directions")
-    wait_while_working(page, directions_box.filter(has_text="Plane through three checkpoints"))
-    picks = [page.get_by_test_id("stSelectbox").filter(has_text=f"Checkpoint {k} (three").inner_text() for k in "ABC"]
-    assert any(p.rstrip().endswith(name) for p in picks), picks
+    wait_while_working(page, chosen(page, "Directions", "Plane through three checkpoints (2D)"))
+    picks = [page.get_by_role("combobox", name=f"Checkpoint {k} (three-checkpoint plane)").input_value() for k in "ABC"]
+    assert name in picks, picks
     wait_while_working(page, page.locator(CHART))
     page.screenshot(path=str(SHOTS / "trajectory-opened-on-surface.png"), full_page=True)
 
 
-@pytest.mark.skip(
-    reason="the tooltip values pass against the library; the shared-hover outline is not found as fill=none paths yet"
-)
+# per map i of the linked view: its hovered-cell outline (SVG class ``hover_outline<i>_marks``, named
+# by ``selections.linked``): how many cells are outlined, the first one's box relative to the map's
+# cells (``hover_map<i>_marks``) in px, and whether the pointer (x, y) is inside it
+_OUTLINES = """([chart, x, y]) => [0, 1, 2].map((i) => {
+    const plot = chart.querySelector(`g.hover_map${i}_marks`).getBoundingClientRect();
+    const paths = [...chart.querySelectorAll(`g.hover_outline${i}_marks path`)];
+    const b = paths.length ? paths[0].getBoundingClientRect() : null;
+    return {
+        count: paths.length,
+        box: b ? [b.left - plot.left, b.top - plot.top, b.width, b.height] : null,
+        under_pointer: b !== null && b.left <= x && x <= b.right && b.top <= y && y <= b.bottom,
+    };
+})"""
+
+
 def test_compare_hover_reads_a_b_and_difference_at_the_cell(app_url, page, workspace):
     open_finished(page, app_url, "compare")
     linked = page.locator(CHART).first
-    page.mouse.move(*mark_centre(page, linked, "g.mark-rect path"))
+    x, y = mark_centre(page, linked, "g.hover_map0_marks path")  # a cell of map A
+    page.mouse.move(x, y)
     tooltip = page.locator("#vg-tooltip-element")
     wait_while_working(page, tooltip)
     text = tooltip.inner_text()
@@ -199,13 +222,14 @@ def test_compare_hover_reads_a_b_and_difference_at_the_cell(app_url, page, works
         exact = value_at(problem, basis, value["alpha"], value["beta"])["train_loss"]
         assert value[key] == pytest.approx(exact, rel=1e-3), (key, text)
     assert value["B - A"] == pytest.approx(value["B"] - value["A"], abs=2e-3 * max(1.0, abs(value["B"])))
-    # the same cell is outlined in all three maps (one shared hover)
-    outlined = page.evaluate(
-        """(chart) => [...chart.querySelectorAll('g.mark-rect path')].filter(p => p.getAttribute('fill') === 'none'
-            || (p.style && p.style.fill === 'none')).length""",
-        linked.element_handle(),
-    )
-    assert outlined == 3, outlined
+    # one shared hover: the same cell is outlined in all three maps, at the pointer in the one under it
+    outlines = page.evaluate(_OUTLINES, [linked.element_handle(), x, y])
+    assert [o["count"] for o in outlines] == [1, 1, 1], outlines
+    assert outlines[0]["under_pointer"], outlines
+    first = outlines[0]["box"]
+    for other in outlines[1:]:  # the same place in each map's plot (the maps share their axes)
+        assert other["box"] == pytest.approx(first, abs=1.0), outlines
+    assert 5 < first[2] < 100 and first[2] == pytest.approx(first[3], rel=0.1), first  # one cell, not the map
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "compare-hover.png"), full_page=True)
 

@@ -129,3 +129,42 @@ def test_compare_page_shows_both_models_labelled_previews_first(monkeypatch):
         assert not held.first_pass.is_set()
     finally:
         held.let_go()
+
+
+def test_trajectory_page_shows_a_labelled_preview_of_the_pca_plane_then_the_grid_filling_in(monkeypatch):
+    from landscape_core import jobs
+    from landscape_core.preview import refinement_levels
+
+    held = HeldGrid(monkeypatch)
+    monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "20")
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "trajectory.py"), default_timeout=300)
+    at.session_state["ui_workspace"] = "logistic-blobs"
+    at.session_state["traj_umap"] = False
+    at.session_state["traj_steps"] = 11
+    at.session_state["traj_margin"] = 0.35  # a plane no other test has computed
+    try:
+        at.run()
+        captions = _captions(at)
+        preview = [c for c in captions if c.startswith("Preview: a ")]
+        assert len(preview) == 1, captions
+        assert "of 400 train samples" in preview[0] and "standard error of the loss" in preview[0]
+        assert not held.first_pass.is_set()
+        assert not [e for e in at.expander if e.label == "Downloads: the PCA-plane surface"]
+
+        monkeypatch.setenv("LANDSCAPE_JOB_WAIT", "0")
+        held.start.set()
+        assert held.first_pass.wait(HOLD)
+        at.run()
+        captions = _captions(at)
+        filling = [c for c in captions if c.startswith("Exact 11x11 grid on all samples, filling in")]
+        assert filling and f"pass 1 of {len(refinement_levels(11))}," in filling[0], captions
+
+        held.release.set()
+        for job in jobs.registry().jobs():
+            assert job.wait(timeout=HOLD)
+        at.run()
+        captions = _captions(at)
+        assert not [c for c in captions if c.startswith(("Preview: a ", "Exact 11x11"))]
+        assert [e for e in at.expander if e.label == "Downloads: the PCA-plane surface"]
+    finally:
+        held.let_go()

@@ -145,11 +145,12 @@ def refine_plane(
     done = int(filled.sum())
     if progress is not None:
         progress(done, total)
+    count = FIRST_PIECE  # cells per piece with the cache (a piece's work is kept when it ends)
     for index, level in enumerate(levels):
         todo = level[~filled[level]]
-        count = len(todo) if not use_cache else min(len(todo), FIRST_PIECE)
         while len(todo):
-            piece, todo = todo[:count], todo[count:]
+            size = count if use_cache else len(todo)  # without the cache: one evaluator call per level
+            piece, todo = todo[:size], todo[size:]
             report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
             began = time.perf_counter()
             try:
@@ -160,10 +161,11 @@ def refine_plane(
                 values[q][piece] = part[q]
             filled[piece] = True
             done += len(piece)
-            if use_cache and len(todo):
-                cache_mod.put(partial_key, picture().to_bytes())
+            if use_cache:
                 rate = len(piece) / max(time.perf_counter() - began, 1e-6)
                 count = max(1, int(min(rate * REFINE_CHUNK_S, 4 * count)))
+                if len(todo):
+                    cache_mod.put(partial_key, picture().to_bytes())
         if use_cache and index < len(levels) - 1:
             cache_mod.put(partial_key, picture().to_bytes())
         if on_level is not None:

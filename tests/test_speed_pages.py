@@ -20,10 +20,13 @@ class HeldGrid:
 
     def __init__(self, monkeypatch):
         import landscape_core.preview as preview_mod
+        from dashboard_ui import ui
 
         self.start, self.first_pass, self.release = threading.Event(), threading.Event(), threading.Event()
         self.real = preview_mod.refine_plane
         monkeypatch.setattr(preview_mod, "refine_plane", self)
+        # AppTest polls no job panel while the test holds a grid: no job may cancel itself as unwatched
+        monkeypatch.setattr(ui, "ORPHAN_SECONDS", HOLD)
 
     def __call__(self, *args, **kwargs):
         if not kwargs.get("use_cache"):

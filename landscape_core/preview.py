@@ -191,9 +191,8 @@ def fill_pending(picture: Surface) -> Surface:
     values = {}
     for q, v in picture.values.items():
         nearest = v[np.ix_(near_rows, near_cols)]
-        pending = np.isnan(v)
-        pending[np.ix_(rows, cols)] = False  # computed at this level: a NaN there diverged
-        values[q] = np.where(pending, nearest, v)
+        # a computed cell is its own nearest: one that diverged stays NaN; a reused finer cell is kept
+        values[q] = np.where(np.isnan(v), nearest, v)
     return Surface(alphas=picture.alphas, betas=picture.betas, values=values, settings=dict(picture.settings))
 
 

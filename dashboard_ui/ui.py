@@ -54,6 +54,12 @@ Background work:
   with a Retry / Run again button. ``auto=False``: wait for the user's Run button. A job that
   no page has polled for ``ORPHAN_SECONDS`` (the user changed settings or left) cancels itself.
 
+- ``partial_result(key) -> picture | None``: while the job of ``key`` runs, the latest picture its
+  ``fn`` published with ``landscape_core.jobs.publish`` (a grid filling in coarse to fine); the
+  job's panel reruns the page when a newer one arrives.
+- ``preview_caption(preview, problem)`` / ``filling_caption(picture)``: the labels of a preview
+  on a data subset and of a grid filling in (``landscape_core.preview``).
+
 - ``estimate(problem, splits) -> CostModel | None``: the cost per grid point measured on this
   model and machine (``landscape_core.estimate``), once per model, data and splits; show
   ``describe_seconds(cost.seconds(points))`` before Run. ``None`` if the measurement failed.
@@ -181,9 +187,9 @@ def progress_text(snap, unit: str = "points", starting: str = "starting", second
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def _job_panel(key: str, unit: str = "points", starting: str = "starting") -> None:
+def _job_panel(key: str, unit: str = "points", starting: str = "starting", seen: int = 0) -> None:
     job = jobs.registry().get(key)
-    if job is None or job.finished:
+    if job is None or job.finished or job.partials != seen:  # done, or a new picture to draw
         st.rerun(scope="app")
     job.touch()
     snap = job.snapshot()
@@ -263,8 +269,43 @@ def run_job(key: str, fn, label: str, auto: bool = True, unit: str = "points", s
             registry.submit(key, fn, label, orphan_after=ORPHAN_SECONDS)
             st.rerun()
         return None
-    _job_panel(key, unit, starting)
+    _job_panel(key, unit, starting, job.partials)
     return None
+
+
+def partial_result(key: str):
+    """The latest picture a running or cancelled job published (``landscape_core.jobs.publish``),
+    else ``None``. Call after ``run_job`` returned ``None``: the page draws it while the job goes
+    on (the job's panel reruns the page when a newer one arrives)."""
+    job = jobs.registry().get(key)
+    if job is None or job.state in (jobs.State.DONE, jobs.State.ERROR):
+        return None
+    return job.partial  # a cancelled job's last picture stays on screen
+
+
+def preview_caption(preview, problem) -> str:
+    """The label of a preview (``landscape_core.preview.preview_plane``): its grid, the samples it
+    used of each split and the standard error of its loss."""
+    used, noise = preview.settings["samples"], preview.settings["noise"]
+    return (
+        f"Preview: a {len(preview.alphas)}x{len(preview.betas)} grid on "
+        + ", ".join(f"{used[s]:,} of {problem.splits[s].n:,} {s} samples" for s in used)
+        + " (standard error of the loss about "
+        + ", ".join(f"{noise[f'{s}_loss']:.2g}" for s in used)
+        + "). The exact grid on all samples follows."
+    )
+
+
+def filling_caption(picture) -> str:
+    """The label of a grid filling in (``landscape_core.preview.refine_plane``'s ``on_level``)."""
+    level, levels = picture.settings["level"], picture.settings["levels"]
+    steps = f"{len(picture.alphas)}x{len(picture.betas)}"
+    cells = len(picture.alphas) * len(picture.betas)
+    return (
+        f"Exact {steps} grid on all samples, filling in coarse to fine: pass {level + 1} of {levels}, "
+        f"{picture.settings['computed']:,} of {cells:,} points computed; each point not yet computed shows "
+        "its nearest computed neighbour until its turn."
+    )
 
 
 @st.cache_resource(

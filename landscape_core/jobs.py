@@ -5,6 +5,10 @@ records how far it is and ``cancel`` is a ``threading.Event`` the computation ch
 between chunks (the evaluator does: it raises ``landscape_core.Cancelled``). The worker
 never touches the UI; a page polls ``Job.snapshot()``.
 
+A computation that has a picture before it is done (a grid filling in coarse to fine) hands it
+on with ``publish(partial)`` from inside the job: ``Job.partial`` is the latest one and
+``Job.partials`` counts them, so a page redraws when a new one arrives.
+
 The ``JobRegistry`` maps a computation key (a hash of its settings, see ``job_key``) to
 one job, so two sessions asking for the same computation share one run: it is computed
 once and both are served the result. At most ``max_running`` jobs compute at once (the
@@ -101,6 +105,8 @@ class Job:
         self.error: BaseException | None = None
         self.error_traceback: str | None = None
         self.note: str | None = None
+        self.partial: Any = None  # the latest picture the computation published (``publish``)
+        self.partials = 0
         self.created = time.monotonic()
         self.started: float | None = None
         self.finished_at: float | None = None
@@ -119,6 +125,12 @@ class Job:
             log.info("job %s: nobody has looked for %.0f s, cancelling", self.label, self.orphan_after)
             self.cancel_event.set()
 
+    def publish(self, partial: Any) -> None:
+        """Hand on a picture of the unfinished result; safe to call from any thread."""
+        with self._lock:
+            self.partial = partial
+            self.partials += 1
+
     def touch(self) -> None:
         """Someone is still waiting for this job (a page polls it); see ``orphan_after``."""
         with self._lock:
@@ -132,6 +144,7 @@ class Job:
             with self._lock:
                 self.state = State.RUNNING
                 self.started = time.monotonic()
+            _CURRENT.job = self
             try:
                 result = self.fn(self.progress, self.cancel_event)
             except Cancelled as exc:
@@ -148,6 +161,8 @@ class Job:
                 else:
                     self.result = result
                     self._finish(State.DONE)
+            finally:
+                _CURRENT.job = None
 
     def _finish(self, state: State) -> None:
         with self._lock:
@@ -241,6 +256,15 @@ class JobRegistry:
 
 
 _LIVE: weakref.WeakSet[Job] = weakref.WeakSet()  # every job whose thread was started
+_CURRENT = threading.local()  # the job a worker thread is running
+
+
+def publish(partial: Any) -> None:
+    """From inside a job's ``fn``: hand on a picture of its unfinished result (``Job.partial``).
+    Outside a job (a script, a test calling ``fn`` itself) nothing happens."""
+    job = getattr(_CURRENT, "job", None)
+    if job is not None:
+        job.publish(partial)
 
 
 def shutdown(wait_s: float = SHUTDOWN_WAIT_S) -> int:

@@ -9,6 +9,7 @@ so an interrupted line or plane resumes from its finished tiles.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -127,6 +128,55 @@ def line(
     return run.run()
 
 
+class PlaneRequest(NamedTuple):
+    """A plane checked and identified: its grid, centre, basis ``(2, P)``, splits, settings and cache key."""
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    center: torch.Tensor
+    basis: torch.Tensor
+    splits: list[str]
+    settings: dict
+    key: str
+
+
+def plane_request(
+    problem,
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    span: tuple[float, float] = (-1.0, 1.0),
+    steps: int = 51,
+    center: torch.Tensor | None = None,
+    span_y: tuple[float, float] | None = None,
+    steps_y: int | None = None,
+    splits=None,
+) -> PlaneRequest:
+    """What ``plane`` with these arguments computes and where it keeps it (nothing is evaluated):
+    every way of computing a plane (``plane``, ``preview.refine_plane``) stores it under this key."""
+    span_y = span if span_y is None else span_y
+    steps_y = steps if steps_y is None else steps_y
+    alphas = grid(span, steps, "span")
+    betas = grid(span_y, steps_y, "span_y", "steps_y")
+    center, basis = _prepare(problem, [d1, d2], center)
+    splits = check_splits(problem, splits)
+    settings = _settings(
+        problem,
+        "plane",
+        center,
+        basis,
+        splits,
+        {"span": list(check_span(span)), "steps": steps, "span_y": list(check_span(span_y)), "steps_y": steps_y},
+    )
+    key = cache_mod.make_key("surface", ALGORITHM_VERSION, settings)
+    return PlaneRequest(alphas, betas, center, basis, splits, settings, key)
+
+
+def cached_plane(problem, d1: torch.Tensor, d2: torch.Tensor, **plane_args) -> Surface | None:
+    """The plane ``plane(problem, d1, d2, **plane_args)`` would return if the cache holds all of it,
+    else ``None``. Evaluates nothing (``plane_args``: those of ``plane_request``)."""
+    return cache_mod.fetch(plane_request(problem, d1, d2, **plane_args).key, Surface.from_bytes)
+
+
 def plane(
     problem,
     d1: torch.Tensor,
@@ -157,21 +207,9 @@ def plane(
         isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer)) or rows_per_chunk < 1
     ):
         raise ValueError(f"rows_per_chunk must be a positive integer or None (automatic); got {rows_per_chunk!r}.")
-    span_y = span if span_y is None else span_y
-    steps_y = steps if steps_y is None else steps_y
-    alphas = grid(span, steps, "span")
-    betas = grid(span_y, steps_y, "span_y", "steps_y")
-    center, basis = _prepare(problem, [d1, d2], center)
-    splits = check_splits(problem, splits)
-    settings = _settings(
-        problem,
-        "plane",
-        center,
-        basis,
-        splits,
-        {"span": list(check_span(span)), "steps": steps, "span_y": list(check_span(span_y)), "steps_y": steps_y},
-    )
-    key = cache_mod.make_key("surface", ALGORITHM_VERSION, settings)
+    request = plane_request(problem, d1, d2, span, steps, center, span_y, steps_y, splits)
+    alphas, betas, center, basis, splits, settings, key = request
+    steps_y = len(betas)
     a, b = np.meshgrid(alphas, betas, indexing="ij")
     coeffs = np.stack([a.ravel(), b.ravel()], axis=1)  # row-major: point i * steps_y + j
 

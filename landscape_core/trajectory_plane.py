@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -124,6 +125,35 @@ def projection_gap(
     return result
 
 
+def pca_geometry(problem, trajectory: Trajectory, margin: float = 0.2) -> dict:
+    """Where ``pca_plane`` draws: ``{"d1", "d2", "center", "span", "span_y"}``, the PCA directions
+    and centre on the problem's device and the two axes' spans (equal lengths) covering every
+    checkpoint's coordinates plus ``margin`` of the path's extent on each side."""
+    _check_pca(trajectory)
+    if not (isinstance(margin, (int, float)) and 0 <= margin <= 10):
+        raise ValueError(f"margin must be a number from 0 to 10 (fraction of the path's extent); got {margin!r}.")
+    xy = np.asarray(trajectory.coords, dtype=np.float64)
+    mid = (xy.min(axis=0) + xy.max(axis=0)) / 2
+    half = (xy.max(axis=0) - xy.min(axis=0)).max() / 2 * (1 + 2 * margin)
+    d1, d2 = trajectory.directions.to(problem.device, problem.dtype)
+    return {
+        "d1": d1,
+        "d2": d2,
+        "center": trajectory.center.to(problem.device, problem.dtype),
+        "span": (mid[0] - half, mid[0] + half),
+        "span_y": (mid[1] - half, mid[1] + half),
+    }
+
+
+def _with_path(result: Surface, trajectory: Trajectory) -> Surface:
+    result.settings["trajectory"] = {
+        "names": list(trajectory.names),
+        "coords": np.asarray(trajectory.coords, dtype=np.float64).tolist(),
+        "explained_variance_ratio": [float(v) for v in trajectory.explained_variance_ratio],
+    }
+    return result
+
+
 def pca_plane(
     problem,
     trajectory: Trajectory,
@@ -133,36 +163,63 @@ def pca_plane(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     use_cache: bool = True,
+    on_level: Callable[[Surface], None] | None = None,
+    known: Surface | None = None,
 ) -> Surface:
     """The loss surface over the PCA plane, spanning every checkpoint's coordinates plus ``margin``.
 
     Equal spans on both axes (the directions are orthonormal, so the picture is undistorted);
     ``settings["trajectory"]`` holds the checkpoints' names and coordinates for drawing the path.
+    ``on_level`` or ``known`` given: computed coarse to fine (``preview.refine_plane``: each pass
+    handed to ``on_level``, the cells of ``known`` on the grid reused); the same values and the
+    same cache entry either way.
     """
-    _check_pca(trajectory)
-    if not (isinstance(margin, (int, float)) and 0 <= margin <= 10):
-        raise ValueError(f"margin must be a number from 0 to 10 (fraction of the path's extent); got {margin!r}.")
-    xy = np.asarray(trajectory.coords, dtype=np.float64)
-    mid = (xy.min(axis=0) + xy.max(axis=0)) / 2
-    half = (xy.max(axis=0) - xy.min(axis=0)).max() / 2 * (1 + 2 * margin)
-    d1, d2 = trajectory.directions.to(problem.device, problem.dtype)
-    result = surface_mod.plane(
-        problem,
-        d1,
-        d2,
-        span=(mid[0] - half, mid[0] + half),
-        steps=steps,
-        center=trajectory.center.to(problem.device, problem.dtype),
-        span_y=(mid[1] - half, mid[1] + half),
-        steps_y=steps,
-        splits=splits,
-        progress=progress,
-        cancel=cancel,
-        use_cache=use_cache,
-    )
-    result.settings["trajectory"] = {
-        "names": list(trajectory.names),
-        "coords": xy.tolist(),
-        "explained_variance_ratio": [float(v) for v in trajectory.explained_variance_ratio],
-    }
-    return result
+    geometry = pca_geometry(problem, trajectory, margin)
+    args = {"span": geometry["span"], "span_y": geometry["span_y"], "center": geometry["center"], "splits": splits}
+    if on_level is None and known is None:
+        result = surface_mod.plane(
+            problem,
+            geometry["d1"],
+            geometry["d2"],
+            steps=steps,
+            steps_y=steps,
+            progress=progress,
+            cancel=cancel,
+            use_cache=use_cache,
+            **args,
+        )
+    else:
+        from .preview import refine_plane
+
+        result = refine_plane(
+            problem,
+            geometry["d1"],
+            geometry["d2"],
+            steps=steps,
+            on_level=on_level,
+            known=known,
+            progress=progress,
+            cancel=cancel,
+            use_cache=use_cache,
+            **args,
+        )
+    return _with_path(result, trajectory)
+
+
+def cached_pca_plane(problem, trajectory: Trajectory, steps: int = 31, margin: float = 0.2, splits=None):
+    """The PCA plane ``pca_plane`` would return if the cache holds all of it, else ``None`` (nothing
+    is evaluated)."""
+    geometry = pca_geometry(problem, trajectory, margin)
+    d1, d2 = geometry.pop("d1"), geometry.pop("d2")
+    hit = surface_mod.cached_plane(problem, d1, d2, steps=steps, splits=splits, **geometry)
+    return None if hit is None else _with_path(hit, trajectory)
+
+
+def pca_preview(problem, trajectory: Trajectory, margin: float = 0.2, splits=None, cost=None) -> Surface:
+    """A labelled preview of the PCA plane (``preview.preview_plane``: a coarse grid on a data
+    subset, with its size and noise in the settings), over the same spans as ``pca_plane``."""
+    from .preview import preview_plane
+
+    geometry = pca_geometry(problem, trajectory, margin)
+    d1, d2 = geometry.pop("d1"), geometry.pop("d2")
+    return _with_path(preview_plane(problem, d1, d2, splits=splits, cost=cost, **geometry), trajectory)

@@ -10,6 +10,7 @@ from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
 from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import directions, jobs, snippet, surface, verdict
+from landscape_core import preview as preview_mod
 from landscape_core.comparison import metrics as compare_metrics  # the report's table is the page's
 from landscape_core.defaults import COMPARE
 from landscape_core.first_screen import compare_splits
@@ -85,11 +86,42 @@ q = f"{split}_{quantity}"
 common = {"norm": norm, "ignore": list(IGNORE), "seed": int(seed), "span": span, "splits": splits}
 
 
-def plane_job(problem):
+def plane_directions(problem):
+    return directions.random(problem, count=2, norm=norm, ignore=IGNORE, seed=int(seed))
+
+
+def cached_plane(problem):
+    """The plane of this model if the cache holds all of it, else ``None`` (nothing is evaluated)."""
+    d = plane_directions(problem)
+    return surface.cached_plane(problem, d[0], d[1], span=(-span, span), steps=steps, splits=splits)
+
+
+def preview_job(problem, cost):
     def run(progress, cancel):
-        d = directions.random(problem, count=2, norm=norm, ignore=IGNORE, seed=int(seed))
-        return surface.plane(
-            problem, d[0], d[1], span=(-span, span), steps=steps, splits=splits, progress=progress, cancel=cancel
+        d = plane_directions(problem)
+        return preview_mod.preview_plane(problem, d[0], d[1], span=(-span, span), splits=splits, cost=cost)
+
+    return run
+
+
+def plane_job(problem, preview):
+    """The exact grid coarse to fine, each pass published as it arrives (``ui.partial_result``)."""
+
+    def run(progress, cancel):
+        d = plane_directions(problem)
+        known = preview if preview is not None and preview_mod.same_data(preview, problem, splits) else None
+        return preview_mod.refine_plane(
+            problem,
+            d[0],
+            d[1],
+            span=(-span, span),
+            steps=steps,
+            splits=splits,
+            on_level=jobs.publish,
+            known=known,
+            progress=progress,
+            cancel=cancel,
+            use_cache=True,
         )
 
     return run
@@ -140,10 +172,27 @@ def key(kind: str, which: str, problem, **extra) -> str:
 
 
 # -- the two planes ------------------------------------------------------------------------
-plane_a = ui.run_job(key("compare-plane", "A", problem_a, steps=steps), plane_job(problem_a), f"{label_a}: plane")
-plane_b = None
-if plane_a is not None:
-    plane_b = ui.run_job(key("compare-plane", "B", problem_b, steps=steps), plane_job(problem_b), f"{label_b}: plane")
+# cached planes open at once (no preview, nothing evaluated); else a labelled preview of each model
+# on a data subset first, then the exact grids one after the other, each drawn as it fills in
+models = {"A": (problem_a, label_a), "B": (problem_b, label_b)}
+planes = {which: cached_plane(problem) for which, (problem, _) in models.items()}
+previews, fillings = {}, {}
+for which, (problem, label) in models.items():
+    if planes[which] is None:
+        previews[which] = ui.run_job(
+            key("compare-preview", which, problem),
+            preview_job(problem, ui.estimate(problem, splits)),
+            f"{label}: preview on a data subset",
+        )
+if all(p is not None for p in previews.values()):
+    for which, (problem, label) in models.items():
+        if planes[which] is None:
+            plane_key = key("compare-plane", which, problem, steps=steps)
+            planes[which] = ui.run_job(plane_key, plane_job(problem, previews.get(which)), f"{label}: plane")
+            if planes[which] is None:
+                fillings[which] = ui.partial_result(plane_key)
+                break  # B's grid after A's
+plane_a, plane_b = planes["A"], planes["B"]
 
 # -- metrics: base values, slice rise, lambda_max --------------------------------------------
 lines_a = ui.run_job(key("compare-lines", "A", problem_a, count=n_lines), lines_job(problem_a), f"{label_a}: 1D lines")
@@ -171,6 +220,26 @@ def linked_view(maps: list[tuple], readout: dict):
     panels = [ui.heatmap(s_, q_, extra=readout, hover="hover", **kw) for s_, q_, kw in maps]
     return selections.linked(panels)  # A and B on a row, B - A below
 
+
+if plane_a is None or plane_b is None:  # the previews, or the grids filling in, until both are exact
+    shown = {}
+    for which in models:
+        if planes[which] is not None:
+            shown[which] = (planes[which], f"exact {steps}x{steps} grid")
+        elif fillings.get(which) is not None:
+            shown[which] = (preview_mod.fill_pending(fillings[which]), ui.filling_caption(fillings[which]))
+        elif previews.get(which) is not None:
+            shown[which] = (previews[which], ui.preview_caption(previews[which], models[which][0]))
+    if shown:
+        domain = ui.value_domain([picture for picture, _ in shown.values()], q, log)
+        for col, (which, (picture, caption)) in zip(st.columns(2), shown.items()):
+            title = f"{models[which][1]} ({which}): {ui.quantity_label(q)}"
+            col.altair_chart(
+                ui.heatmap(picture, q, log=log, shared_domain=domain, title=title, side=ui.PLANE_SIDE_PAIR),
+                width="content",
+            )
+            col.caption(caption)
+        st.caption("The difference B - A, the linked view and the downloads follow when both exact grids are done.")
 
 if plane_a is not None and plane_b is not None:
     domain = ui.value_domain([plane_a, plane_b], q, log)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -12,9 +10,9 @@ from dashboard_ui import selections, ui
 from dashboard_ui import topology as topology_sections
 from dashboard_ui.links import Choice, Flag, Many, Number
 from landscape_core import directions, gradient_norm, jobs, snippet, surface
+from landscape_core import preview as preview_mod
 from landscape_core.defaults import SURFACE
 from landscape_core.estimate import describe_seconds
-from landscape_core.evaluate import Cancelled
 from landscape_core.results import Surface
 
 COARSE_STEPS = SURFACE.coarse_steps
@@ -327,17 +325,9 @@ def slices_through_click(result, quantities: list[str], events) -> None:
 
 
 def _cached_plane(steps_):
-    """The random plane of these settings if the cache holds all of it, else ``None`` (nothing is
-    evaluated: the run is cancelled before its first chunk)."""
-    stop = threading.Event()
-    stop.set()
+    """The random plane of these settings if the cache holds all of it, else ``None`` (nothing is evaluated)."""
     d = _directions(2)
-    try:
-        return surface.plane(
-            problem, d[0], d[1], span=(-span, span), steps=steps_, center=_center(d), splits=splits, cancel=stop
-        )
-    except Cancelled:
-        return None
+    return surface.cached_plane(problem, d[0], d[1], span=(-span, span), steps=steps_, center=_center(d), splits=splits)
 
 
 # the estimate and the preview are for a plane still to compute: a cached one opens without them
@@ -361,7 +351,6 @@ if cost is not None:
 points = None
 preview = None
 if shape == "2D plane" and kind == "random" and finished is None and not recentred:  # a preview is around theta0
-    from landscape_core import preview as preview_mod
 
     def preview_job(progress, cancel):
         d = _directions(2)
@@ -387,66 +376,70 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
                 return trajectory_plane.pca_plane(
                     problem, traj, steps=steps_, splits=splits, progress=progress, cancel=cancel
                 )
-            if kind == "through":
-                from landscape_core import checkpoint_plane
+            from landscape_core import checkpoint_plane
 
-                thetas = [ws.checkpoint(n).theta for n in through]
-                result, _ = checkpoint_plane.plane_through(
-                    problem,
-                    *thetas,
-                    steps=steps_,
-                    names=tuple(through),
-                    splits=splits,
-                    progress=progress,
-                    cancel=cancel,
-                )
-                return result
-            d = _directions(2)
-            return surface.plane(
-                problem,
-                d[0],
-                d[1],
-                span=(-span, span),
-                steps=steps_,
-                center=_center(d),
-                splits=splits,
-                progress=progress,
-                cancel=cancel,
+            thetas = [ws.checkpoint(n).theta for n in through]
+            result, _ = checkpoint_plane.plane_through(
+                problem, *thetas, steps=steps_, names=tuple(through), splits=splits, progress=progress, cancel=cancel
             )
+            return result
 
         return run
 
-    coarse = ui.run_job(
-        jobs.job_key("surface-plane", {**base_settings, "steps": COARSE_STEPS}),
-        plane_job(COARSE_STEPS),
-        f"coarse {COARSE_STEPS}x{COARSE_STEPS} plane",
-    )
+    def refine_job(progress, cancel):
+        """The exact grid coarse to fine, each pass published as it arrives; the preview's cells are
+        reused where they lie on the grid and were computed on the same data."""
+        d = _directions(2)
+        known = preview if preview is not None and preview_mod.same_data(preview, problem, splits) else None
+        return preview_mod.refine_plane(
+            problem,
+            d[0],
+            d[1],
+            span=(-span, span),
+            steps=steps,
+            center=_center(d),
+            splits=splits,
+            on_level=jobs.publish,
+            known=known,
+            progress=progress,
+            cancel=cancel,
+            use_cache=True,
+        )
+
     result = None
-    if coarse is not None:
-        result = coarse
-        if steps != COARSE_STEPS:
-            fine = ui.run_job(
-                jobs.job_key("surface-plane", {**base_settings, "steps": steps}),
-                plane_job(steps),
-                f"{steps}x{steps} plane",
-            )
-            if fine is not None:
-                result = fine
-            else:
-                st.caption(
-                    f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass; the {steps}x{steps} grid is not finished."
+    exact = False  # a preview or a grid still filling in is drawn, not offered for download or analysis
+    if kind in ("pca", "through"):
+        coarse = ui.run_job(
+            jobs.job_key("surface-plane", {**base_settings, "steps": COARSE_STEPS}),
+            plane_job(COARSE_STEPS),
+            f"coarse {COARSE_STEPS}x{COARSE_STEPS} plane",
+        )
+        if coarse is not None:
+            result, exact = coarse, True
+            if steps != COARSE_STEPS:
+                fine = ui.run_job(
+                    jobs.job_key("surface-plane", {**base_settings, "steps": steps}),
+                    plane_job(steps),
+                    f"{steps}x{steps} plane",
                 )
+                if fine is not None:
+                    result = fine
+                else:
+                    st.caption(
+                        f"Showing the coarse {COARSE_STEPS}x{COARSE_STEPS} pass; the {steps}x{steps} grid is not "
+                        "finished."
+                    )
+    else:
+        plane_key = jobs.job_key("surface-plane", {**base_settings, "steps": steps})
+        result = finished if finished is not None else ui.run_job(plane_key, refine_job, f"{steps}x{steps} plane")
+        exact = result is not None
+        filling = ui.partial_result(plane_key) if result is None else None
+        if filling is not None:
+            result = preview_mod.fill_pending(filling)
+            st.caption(ui.filling_caption(filling))
     if result is None and preview is not None:
         result = preview
-        used = preview.settings["samples"]
-        noise = preview.settings["noise"]
-        st.caption(
-            f"Preview: a {len(preview.alphas)}x{len(preview.alphas)} grid on "
-            + ", ".join(f"{used[s]:,} of {problem.splits[s].n:,} {s} samples" for s in used)
-            + " (standard error of the loss about "
-            + ", ".join(f"{noise[f'{s}_loss']:.2g}" for s in used)
-            + "). The exact grid on all samples follows."
-        )
+        st.caption(ui.preview_caption(preview, problem))
     if result is not None and kind == "pca":
         info = result.settings.get("trajectory", {})
         points = dict(zip(info.get("names", []), info.get("coords", [])))
@@ -498,7 +491,7 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
         with ui.section("The readout"):
             st.markdown(plane_readout(result, q0))
             st.caption(direction_lengths(result.settings.get("direction_norms", []), problem))
-        if result is not preview:  # a preview is not offered for download or analysis: the exact grid follows
+        if exact:  # a preview or a grid filling in is not offered for download or analysis: the exact grid follows
             source = ui.source()
             export = charts[0] if len(charts) == 1 else ui.row_of(*charts)  # every map of the view in one file
             ui.downloads(result, chart=export, name=f"plane_{q0}", snippet=lambda: snippet.surface_code(result, source))

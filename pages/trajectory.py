@@ -17,6 +17,7 @@ import streamlit as st
 from dashboard_ui import links, selections, theme, ui
 from dashboard_ui.links import Choice, Flag, Number
 from landscape_core import jobs, trajectory, trajectory_plane
+from landscape_core import preview as preview_mod
 from landscape_core.defaults import TRAJECTORY
 from landscape_core.snippet import problem_code
 
@@ -508,20 +509,40 @@ with ui.section("The readout of the views"):
 st.subheader("The loss on the PCA plane, with the path")
 
 
-def compute_plane(progress, cancel):
-    return trajectory_plane.pca_plane(
-        problem, pca, steps=s["steps"], margin=s["margin"], splits=splits, progress=progress, cancel=cancel
+plane_settings = {**base_key, **{k: s[k] for k in ("reference", "variant", "ignore", "steps", "margin")}}
+# a cached plane opens at once: no estimate, no preview, nothing evaluated
+plane = trajectory_plane.cached_pca_plane(problem, pca, steps=s["steps"], margin=s["margin"], splits=splits)
+preview = filling = None
+if plane is None:
+    cost = ui.estimate(problem, splits)
+
+    def compute_preview(progress, cancel):
+        return trajectory_plane.pca_preview(problem, pca, margin=s["margin"], splits=splits, cost=cost)
+
+    preview = ui.run_job(
+        jobs.job_key("trajectory-preview", {k: v for k, v in plane_settings.items() if k != "steps"}),
+        compute_preview,
+        "preview of the PCA plane on a data subset",
     )
 
+    def compute_plane(progress, cancel):
+        known = preview if preview_mod.same_data(preview, problem, splits) else None
+        return trajectory_plane.pca_plane(
+            problem,
+            pca,
+            steps=s["steps"],
+            margin=s["margin"],
+            splits=splits,
+            progress=progress,
+            cancel=cancel,
+            on_level=jobs.publish,
+            known=known,
+        )
 
-plane = ui.run_job(
-    jobs.job_key(
-        "trajectory-plane",
-        {**base_key, **{k: s[k] for k in ("reference", "variant", "ignore", "steps", "margin")}},
-    ),
-    compute_plane,
-    f"PCA plane {s['steps']}x{s['steps']}",
-)
+    if preview is not None:
+        plane_key = jobs.job_key("trajectory-plane", plane_settings)
+        plane = ui.run_job(plane_key, compute_plane, f"PCA plane {s['steps']}x{s['steps']}")
+        filling = ui.partial_result(plane_key) if plane is None else None
 quantities = [f"{sp}_loss" for sp in splits] + [f"{sp}_{m}" for sp in splits for m in problem.metrics]
 quantities = [q for q in quantities if q in views["gap"].true_values]
 quantity = st.selectbox(
@@ -533,9 +554,12 @@ quantity = st.selectbox(
     args=("traj",),
 )
 plane_view = None
-if plane is not None:
-    plane_view = plane_chart(plane, pca, quantity, log)
+shown = plane if plane is not None else preview_mod.fill_pending(filling) if filling is not None else preview
+if shown is not None:
+    plane_view = plane_chart(shown, pca, quantity, log)
     st.altair_chart(plane_view, width="content")  # fixed size: equal scale on both axes
+    if plane is None:
+        st.caption(ui.filling_caption(filling) if filling is not None else ui.preview_caption(preview, problem))
     st.caption(
         "The origin is the PCA reference point; the dots are the checkpoints at their PCA coordinates, joined in "
         "training order. Axes in parameter units along the orthonormal PCA directions (equal scale)."

@@ -155,3 +155,23 @@ def test_orphaned_job_cancels_itself_and_a_watched_one_does_not():
     assert not handles["watched"].orphaned
     # without orphan_after a job runs on unwatched
     assert reg.submit("free", lambda p, c: (p(1, 1), "ok")[1]).wait(HOLD)
+
+
+def test_a_job_publishes_pictures_of_its_unfinished_result():
+    reg = JobRegistry()
+    published, go_on = threading.Event(), threading.Event()
+
+    def fn(progress, cancel):
+        jobs.publish("coarse")
+        jobs.publish("finer")
+        published.set()
+        assert go_on.wait(HOLD)
+        return "exact"
+
+    job = reg.submit("partial", fn, "filling in")
+    assert published.wait(HOLD)
+    assert job.partials == 2 and job.partial == "finer" and not job.finished
+    go_on.set()
+    assert job.wait(HOLD) and job.result == "exact"
+    jobs.publish("outside a job")  # nothing happens, nothing raises
+    assert job.partial == "finer"

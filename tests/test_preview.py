@@ -115,8 +115,109 @@ def test_known_cells_of_the_same_data_are_reused_not_recomputed(monkeypatch):
     other = make_problem("mlp", n=38)  # other data: nothing of it may be reused
     with pytest.raises(ValueError, match="computed on other data"):
         pv.refine_plane(other, d1, d2, steps=steps, known=partial)
-    with pytest.raises(ValueError, match="same grid"):
-        pv.refine_plane(problem, d1, d2, steps=5, known=partial)
+    with pytest.raises(ValueError, match="other directions"):
+        pv.refine_plane(problem, d2, d1, steps=steps, known=partial)
+
+
+def test_cells_of_a_coarser_grid_are_reused_where_they_lie_on_the_finer_one(monkeypatch):
+    problem = make_problem("mlp")
+    d1, d2 = directions.random(problem, count=2, seed=6)
+    coarse = pv.refine_plane(problem, d1, d2, steps=5)  # -1, -0.5, 0, 0.5, 1: every one on the 9-step grid
+    counted = []
+    real = pv.evaluate_points
+
+    def counting(problem, center, basis, coeffs, *args, **kwargs):
+        counted.append(np.asarray(coeffs).copy())
+        return real(problem, center, basis, coeffs, *args, **kwargs)
+
+    monkeypatch.setattr(pv, "evaluate_points", counting)
+    fine = pv.refine_plane(problem, d1, d2, steps=9, known=coarse)
+    assert fine.settings["reused_cells"] == 25
+    computed = np.concatenate(counted)
+    assert len(computed) == 81 - 25
+    on_coarse = np.isin(np.round(computed * 2, 9) % 1, 0).all(axis=1)  # both coordinates multiples of 0.5
+    assert not on_coarse.any()  # no cell of the coarse grid was computed again
+    np.testing.assert_array_equal(fine.values["train_loss"][::2, ::2], coarse.values["train_loss"])
+    sevens = pv.refine_plane(problem, d1, d2, steps=7, known=coarse)  # shares only -1, 0, 1 on each axis
+    assert sevens.settings["reused_cells"] == 9
+
+
+def test_refined_plane_is_cached_under_the_planes_own_key_and_equals_surface_plane(fresh_cache, monkeypatch):
+    from landscape_core import surface
+
+    problem = make_problem("conv_bn")
+    d1, d2 = directions.random(problem, count=2, seed=7)
+    direct = surface.plane(problem, d1, d2, span=(-0.5, 0.5), steps=9, use_cache=False)
+    assert surface.cached_plane(problem, d1, d2, span=(-0.5, 0.5), steps=9) is None
+    pictures = []
+    refined = pv.refine_plane(problem, d1, d2, span=(-0.5, 0.5), steps=9, on_level=pictures.append, use_cache=True)
+    assert [p.settings["level"] for p in pictures] == list(range(len(pv.refinement_levels(9, 9))))
+    for q, v in direct.values.items():
+        np.testing.assert_allclose(refined.values[q], v, rtol=1e-12, atol=0, err_msg=q)
+    for field in ("direction_sha256", "center_sha256", "span", "steps", "span_y", "steps_y", "splits"):
+        assert refined.settings[field] == direct.settings[field], field
+    hit = surface.cached_plane(problem, d1, d2, span=(-0.5, 0.5), steps=9)
+    assert hit is not None and hit.settings["refined"] is True
+    calls = []
+    monkeypatch.setattr(pv, "evaluate_points", lambda *a, **k: calls.append(1))
+    again = pv.refine_plane(problem, d1, d2, span=(-0.5, 0.5), steps=9, on_level=pictures.append, use_cache=True)
+    reopened = surface.plane(problem, d1, d2, span=(-0.5, 0.5), steps=9)  # the plane's own call: the same entry
+    assert not calls and len(pictures) == len(pv.refinement_levels(9, 9))  # served whole, nothing evaluated
+    for q in direct.values:
+        np.testing.assert_array_equal(again.values[q], refined.values[q])
+        np.testing.assert_array_equal(reopened.values[q], refined.values[q])
+
+
+def test_a_cancelled_refinement_keeps_its_passes_and_resumes(fresh_cache, monkeypatch):
+    import threading
+
+    from landscape_core.evaluate import Cancelled
+
+    problem = make_problem("mlp")
+    d1, d2 = directions.random(problem, count=2, seed=8)
+    stop = threading.Event()
+    level0 = pv.refinement_levels(9, 9)[0]
+    with pytest.raises(Cancelled, match=f"kept {len(level0)} of 81 points") as info:
+        pv.refine_plane(problem, d1, d2, steps=9, on_level=lambda _: stop.set(), cancel=stop, use_cache=True)
+    assert info.value.kept == len(level0)
+    counted = []
+    real = pv.evaluate_points
+
+    def counting(problem, center, basis, coeffs, *args, **kwargs):
+        counted.append(len(coeffs))
+        return real(problem, center, basis, coeffs, *args, **kwargs)
+
+    monkeypatch.setattr(pv, "evaluate_points", counting)
+    resumed = pv.refine_plane(problem, d1, d2, steps=9, use_cache=True)
+    assert sum(counted) == 81 - len(level0)
+    direct = pv.refine_plane(problem, d1, d2, steps=9)
+    for q in direct.values:
+        np.testing.assert_allclose(resumed.values[q], direct.values[q], rtol=1e-12, err_msg=q)
+
+
+def test_fill_pending_draws_only_cells_not_yet_computed():
+    problem = make_problem("mlp")
+    d1, d2 = directions.random(problem, count=2, seed=9)
+    steps = 11
+    pictures = []
+    pv.refine_plane(problem, d1, d2, steps=steps, on_level=pictures.append)
+    first = pictures[0]
+    first.values["train_loss"][0, 0] = np.nan  # a computed cell that diverged stays diverged
+    filled = pv.fill_pending(first)
+    rows = np.flatnonzero(pv.axis_levels(steps) == 0)
+    loss, shown = first.values["train_loss"], filled.values["train_loss"]
+    assert np.isnan(shown[0, 0])
+    assert np.isnan(loss).sum() == steps * steps - len(rows) ** 2 + 1 and np.isnan(shown).sum() == 1
+    np.testing.assert_array_equal(shown[np.ix_(rows, rows)], loss[np.ix_(rows, rows)])
+    for i in range(steps):
+        for j in range(steps):
+            if i in rows and j in rows:
+                continue
+            near_i = rows[np.abs(rows - i) == np.abs(rows - i).min()]
+            near_j = rows[np.abs(rows - j) == np.abs(rows - j).min()]
+            assert shown[i, j] in {loss[a, b] for a in near_i for b in near_j}, (i, j)  # its nearest computed cell
+    last = pictures[-1]
+    np.testing.assert_array_equal(pv.fill_pending(last).values["train_loss"], last.values["train_loss"])
 
 
 def test_preview_is_labelled_with_its_subset_and_noise():

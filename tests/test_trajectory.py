@@ -256,3 +256,24 @@ def test_pca_plane_surface_holds_the_path(regression):
     assert surf.values["train_loss"][i, j] == pytest.approx(problem.evaluate(point)["train_loss"][0], rel=1e-10)
     with pytest.raises(ValueError, match="trajectory.pca"):
         trajectory_plane.pca_plane(problem, trajectory.autoencoder(thetas, epochs=10))
+
+
+def test_pca_plane_coarse_to_fine_equals_the_direct_plane_and_shares_its_cache_entry(regression, fresh_cache):
+    problem, thetas = regression
+    traj = trajectory.pca(thetas, ignore=())
+    direct = trajectory_plane.pca_plane(problem, traj, steps=9, use_cache=False)
+    assert trajectory_plane.cached_pca_plane(problem, traj, steps=9) is None
+    preview = trajectory_plane.pca_preview(problem, traj)  # 40 samples: the whole split, no noise
+    assert preview.settings["preview"] is True and preview.settings["noise"] == {"train_loss": 0.0}
+    assert preview.settings["trajectory"]["coords"] == traj.coords.tolist()
+    passes = []
+    refined = trajectory_plane.pca_plane(problem, traj, steps=9, on_level=passes.append, known=preview)
+    assert len(passes) > 1 and passes[0].settings["level"] == 0
+    assert refined.settings["reused_cells"] > 0  # the preview's cells on the 9-step grid, same data
+    for q, v in direct.values.items():
+        np.testing.assert_allclose(refined.values[q], v, rtol=1e-12, err_msg=q)
+    np.testing.assert_array_equal(refined.alphas, direct.alphas)
+    np.testing.assert_array_equal(refined.betas, direct.betas)
+    hit = trajectory_plane.cached_pca_plane(problem, traj, steps=9)
+    assert hit is not None and hit.settings["trajectory"] == direct.settings["trajectory"]
+    np.testing.assert_array_equal(hit.values["train_loss"], refined.values["train_loss"])

@@ -2,7 +2,9 @@
 
 ``streamlit_server(args, log_name, env)`` starts ``streamlit run app.py --server.headless true``
 (plus ``args``) on a free local port, waits for ``/_stcore/health`` and yields the URL;
-``launch_chromium(playwright)`` starts Debian's Chromium with the flags this machine needs;
+``demo_server(warm, log_name, args)`` does that on this test session's cache after loading the
+demos ``warm`` into it in another process; ``launch_chromium(playwright)`` starts Debian's
+Chromium with the flags this machine needs (the ``browser`` and ``page`` fixtures are in conftest);
 ``wait_for_app_run(page)`` waits until the app is connected and no script run is in progress;
 ``wait_while_working(page, locator)`` waits for an element as long as the app keeps working.
 """
@@ -74,6 +76,18 @@ def streamlit_server(args: list[str], log_name: str, env: dict | None = None) ->
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def demo_server(warm: list[str], log_name: str, args: list[str] | None = None) -> Iterator[str]:
+    """``streamlit_server`` on this test session's cache (conftest's ``LANDSCAPE_CACHE_DIR``) after
+    the demos ``warm`` were loaded into it by another process, so their training is not part of
+    what a test waits for."""
+    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}
+    code = f"from landscape_core import demos; [demos.load(n) for n in {list(warm)!r}]"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
+    with streamlit_server(list(args or []), log_name, env) as url:
+        yield url
 
 
 def launch_chromium(playwright):

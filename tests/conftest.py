@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated disk cache per test session, float64 helpers."""
+"""Shared fixtures: an isolated disk cache per test session, one torch thread, and for the
+browser tests a headless Chromium (``browser``, per module) and a fresh page (``page``)."""
 
 import os
 import tempfile
@@ -32,3 +33,23 @@ def one_thread():
     """
     with single_thread():
         yield
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (``tests/browser.py``) for the browser tests of one module."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from browser import launch_chromium
+
+    with sync_api.sync_playwright() as p:
+        chromium = launch_chromium(p)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page in a fresh browser context (no cookies, no history), 1400x2200, downloads accepted."""
+    context = browser.new_context(viewport={"width": 1400, "height": 2200}, accept_downloads=True)
+    yield context.new_page()
+    context.close()

@@ -9,14 +9,11 @@ when the app stops showing progress (``browser.wait_while_working``). Screenshot
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
+from browser import CHROMIUM, ROOT, demo_server, wait_for_app_run, wait_while_working
 
 from dashboard_ui.charts import PLANE_SIDE_PAIR
 
@@ -48,27 +45,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def app_url():
-    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}  # this test session's cache (conftest)
-    warm = f"from landscape_core import demos; [demos.load(n) for n in {WARM!r}]"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
-    with streamlit_server([], "streamlit-e2e.log", env) as url:
+    with demo_server(WARM, "streamlit-e2e.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 2200}, accept_downloads=True)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def open_page(page, url: str, path: str) -> None:

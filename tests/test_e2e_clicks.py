@@ -9,15 +9,12 @@ appears against the library's own numbers. Waits are on the app's state, never o
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
+from browser import CHROMIUM, ROOT, demo_server, wait_for_app_run, wait_while_working
 
 from landscape_core import demos, directions
 from landscape_core.defaults import COMPARE, SURFACE
@@ -35,27 +32,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def app_url():
-    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}  # this test session's cache (conftest)
-    warm = "from landscape_core import demos; demos.load('digits-mlp')"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
-    with streamlit_server([], "streamlit-e2e-clicks.log", env) as url:
+    with demo_server(["digits-mlp"], "streamlit-e2e-clicks.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 2200})
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 @pytest.fixture(scope="module")

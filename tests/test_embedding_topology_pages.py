@@ -7,13 +7,11 @@ called directly.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from apptest import open_page
 from streamlit.testing.v1 import AppTest
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
 TIMEOUT = 600
 
 pytestmark = pytest.mark.slow
@@ -25,15 +23,7 @@ def synchronous_jobs(monkeypatch):
 
 
 def _page(name: str, workspace: str, **state) -> AppTest:
-    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
-    at.session_state["ui_workspace"] = workspace
-    at.session_state["ui_subset"] = 256
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_page(name, workspace, 256, TIMEOUT, **state)
 
 
 def _markdown(at: AppTest, start: str) -> str:

@@ -6,15 +6,12 @@ settings. Waits are on the app's state (``tests/browser.py``), never on time.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run, wait_while_working
+from browser import CHROMIUM, ROOT, demo_server, wait_for_app_run, wait_while_working
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,19 +24,8 @@ READOUT = re.compile(r"train loss at the base point")
 
 @pytest.fixture(scope="module")
 def app_url():
-    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}
-    warm = "from landscape_core import demos; demos.load('logistic-blobs')"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
-    with streamlit_server([], "streamlit-links-e2e.log", env) as url:
+    with demo_server(["logistic-blobs"], "streamlit-links-e2e.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
 
 
 def _context(browser):

@@ -9,15 +9,12 @@ visit to the Guide (issue 18, item 4). Every wait is on the app's state, never a
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import workspace_kinds as wk
-from browser import CHROMIUM, ROOT, launch_chromium, streamlit_server, wait_for_app_run
+from browser import CHROMIUM, ROOT, demo_server, wait_for_app_run
 
 SHOTS = ROOT / "test-output" / "screenshots"
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stPlotlyChart"]'
@@ -37,27 +34,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(files):
-    env = {"LANDSCAPE_CACHE_DIR": os.environ["LANDSCAPE_CACHE_DIR"]}  # this test session's cache (conftest)
-    warm = f"from landscape_core import demos; [demos.load(n) for n in {WARM!r}]"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=600)
-    with streamlit_server([], "streamlit-matrix-e2e.log", env) as url:
+    with demo_server(WARM, "streamlit-matrix-e2e.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 2200})
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def open_page(page, url: str, path: str) -> None:

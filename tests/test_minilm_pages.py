@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest import open_page
 from streamlit.testing.v1 import AppTest
 
 from landscape_core import minilm
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ROOT / "pages"
 SPEC = f"{ROOT / 'examples' / 'minilm_sentiment_spec.py'}:build"
 TIMEOUT = 1800  # a hang guard for one script run; jobs are waited on until done (LANDSCAPE_JOB_WAIT)
 
@@ -33,15 +33,7 @@ def minilm_spec(monkeypatch, fresh_cache):
 
 
 def page(name: str, **state) -> AppTest:
-    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
-    at.session_state["ui_workspace"] = f"spec:{SPEC}"
-    at.session_state["ui_subset"] = 4
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_page(name, f"spec:{SPEC}", 4, TIMEOUT, **state)
 
 
 def test_surface_page_draws_minilm_lines():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest import open_page
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ROOT / "pages"
 SPEC = f"{ROOT / 'examples' / 'resnet_spec.py'}:build"
 TIMEOUT = 1800  # a hang guard for one script run; jobs are waited on until done (LANDSCAPE_JOB_WAIT)
 
@@ -30,15 +30,7 @@ def resnet_spec(monkeypatch, fresh_cache, tmp_path):
 
 
 def page(name: str, **state) -> AppTest:
-    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
-    at.session_state["ui_workspace"] = f"spec:{SPEC}"
-    at.session_state["ui_subset"] = 4
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_page(name, f"spec:{SPEC}", 4, TIMEOUT, **state)
 
 
 def test_surface_page_draws_the_resnet_plane():

@@ -139,6 +139,7 @@ def test_trajectory_click_shows_checkpoint_and_opens_it_elsewhere(app_url, page,
     checkpoint = next(c for c in workspace.checkpoints if c.name == name)
     exact = workspace.problem.evaluate(checkpoint.theta[None])
     rows = page.get_by_test_id("stTable").locator("tbody tr")
+    wait_while_working(page, rows.first)  # the readout's table is drawn after its title (a loaded run saw none yet)
     shown = {}
     for i in range(rows.count()):
         cells = [c.strip() for c in rows.nth(i).locator("th, td").all_inner_texts()]

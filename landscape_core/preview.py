@@ -202,6 +202,12 @@ def same_data(surface: Surface, problem, splits=None) -> bool:
     return surface.settings.get("data") == _data_identity(problem, check_splits(problem, splits))
 
 
+def reusable(known: Surface | None, problem, splits=None) -> Surface | None:
+    """``known`` if ``refine_plane`` may reuse its cells here (``same_data``), else ``None``: a preview
+    on a data subset is drawn, not reused."""
+    return known if known is not None and same_data(known, problem, splits) else None
+
+
 def _cells_on_grid(known: Surface, request, data: dict, quantities: list[str]):
     """``(flat cells of the new grid, {q: their values})`` for the finite cells of ``known`` that lie on it."""
     if known.betas is None:

@@ -109,7 +109,7 @@ def plane_job(problem, preview):
 
     def run(progress, cancel):
         d = plane_directions(problem)
-        known = preview if preview is not None and preview_mod.same_data(preview, problem, splits) else None
+        known = preview_mod.reusable(preview, problem, splits)
         return preview_mod.refine_plane(
             problem,
             d[0],

@@ -390,7 +390,7 @@ if shape == "2D plane" and (preview is not None or kind != "random" or finished 
         """The exact grid coarse to fine, each pass published as it arrives; the preview's cells are
         reused where they lie on the grid and were computed on the same data."""
         d = _directions(2)
-        known = preview if preview is not None and preview_mod.same_data(preview, problem, splits) else None
+        known = preview_mod.reusable(preview, problem, splits)
         return preview_mod.refine_plane(
             problem,
             d[0],

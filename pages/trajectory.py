@@ -526,7 +526,7 @@ if plane is None:
     )
 
     def compute_plane(progress, cancel):
-        known = preview if preview_mod.same_data(preview, problem, splits) else None
+        known = preview_mod.reusable(preview, problem, splits)
         return trajectory_plane.pca_plane(
             problem,
             pca,
